@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Debian packages for headless MuJoCo rendering (EGL, with OSMesa as fallback). Installs only what is missing.
+set -euo pipefail
+packages=(libegl1 libegl-mesa0 libgl1 libosmesa6 libgles2)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing Debian packages: ${missing[*]}"
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

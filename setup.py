@@ -1,0 +1,41 @@
+"""ament_python package vla_policy_node (also pip-installable for the graph without a ROS install)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "vla_policy_node"
+
+NODES = {
+    "vla_sim_bridge": "vla_policy_node.nodes.sim_bridge:main",
+    "vla_perception": "vla_policy_node.nodes.perception:main",
+    "vla_policy": "vla_policy_node.nodes.policy:main",
+    "vla_executor": "vla_policy_node.nodes.executor:main",
+    "vla_evaluator": "vla_policy_node.nodes.evaluator:main",
+}
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config/robots", glob("config/robots/*.yaml")),
+        (f"share/{PACKAGE}/config/graphs", glob("config/graphs/*.yaml")),
+        (f"share/{PACKAGE}/config/params", glob("config/params/*.yaml")),
+        (f"share/{PACKAGE}/urdf", glob("urdf/*.urdf")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="vla_policy_node maintainers",
+    maintainer_email="maintainers@vla-policy-node.org",
+    description="ROS 2 nodes running world-model and VLA policies on robots",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [f"{name}={target}" for name, target in NODES.items()] + [
+            "vla-graph=vla_policy_node.graph_runner:main",
+        ],
+    },
+)

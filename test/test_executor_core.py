@@ -1,0 +1,143 @@
+"""Executor core: time-indexed queue, sync re-planning, safety gate, holds, e-stop latch, dry-run."""
+
+import numpy as np
+import pytest
+
+from vla_policy_node.core.action_queue import ActionQueue, Chunk
+from vla_policy_node.core.embodiment import load_robot
+from vla_policy_node.core.executor import ChunkExecutor
+from vla_policy_node.core.safety import ChunkRejected, SafetyGate
+
+DT = 0.0125
+
+
+def chunk(t0, values, chunk_id=1, episode="ep", start_index=0):
+    a = np.asarray(values, dtype=float)
+    return Chunk(chunk_id, t0, DT, a, a / 2.0, start_index, episode)
+
+
+def ramp(h=8, dim=4, scale=0.1):
+    return np.outer(np.arange(1, h + 1), np.ones(dim)) * scale
+
+
+def test_queue_applies_actions_at_capture_time_plus_index():
+    q = ActionQueue(DT)
+    assert q.insert(chunk(1.0, ramp()), now=1.0) == 8
+    first = q.pop(1.0)
+    assert first.index == 0 and first.time == 1.0
+    assert q.pop(1.0 + DT).index == 1
+    assert q.pop(1.0 + 5 * DT).index == 5       # two actions expired in between
+    assert q.expired == 3                       # indices 2, 3, 4 passed unexecuted
+
+
+def test_queue_skips_actions_already_in_the_past():
+    q = ActionQueue(DT)
+    queued = q.insert(chunk(1.0, ramp()), now=1.0 + 3 * DT)   # arrived 3 steps late
+    assert queued == 5 and q.skipped_stale == 3
+    assert q.pop(1.0 + 3 * DT).index == 3
+
+
+def test_queue_replaces_overlapping_actions():
+    q = ActionQueue(DT)
+    q.insert(chunk(1.0, ramp(), chunk_id=1), now=1.0)
+    q.insert(chunk(1.0 + 2 * DT, -ramp(), chunk_id=2), now=1.0)
+    items = [q.pop(1.0 + i * DT) for i in range(10)]
+    assert [it.chunk_id for it in items] == [1, 1] + [2] * 8
+
+
+@pytest.fixture
+def sawyer():
+    return load_robot("metaworld_sawyer")
+
+
+def test_sync_mode_executes_k_then_requests(sawyer):
+    ex = ChunkExecutor(sawyer, lockstep=True)
+    ex.reset("ep", 0.0)
+    ex.set_armed(True)
+    first = ex.tick(1.0, 1.0)
+    assert first.command is None and first.request_chunk        # nothing queued: ask, wait
+    assert not ex.tick(1.0, 1.0).request_chunk                 # asked once only
+    ok, _ = ex.on_chunk(chunk(1.0, ramp(scale=0.05)), 1.0)
+    assert ok
+    sent = [ex.tick(1.0 + i * DT, 1.0 + i * DT) for i in range(5)]
+    assert [r.command is not None for r in sent] == [True, True, True, True, False]
+    assert sent[4].request_chunk                                # execute_per_chunk = 4, then re-plan
+    np.testing.assert_allclose(sent[1].command, [0.1] * 4)
+
+
+def test_gate_rejects_nan_and_wrong_shape(sawyer):
+    ex = ChunkExecutor(sawyer)
+    ex.reset("ep", 0.0)
+    ex.set_armed(True)
+    bad = ramp()
+    bad[2, 1] = np.nan
+    ok, why = ex.on_chunk(chunk(0.0, bad), 0.0)
+    assert not ok and "non-finite" in why
+    ok, why = ex.on_chunk(chunk(0.0, np.zeros((8, 3))), 0.0)
+    assert not ok and "action_dim 3" in why
+    assert ex.counters["chunks_rejected"] == 2 and len(ex.queue) == 0
+
+
+def test_gate_clamps_limits_and_max_step():
+    gate = SafetyGate(["a", "b"], [-1, -1], [1, 1], max_step=[0.5, 0.5])
+    out, notes = gate.filter(np.array([3.0, 0.2]), previous=np.array([0.0, 0.0]))
+    np.testing.assert_allclose(out, [0.5, 0.2])
+    assert notes == ["limit:a", "max_step:a"] and gate.counters.commands_clamped == 1
+    with pytest.raises(ChunkRejected):
+        gate.filter(np.array([np.inf, 0.0]), None)
+
+
+def test_chunk_from_other_episode_ignored(sawyer):
+    ex = ChunkExecutor(sawyer)
+    ex.reset("ep2", 5.0)
+    ex.set_armed(True)
+    assert ex.on_chunk(chunk(4.0, ramp(), episode="ep1"), 5.0) == (False, "chunk from another episode")
+
+
+def test_estop_latches_until_cleared(sawyer):
+    ex = ChunkExecutor(sawyer, lockstep=False)
+    ex.reset("ep", 0.0)
+    ex.set_armed(True)
+    ex.emergency_stop(True, False, "operator")
+    assert ex.tick(0.0, 0.0).hold_reason == "e-stop"
+    assert ex.set_armed(True)[0] is False                      # cannot re-arm while latched
+    assert ex.emergency_stop(False, False)[0] is False         # release needs clear=true
+    assert ex.estop
+    assert ex.emergency_stop(False, True)[0] and not ex.estop and not ex.armed
+    assert ex.set_armed(True)[0]
+
+
+def test_free_running_holds_still_when_starved_or_stale(sawyer):
+    ex = ChunkExecutor(sawyer, lockstep=False, max_state_age_s=0.1)
+    ex.reset("ep", 0.0)
+    ex.set_armed(True)
+    ex.on_chunk(chunk(0.0, np.tile([0.5, 0.5, 0.5, 1.0], (8, 1))), 0.0)
+    assert ex.tick(0.0, 0.0).command[3] == 1.0
+    stale = ex.tick(DT, state_stamp=-1.0)                      # measured state 1 s old
+    assert stale.hold_reason == "stale state"
+    np.testing.assert_allclose(stale.command, [0, 0, 0, 1.0])  # xyz still, grasp kept
+    for i in range(2, 6):
+        ex.tick(i * DT, i * DT)
+    starved = ex.tick(6 * DT, 6 * DT)
+    assert starved.hold_reason == "waiting for chunk" and ex.counters["starved_ticks"] >= 1
+    np.testing.assert_allclose(starved.command[:3], 0.0)
+
+
+def test_dry_run_counts_nothing_sent(sawyer):
+    ex = ChunkExecutor(sawyer, dry_run=True)
+    ex.reset("ep", 0.0)
+    ex.set_armed(True)
+    ex.on_chunk(chunk(0.0, ramp(scale=0.01)), 0.0)
+    assert ex.tick(0.0, 0.0).command is not None
+    assert ex.counters["commands_sent"] == 0
+
+
+def test_chunk_stamped_at_episode_start_accepted_despite_float_rounding(sawyer):
+    """The node clock (ns * 1e-9) and a message stamp (sec + nanosec * 1e-9) round differently."""
+    ex = ChunkExecutor(sawyer)
+    start_from_clock = 7037500000 * 1e-9
+    t0_from_stamp = 7 + 37500000 * 1e-9
+    assert t0_from_stamp < start_from_clock
+    ex.reset("ep", start_from_clock)
+    ex.set_armed(True)
+    assert ex.on_chunk(chunk(t0_from_stamp, ramp(), episode="ep"), t0_from_stamp)[0]

@@ -1,0 +1,1 @@
+"""Pure-Python logic (no rclpy): configuration, normalization, scheduling, safety, metrics."""

@@ -1,0 +1,43 @@
+"""Image buffers <-> numpy, and the crop/resize that maps a camera frame to the model input."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
+
+
+class ImageEncodingError(ValueError):
+    """An image whose encoding or buffer does not match what the embodiment expects."""
+
+
+def decode(encoding: str, height: int, width: int, step: int, data, where: str = "image") -> np.ndarray:
+    """Raw sensor_msgs/Image fields -> HxWx3 RGB uint8 array (mono8 is replicated to 3 channels)."""
+    if encoding not in CHANNELS:
+        raise ImageEncodingError(f"{where}: encoding '{encoding}' not supported (use one of {', '.join(CHANNELS)})")
+    ch = CHANNELS[encoding]
+    buf = np.frombuffer(bytes(data) if not isinstance(data, (bytes, bytearray, memoryview)) else data, np.uint8)
+    if step < width * ch or buf.size < step * height:
+        raise ImageEncodingError(f"{where}: buffer of {buf.size} bytes (step {step}) too small for "
+                                 f"{height}x{width} {encoding}")
+    img = buf[: step * height].reshape(height, step)[:, : width * ch].reshape(height, width, ch)
+    if encoding == "bgr8":
+        img = img[:, :, ::-1]
+    elif encoding == "mono8":
+        img = np.repeat(img, 3, axis=2)
+    return np.ascontiguousarray(img)
+
+
+def to_model_input(img: np.ndarray, input_size: tuple[int, int], crop=None) -> np.ndarray:
+    """Crop (top, left, height, width) then resize to (height, width); returns RGB uint8."""
+    if crop is not None:
+        top, left, h, w = crop
+        if top + h > img.shape[0] or left + w > img.shape[1]:
+            raise ImageEncodingError(f"crop {tuple(crop)} exceeds image of {img.shape[0]}x{img.shape[1]}")
+        img = img[top: top + h, left: left + w]
+    out_h, out_w = input_size
+    if img.shape[:2] != (out_h, out_w):
+        interp = cv2.INTER_AREA if img.shape[0] > out_h else cv2.INTER_LINEAR
+        img = cv2.resize(img, (out_w, out_h), interpolation=interp)
+    return np.ascontiguousarray(img)

@@ -1,0 +1,29 @@
+"""Proprio state vector in the embodiment's order, from joint states and an end-effector pose."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_EE_INDEX = {"x": 0, "y": 1, "z": 2, "qx": 3, "qy": 4, "qz": 5, "qw": 6}
+
+
+class StateAssemblyError(ValueError):
+    """A state entry whose source is missing from the measured data."""
+
+
+def assemble_state(sources: list[str], joint_names, joint_positions, ee_pose=None) -> np.ndarray:
+    """`sources` entries 'joint.<name>' or 'ee.<x|y|z|qx|qy|qz|qw>'; ee_pose = (x, y, z, qx, qy, qz, qw)."""
+    index = {n: i for i, n in enumerate(joint_names)}
+    out = np.empty(len(sources))
+    for k, src in enumerate(sources):
+        kind, _, field = src.partition(".")
+        if kind == "joint":
+            if field not in index:
+                raise StateAssemblyError(f"state source '{src}': joint '{field}' not in joint_states "
+                                         f"({', '.join(joint_names)})")
+            out[k] = joint_positions[index[field]]
+        else:
+            if ee_pose is None:
+                raise StateAssemblyError(f"state source '{src}': no end-effector pose received")
+            out[k] = ee_pose[_EE_INDEX[field]]
+    return out

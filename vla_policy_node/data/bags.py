@@ -1,0 +1,100 @@
+"""rosbag2 writing and reading with `rosbags` (no ROS install needed; `ros2 bag` reads the result).
+
+Messages are written as the CDR bytes that crossed DDS, so a recording is exactly what the graph
+exchanged. vla_msgs definitions are registered from the package's .msg files.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from pathlib import Path
+
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+
+def vla_msgs_dir() -> Path:
+    """Folder holding vla_msgs/msg/*.msg: the installed share, else the source tree."""
+    for candidate in (Path(sys.prefix) / "share" / "vla_msgs" / "msg",
+                      Path(__file__).resolve().parents[2] / "vla_msgs" / "msg"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("vla_msgs message definitions not found (build vla_msgs first)")
+
+
+def make_typestore():
+    """ROS 2 Kilted standard types plus every vla_msgs message."""
+    typestore = get_typestore(Stores.ROS2_KILTED)
+    types = {}
+    for path in sorted(vla_msgs_dir().glob("*.msg")):
+        types.update(get_types_from_msg(path.read_text(), f"vla_msgs/msg/{path.stem}"))
+    typestore.register(types)
+    return typestore
+
+
+class BagWriter:
+    """One rosbag2 folder, written by its own thread (sqlite needs a single thread; callbacks
+    never wait on disk). Connections are created on the first message of each topic."""
+
+    def __init__(self, path: str | Path, typestore, storage: str = "sqlite3"):
+        if storage not in ("sqlite3", "mcap"):
+            raise ValueError(f"bag storage '{storage}' unknown; use sqlite3 or mcap")
+        self.path = Path(path)
+        self.typestore = typestore
+        self.storage = storage
+        self.counts: dict[str, int] = {}
+        self.error: Exception | None = None
+        self._queue: queue.Queue = queue.Queue()
+        self._opened = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"bag:{self.path.name}", daemon=True)
+        self._thread.start()
+        self._opened.wait()
+        if self.error is not None:
+            raise self.error
+
+    def write(self, topic: str, msgtype: str, stamp_ns: int, cdr: bytes) -> None:
+        self._queue.put((topic, msgtype, int(stamp_ns), bytes(cdr)))
+
+    def close(self) -> None:
+        """Flush everything queued, then finish the bag (metadata.yaml)."""
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        plugin = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}[self.storage]
+        try:
+            writer = Writer(self.path, version=9, storage_plugin=plugin)
+            writer.open()
+        except Exception as exc:  # noqa: BLE001  (reported to the caller of __init__)
+            self.error = exc
+            self._opened.set()
+            return
+        self._opened.set()
+        connections = {}
+        try:
+            while (item := self._queue.get()) is not None:
+                topic, msgtype, stamp, data = item
+                conn = connections.get(topic)
+                if conn is None:
+                    conn = connections[topic] = writer.add_connection(topic, msgtype, typestore=self.typestore)
+                writer.write(conn, stamp, data)
+                self.counts[topic] = self.counts.get(topic, 0) + 1
+        except Exception as exc:  # noqa: BLE001  (reported by close())
+            self.error = exc
+            while self._queue.get() is not None:
+                pass
+        finally:
+            writer.close()
+
+
+def read_bag(path: str | Path, typestore=None, topics: list[str] | None = None):
+    """Yield (topic, msgtype, timestamp_ns, deserialized message) from a rosbag2 folder."""
+    typestore = typestore or make_typestore()
+    with Reader(Path(path)) as reader:
+        conns = [c for c in reader.connections if topics is None or c.topic in topics]
+        for conn, stamp, raw in reader.messages(connections=conns):
+            yield conn.topic, conn.msgtype, stamp, typestore.deserialize_cdr(raw, conn.msgtype)

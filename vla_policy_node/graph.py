@@ -1,0 +1,103 @@
+"""Graph descriptions (config/graphs/<name>.yaml): which nodes run, with which parameters.
+
+One description feeds both ways to run: `ros2 launch` (launch/*.launch.py call
+`launch_description`) and the pip-environment runner (`vla-graph`), so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .core.embodiment import config_root, resolve_robot
+
+PACKAGE = "vla_policy_node"
+
+
+class GraphConfigError(ValueError):
+    """A graph description that cannot be run; the message names file, key and reason."""
+
+
+@dataclass
+class NodeSpec:
+    name: str
+    executable: str                   # console entry point (pip) = ROS executable (ros2 run)
+    parameter_files: list[Path]
+    parameters: dict = field(default_factory=dict)
+    use_sim_time: bool = True
+    exit_ends_graph: bool = False     # the graph stops when this node exits (e.g. the evaluator)
+
+
+@dataclass
+class GraphSpec:
+    name: str
+    description: str
+    robot: str
+    robot_file: Path
+    nodes: list[NodeSpec]
+    path: Path
+
+
+_NODE_KEYS = {"name", "executable", "parameters", "use_sim_time", "exit_ends_graph", "set"}
+_GRAPH_KEYS = {"name", "description", "robot", "use_sim_time", "nodes"}
+
+
+def graph_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    return p if p.suffix in (".yaml", ".yml") else config_root() / "graphs" / f"{name_or_path}.yaml"
+
+
+def load_graph(name_or_path: str, robot: str | None = None) -> GraphSpec:
+    path = graph_path(name_or_path)
+    if not path.is_file():
+        raise GraphConfigError(f"{path}: graph description not found")
+    raw = yaml.safe_load(path.read_text()) or {}
+    unknown = set(raw) - _GRAPH_KEYS
+    if unknown:
+        raise GraphConfigError(f"{path}: {sorted(unknown)[0]}: unknown key")
+    for key in ("name", "robot", "nodes"):
+        if key not in raw:
+            raise GraphConfigError(f"{path}: {key}: missing")
+    robot = robot or raw["robot"]
+    root = config_root()
+    sim_time = bool(raw.get("use_sim_time", True))
+    nodes = []
+    for i, entry in enumerate(raw["nodes"]):
+        where = f"{path}: nodes[{i}]"
+        unknown = set(entry) - _NODE_KEYS
+        if unknown:
+            raise GraphConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
+        if "name" not in entry or "executable" not in entry:
+            raise GraphConfigError(f"{where}: needs 'name' and 'executable'")
+        files = [root / f for f in entry.get("parameters", [])]
+        params = {"robot": robot, **entry.get("set", {})}
+        nodes.append(NodeSpec(entry["name"], entry["executable"], files, params,
+                              bool(entry.get("use_sim_time", sim_time)), bool(entry.get("exit_ends_graph", False))))
+    return GraphSpec(raw["name"], raw.get("description", ""), robot, resolve_robot(robot), nodes, path)
+
+
+def launch_description(name: str):
+    """A launch.LaunchDescription for `ros2 launch` (needs the launch and launch_ros packages)."""
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+    from launch.event_handlers import OnProcessExit
+    from launch.events import Shutdown
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    graph = load_graph(name)
+    robot = LaunchConfiguration("robot")
+    actions = [DeclareLaunchArgument("robot", default_value=graph.robot,
+                                     description="embodiment name in config/robots/")]
+    for spec in graph.nodes:
+        params = [str(f) for f in spec.parameter_files]
+        params.append({**spec.parameters, "robot": robot, "use_sim_time": spec.use_sim_time})
+        node = Node(package=PACKAGE, executable=spec.executable, name=spec.name, parameters=params,
+                    output="screen")
+        actions.append(node)
+        if spec.exit_ends_graph:
+            actions.append(RegisterEventHandler(OnProcessExit(
+                target_action=node, on_exit=[EmitEvent(event=Shutdown(reason=f"{spec.name} finished"))])))
+    return LaunchDescription(actions)

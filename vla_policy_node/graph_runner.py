@@ -1,0 +1,161 @@
+"""`vla-graph NAME`: start a graph description as one process per node, without a ROS install.
+
+Each node runs as its own OS process (its console entry point) with --ros-args parameters,
+exactly what `ros2 launch` starts from the same description. The runner waits for the node that
+ends the graph (the evaluator), stops the others, and reports each process's peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .graph import GraphConfigError, load_graph
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """Peak resident set size so far (VmHWM) of a live process, MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def node_command(spec, overrides: dict) -> list[str]:
+    exe = shutil.which(spec.executable) or str(Path(sys.prefix) / "bin" / spec.executable)
+    cmd = [exe, "--ros-args", "-r", f"__node:={spec.name}"]
+    for f in spec.parameter_files:
+        cmd += ["--params-file", str(f)]
+    params = {**spec.parameters, "use_sim_time": spec.use_sim_time, **overrides.get(spec.name, {})}
+    for key, value in params.items():
+        cmd += ["-p", f"{key}:={_ros_value(value)}"]
+    return cmd
+
+
+def _ros_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_ros_value(v) for v in value) + "]"
+    return str(value)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """['evaluator.seeds:=[1,2]'] -> {'evaluator': {'seeds': '[1,2]'}} (values parsed by ROS)."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition(":=")
+        node, dot, param = key.partition(".")
+        if not sep or not dot:
+            raise SystemExit(f"--set {item!r}: expected NODE.PARAM:=VALUE")
+        out.setdefault(node, {})[param] = value
+    return out
+
+
+def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = None,
+              timeout_s: float | None = None) -> dict:
+    graph = load_graph(name, robot)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("MUJOCO_GL", "egl")
+    env.setdefault("PYOPENGL_PLATFORM", env["MUJOCO_GL"])
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    procs, logs, peaks = {}, {}, {}
+    started = time.monotonic()
+    try:
+        for spec in graph.nodes:
+            log = open(log_dir / f"{spec.name}.log", "w")
+            logs[spec.name] = log
+            out = None if spec.exit_ends_graph else log
+            procs[spec.name] = subprocess.Popen(node_command(spec, overrides), env=env, stdout=out,
+                                                stderr=subprocess.STDOUT if out else None)
+        enders = [s.name for s in graph.nodes if s.exit_ends_graph]
+        failed = None
+        while True:
+            for n, proc in procs.items():
+                rss = peak_rss_mb(proc.pid)
+                if rss is not None:
+                    peaks[n] = max(peaks.get(n, 0.0), rss)
+            done = [n for n in enders if procs[n].poll() is not None]
+            crashed = [n for n, p in procs.items() if n not in enders and p.poll() is not None]
+            if crashed:
+                failed = f"node {crashed[0]} exited early with code {procs[crashed[0]].returncode} " \
+                         f"(see {log_dir / (crashed[0] + '.log')})"
+                break
+            if done and len(done) == len(enders):
+                break
+            if timeout_s and time.monotonic() - started > timeout_s:
+                failed = f"graph did not finish within {timeout_s:.0f} s"
+                break
+            time.sleep(0.5)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in logs.values():
+            log.close()
+    codes = {n: p.returncode for n, p in procs.items()}
+    ender_failed = [n for n in enders if codes[n] != 0]
+    if failed is None and ender_failed:
+        failed = f"node {ender_failed[0]} exited with code {codes[ender_failed[0]]}"
+    return {"graph": graph.name, "robot": graph.robot, "wall_time_s": round(time.monotonic() - started, 2),
+            "processes": {n: {"pid": procs[n].pid, "exit_code": codes[n],
+                              "peak_rss_mb": round(peaks.get(n, 0.0), 1)} for n in procs},
+            "error": failed}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("graph", help="graph name in config/graphs/ or a path to a graph YAML")
+    parser.add_argument("--robot", help="embodiment name overriding the graph's robot")
+    parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM:=VALUE",
+                        help="override one node parameter (repeatable)")
+    parser.add_argument("--output-dir", default=None, help="evaluator output folder (default artifacts/<graph>)")
+    parser.add_argument("--timeout", type=float, default=None, help="stop the graph after this many seconds")
+    args = parser.parse_args(argv)
+    overrides = parse_overrides(args.set)
+    try:
+        graph = load_graph(args.graph, args.robot)
+    except GraphConfigError as exc:
+        print(f"vla-graph: {exc}", file=sys.stderr)
+        return 2
+    out_dir = Path(args.output_dir or f"artifacts/{graph.name.removeprefix('sim_')}")
+    for spec in graph.nodes:
+        if spec.exit_ends_graph:
+            overrides.setdefault(spec.name, {}).setdefault("output_dir", str(out_dir))
+            overrides[spec.name].setdefault("graph", graph.name)
+    result = run_graph(args.graph, overrides, out_dir / "logs", args.robot, args.timeout)
+    (out_dir / "processes.json").write_text(json.dumps(result, indent=2))
+    for name, info in result["processes"].items():
+        print(f"  {name:<11} pid {info['pid']:<7} exit {info['exit_code']!s:<4} peak RSS {info['peak_rss_mb']:.0f} MiB")
+    if result["error"]:
+        print(f"vla-graph: {result['error']}", file=sys.stderr)
+        return 1
+    report_path = out_dir / "report.json"
+    if report_path.is_file():
+        summary = json.loads(report_path.read_text())["summary"]
+        label = graph.name.removeprefix("sim_")
+        print(f"{label}: success_rate={summary['success_rate']:.2f} episodes={summary['episodes']} "
+              f"report={report_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

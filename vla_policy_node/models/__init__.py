@@ -1,0 +1,1 @@
+"""Policy backends behind one interface, selected by name from a registry."""

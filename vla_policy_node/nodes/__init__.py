@@ -1,0 +1,1 @@
+"""ROS nodes: thin ROS I/O over the pure-Python cores."""

@@ -1,0 +1,99 @@
+"""Shared ROS plumbing for the nodes: QoS profiles, time conversion, image messages, robot loading."""
+
+from __future__ import annotations
+
+import array
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from ..core.embodiment import EmbodimentConfigError, load_robot
+
+# Camera images and observations: best effort, shallow.
+SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
+# Chunks, feedback, commands, robot state.
+RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# Configuration and status: latched for late joiners.
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+TOPICS = {
+    "observation": "/vla/observation",
+    "action_chunk": "/vla/action_chunk",
+    "imagined": "/vla/imagined",
+    "feedback": "/vla/execution_feedback",
+    "policy_status": "/vla/policy_status",
+    "executor_status": "/vla/executor_status",
+    "episode_result": "/vla/episode_result",
+    "success": "/vla/sim/success",
+    "env_state": "/vla/sim/env_state",
+}
+SERVICES = {
+    "sim_reset": "/vla/sim/reset_episode",
+    "policy_reset": "/vla/policy/reset_episode",
+    "executor_reset": "/vla/executor/reset_episode",
+    "set_instruction": "/vla/perception/set_instruction",
+    "set_armed": "/vla/executor/set_armed",
+    "estop": "/vla/executor/emergency_stop",
+}
+
+
+def to_sec(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def to_stamp(seconds: float) -> Time:
+    ns = int(round(seconds * 1e9))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def image_msg(frame: np.ndarray, stamp: Time, frame_id: str, encoding: str = "rgb8") -> Image:
+    """HxWx3 (or HxW mono) uint8 array -> sensor_msgs/Image without per-element conversion."""
+    frame = np.ascontiguousarray(frame, dtype=np.uint8)
+    msg = Image()
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.height, msg.width = int(frame.shape[0]), int(frame.shape[1])
+    msg.encoding = encoding
+    channels = 1 if frame.ndim == 2 else int(frame.shape[2])
+    msg.step = msg.width * channels
+    msg.data = array.array("B", frame.tobytes())
+    return msg
+
+
+def load_robot_or_exit(node, name: str):
+    """Load the embodiment named by the node's `robot` parameter; log the reason and exit on error."""
+    try:
+        return load_robot(name)
+    except (EmbodimentConfigError, FileNotFoundError) as exc:
+        node.get_logger().fatal(str(exc))
+        raise SystemExit(2) from None
+
+
+def run_node(node_cls, args=None, multithreaded: bool = False) -> int:
+    """Standard main(): init, spin until shutdown or Ctrl-C, clean up; returns the node's exit_code."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+
+    rclpy.init(args=args)
+    node = None
+    exit_code = 0
+    try:
+        node = node_cls()
+        executor = MultiThreadedExecutor(num_threads=4) if multithreaded else SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        if node is not None:
+            exit_code = int(getattr(node, "exit_code", 0))
+        if rclpy.ok():
+            rclpy.shutdown()
+    return exit_code

@@ -1,0 +1,139 @@
+"""perception: assembles vla_msgs/Observation from the cameras and state named in the robot YAML.
+
+Each camera frame is checked (encoding, buffer size), cropped and resized to the model input;
+frames, end-effector pose and privileged state are aligned to each joint-state message within
+`sync.tolerance_s`. Stale, unsynchronized or malformed inputs are dropped and counted, with an
+error that names the topic; nothing crashes the graph.
+"""
+
+from __future__ import annotations
+
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from vla_msgs.msg import Observation, StateVector
+from vla_msgs.srv import SetInstruction
+
+from ..core import images
+from ..core.state import StateAssemblyError, assemble_state
+from ..core.sync import TimeSynchronizer
+from .common import RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit, run_node, to_sec
+
+
+class PerceptionNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("perception", **kwargs)
+        self.robot = load_robot_or_exit(self, self.declare_parameter("robot", "metaworld_sawyer").value)
+        self.include_env_state = bool(self.declare_parameter("include_env_state", True).value)
+        self.instruction = self.declare_parameter("instruction", "").value
+        self.episode_id = ""
+        cfg = self.robot.config
+        self.cameras = {c.name: c for c in cfg.cameras}
+        self.state_sources = cfg.state.sources
+        self.uses_ee = any(s.startswith("ee.") for s in self.state_sources)
+        self.use_env_state = self.include_env_state and cfg.env_state_topic is not None
+
+        streams = [f"camera:{c.name}" for c in cfg.cameras if c.required]
+        if self.uses_ee:
+            streams.append("ee_pose")
+        if self.use_env_state:
+            streams.append("env_state")
+        self.sync = TimeSynchronizer(streams, cfg.sync.tolerance_s, cfg.sync.max_age_s)
+        self.rejected = {}      # topic -> count of malformed messages
+        self.seq = 0
+
+        for cam in cfg.cameras:
+            self.create_subscription(Image, cam.topic, lambda m, c=cam: self.on_image(c, m), SENSOR_QOS)
+        self.create_subscription(JointState, cfg.state.joint_states_topic, self.on_joint_state, RELIABLE_QOS)
+        if self.uses_ee:
+            self.create_subscription(PoseStamped, cfg.state.ee_pose_topic, self.on_ee_pose, RELIABLE_QOS)
+        if self.use_env_state:
+            self.create_subscription(StateVector, cfg.env_state_topic, self.on_env_state, RELIABLE_QOS)
+        self.obs_pub = self.create_publisher(Observation, TOPICS["observation"], SENSOR_QOS)
+        self.create_service(SetInstruction, SERVICES["set_instruction"], self.on_set_instruction)
+        self.get_logger().info(f"perception ready for {cfg.name}: streams {streams}")
+
+    # ---- inputs -------------------------------------------------------------------------
+    def reject(self, topic: str, reason: str) -> None:
+        self.rejected[topic] = self.rejected.get(topic, 0) + 1
+        self.get_logger().error(f"{topic}: {reason} (dropped; {self.rejected[topic]} so far)",
+                                throttle_duration_sec=2.0)
+
+    def on_image(self, cam, msg: Image) -> None:
+        if msg.encoding != cam.encoding:
+            self.reject(cam.topic, f"field 'encoding' is '{msg.encoding}', robot file expects '{cam.encoding}'")
+            return
+        try:
+            rgb = images.decode(msg.encoding, msg.height, msg.width, msg.step, msg.data, where=cam.topic)
+            rgb = images.to_model_input(rgb, cam.input_size, cam.crop)
+        except images.ImageEncodingError as exc:
+            self.reject(cam.topic, str(exc))
+            return
+        if cam.required:
+            self.sync.add(f"camera:{cam.name}", to_sec(msg.header.stamp), (rgb, msg.header.stamp))
+        self.try_emit()
+
+    def on_ee_pose(self, msg: PoseStamped) -> None:
+        p, q = msg.pose.position, msg.pose.orientation
+        self.sync.add("ee_pose", to_sec(msg.header.stamp), (p.x, p.y, p.z, q.x, q.y, q.z, q.w))
+        self.try_emit()
+
+    def on_env_state(self, msg: StateVector) -> None:
+        self.sync.add("env_state", to_sec(msg.header.stamp), list(msg.values))
+        self.try_emit()
+
+    def on_joint_state(self, msg: JointState) -> None:
+        if len(msg.position) != len(msg.name):
+            self.reject(self.robot.config.state.joint_states_topic,
+                        f"{len(msg.name)} names but {len(msg.position)} positions")
+            return
+        self.sync.add_anchor(to_sec(msg.header.stamp), msg)
+        self.try_emit()
+
+    def on_set_instruction(self, request, response):
+        self.instruction, self.episode_id = request.instruction, request.episode_id
+        response.success, response.message = True, f"instruction set for episode '{request.episode_id}'"
+        return response
+
+    # ---- output -------------------------------------------------------------------------
+    def try_emit(self) -> None:
+        sample = self.sync.poll(self.get_clock().now().nanoseconds * 1e-9)
+        if sample is None:
+            return
+        js: JointState = sample.anchor
+        ee = sample.streams.get("ee_pose")
+        try:
+            state = assemble_state(self.state_sources, list(js.name), list(js.position), ee)
+        except StateAssemblyError as exc:
+            self.reject(self.robot.config.state.joint_states_topic, str(exc))
+            return
+        obs = Observation()
+        obs.header.stamp = js.header.stamp
+        obs.header.frame_id = self.robot.config.output.frame_id
+        obs.seq = self.seq
+        self.seq += 1
+        obs.episode_id, obs.embodiment, obs.instruction = self.episode_id, self.robot.name, self.instruction
+        skew = 0.0
+        for name, cam in self.cameras.items():
+            key = f"camera:{name}"
+            if key not in sample.streams:
+                continue
+            rgb, stamp = sample.streams[key]
+            obs.camera_names.append(name)
+            obs.images.append(image_msg(rgb, stamp, f"camera_{name}", "rgb8"))
+            skew = max(skew, abs(sample.stream_stamps[key] - sample.stamp))
+        obs.max_skew = float(skew)
+        obs.joint_state = js
+        obs.state_names = list(self.robot.config.state.names)
+        obs.state = state.tolist()
+        if "env_state" in sample.streams:
+            obs.env_state = sample.streams["env_state"]
+        self.obs_pub.publish(obs)
+
+
+def main(args=None):
+    run_node(PerceptionNode, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""policy: the model-core process. Loads a backend by name and answers chunk requests.
+
+The executor asks for a chunk through ExecutionFeedback (request_chunk, request_after); the
+policy answers with an ActionChunk computed from the newest observation of the current episode
+captured at or after `request_after`. Inference runs on a worker thread so subscriptions keep
+flowing while the model thinks. The chunk is stamped with the observation's capture time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from rclpy.node import Node
+from vla_msgs.msg import ActionChunk, ExecutionFeedback, Observation, PolicyStatus
+from vla_msgs.srv import ResetEpisode
+
+from ..core import images
+from ..models.backend import PolicyInput, make_backend
+from .common import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, load_robot_or_exit, run_node, to_sec
+
+
+def observation_to_input(obs: Observation, instruction: str, with_env_state: bool) -> PolicyInput:
+    frames = {name: images.decode(img.encoding, img.height, img.width, img.step, img.data, where=f"camera {name}")
+              for name, img in zip(obs.camera_names, obs.images)}
+    env_state = np.asarray(obs.env_state, dtype=np.float64) if with_env_state and len(obs.env_state) else None
+    return PolicyInput(to_sec(obs.header.stamp), instruction, frames, np.asarray(obs.state, dtype=np.float64),
+                       env_state)
+
+
+class PolicyNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("policy", **kwargs)
+        p = self.declare_parameter
+        self.robot = load_robot_or_exit(self, p("robot", "metaworld_sawyer").value)
+        self.backend_name = p("backend", "oracle").value
+        options = {"checkpoint": p("checkpoint", "").value, "device": p("device", "cpu").value}
+        options = {k: v for k, v in options.items() if v}
+        try:
+            self.backend = make_backend(self.backend_name, self.robot, **options)
+        except (KeyError, ValueError, FileNotFoundError) as exc:
+            self.get_logger().fatal(f"parameter backend='{self.backend_name}': {exc}")
+            raise SystemExit(2) from None
+        cfg = self.robot.config
+        self.action = cfg.action
+        self.lock = threading.Condition()
+        self.latest_obs: Observation | None = None
+        self.request_after: float | None = None
+        self.episode_id = ""
+        self.instruction = ""
+        self.chunk_id = 0
+        self.inference_ms: list[float] = []
+        self.running = True
+
+        self.chunk_pub = self.create_publisher(ActionChunk, TOPICS["action_chunk"], RELIABLE_QOS)
+        self.status_pub = self.create_publisher(PolicyStatus, TOPICS["policy_status"], LATCHED_QOS)
+        self.create_subscription(Observation, TOPICS["observation"], self.on_observation, SENSOR_QOS)
+        self.create_subscription(ExecutionFeedback, TOPICS["feedback"], self.on_feedback, RELIABLE_QOS)
+        self.create_service(ResetEpisode, SERVICES["policy_reset"], self.on_reset)
+        self.create_timer(1.0, self.publish_status)
+        self.worker = threading.Thread(target=self.serve, name="inference", daemon=True)
+        self.worker.start()
+        self.publish_status()
+        self.get_logger().info(f"policy ready: backend {self.backend_name} for {cfg.name}")
+
+    # ---- inputs -------------------------------------------------------------------------
+    def on_observation(self, msg: Observation) -> None:
+        if msg.embodiment != self.robot.name:
+            self.get_logger().error(f"{TOPICS['observation']}: field 'embodiment' is '{msg.embodiment}', "
+                                    f"this policy serves '{self.robot.name}' (dropped)", throttle_duration_sec=2.0)
+            return
+        with self.lock:
+            self.latest_obs = msg
+            self.lock.notify()
+
+    def on_feedback(self, msg: ExecutionFeedback) -> None:
+        if msg.episode_id != self.episode_id:
+            return
+        if msg.executed_count:
+            executed = np.asarray(msg.executed_actions, dtype=np.float64).reshape(msg.executed_count, -1)
+            self.backend.update(executed)
+        if msg.request_chunk:
+            with self.lock:
+                self.request_after = to_sec(msg.request_after)
+                self.lock.notify()
+
+    def on_reset(self, request, response):
+        try:
+            with self.lock:
+                self.backend.reset(request.instruction, seed=int(request.seed), task=request.task)
+                self.episode_id, self.instruction = request.episode_id, request.instruction
+                self.request_after, self.latest_obs = None, None
+        except (KeyError, ValueError) as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        response.success, response.message = True, f"{self.backend_name} reset for '{request.instruction}'"
+        response.instruction = request.instruction
+        return response
+
+    # ---- inference worker --------------------------------------------------------------
+    def _ready_observation(self) -> Observation | None:
+        obs = self.latest_obs
+        if self.request_after is None or obs is None or obs.episode_id != self.episode_id:
+            return None
+        return obs if to_sec(obs.header.stamp) >= self.request_after - 1e-6 else None
+
+    def serve(self) -> None:
+        while self.running:
+            with self.lock:
+                obs = self._ready_observation()
+                while self.running and obs is None:
+                    self.lock.wait(timeout=0.5)
+                    obs = self._ready_observation()
+                if not self.running:
+                    return
+                self.request_after = None
+                instruction, episode_id = self.instruction, self.episode_id
+            try:
+                self.answer(obs, instruction, episode_id)
+            except Exception as exc:  # noqa: BLE001  (a failed inference must not kill the model process)
+                self.get_logger().error(f"inference failed on observation {obs.seq}: {exc}")
+
+    def answer(self, obs: Observation, instruction: str, episode_id: str) -> None:
+        t_start = time.perf_counter()
+        inputs = observation_to_input(obs, instruction, self.backend.uses_privileged_state)
+        t_pre = time.perf_counter()
+        out = self.backend.predict(inputs)
+        t_inf = time.perf_counter()
+        horizon, dim = out.actions.shape
+        msg = ActionChunk()
+        msg.header.stamp = obs.header.stamp
+        msg.header.frame_id = obs.header.frame_id
+        self.chunk_id += 1
+        msg.chunk_id, msg.obs_seq, msg.episode_id = self.chunk_id, obs.seq, episode_id
+        msg.action_space, msg.action_names = self.action.space, list(self.action.names)
+        msg.horizon, msg.action_dim, msg.dt = horizon, dim, float(self.action.dt)
+        msg.actions = out.actions.astype(np.float32).ravel().tolist()
+        msg.actions_normalized = out.actions_normalized.astype(np.float32).ravel().tolist()
+        msg.backend = self.backend_name
+        msg.preprocess_ms = (t_pre - t_start) * 1e3
+        msg.inference_ms = (t_inf - t_pre) * 1e3
+        msg.postprocess_ms = (time.perf_counter() - t_inf) * 1e3
+        now = self.get_clock().now().nanoseconds * 1e-9
+        msg.obs_age_ms = max(0.0, now - to_sec(obs.header.stamp)) * 1e3
+        self.chunk_pub.publish(msg)
+        self.inference_ms.append(msg.inference_ms)
+
+    def publish_status(self) -> None:
+        recent = self.inference_ms[-100:]
+        status = PolicyStatus(backend=self.backend_name, embodiment=self.robot.name, ready=True,
+                              chunks_published=self.chunk_id,
+                              requests_pending=int(self.request_after is not None))
+        if recent:
+            status.inference_ms_p50 = float(np.percentile(recent, 50))
+            status.inference_ms_p95 = float(np.percentile(recent, 95))
+            status.inference_ms_last = float(recent[-1])
+        status.header.stamp = self.get_clock().now().to_msg()
+        self.status_pub.publish(status)
+
+    def close(self) -> None:
+        self.running = False
+        with self.lock:
+            self.lock.notify_all()
+
+
+def main(args=None):
+    run_node(PolicyNode, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""sim_bridge: the embedded MetaWorld simulation served as a ROS robot.
+
+Publishes /clock (sim time), camera images (stamped at render time), /joint_states, the hand
+pose, the privileged env_state and success; accepts the simulator's own command contract
+(vla_msgs/ActionCommand on the embodiment's output.command_topic) and a reset service.
+
+lockstep=true: the simulation advances one step per command (reproducible evaluation); while no
+command comes, the current state is re-published every `republish_period_s` of wall time so late
+joiners and lost best-effort frames never stall the loop.
+lockstep=false: free-running at `real_time_factor` x real time, holding still when commands stop.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool
+from vla_msgs.msg import ActionCommand, StateVector
+from vla_msgs.srv import ResetEpisode
+
+from ..sim.metaworld_sim import MetaWorldSim, default_instruction
+from .common import (RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit, run_node, to_sec,
+                     to_stamp)
+
+
+class SimBridgeNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("sim_bridge", **kwargs)
+        p = self.declare_parameter
+        self.robot = load_robot_or_exit(self, p("robot", "metaworld_sawyer").value)
+        self.lockstep = p("lockstep", True).value
+        self.real_time_factor = float(p("real_time_factor", 1.0).value)
+        self.republish_period_s = float(p("republish_period_s", 0.2).value)
+        self.command_timeout_s = float(p("command_timeout_s", 0.1).value)
+        self.camera_period_steps = max(1, int(p("camera_period_steps", 1).value))
+        mujoco_cameras = list(p("mujoco_cameras", ["corner2"]).value)
+        cams = self.robot.config.cameras
+        if len(mujoco_cameras) != len(cams):
+            raise SystemExit(f"parameter mujoco_cameras: {len(mujoco_cameras)} names for {len(cams)} cameras "
+                             f"of {self.robot.path}")
+        self.cameras = [(c, m) for c, m in zip(cams, mujoco_cameras)]
+        self.sim = MetaWorldSim(mujoco_cameras, width=int(p("image_width", 128).value),
+                                height=int(p("image_height", 128).value),
+                                flip_vertical=bool(p("flip_vertical", True).value),
+                                max_steps=int(p("max_steps", 500).value))
+        self.action_names = self.robot.config.action.names
+
+        self.clock_pub = self.create_publisher(Clock, "/clock", RELIABLE_QOS)
+        self.image_pubs = {c.name: self.create_publisher(Image, c.topic, SENSOR_QOS) for c, _ in self.cameras}
+        self.joint_pub = self.create_publisher(JointState, self.robot.config.state.joint_states_topic, RELIABLE_QOS)
+        ee_topic = self.robot.config.state.ee_pose_topic or "/vla/sim/ee_pose"
+        self.ee_pub = self.create_publisher(PoseStamped, ee_topic, RELIABLE_QOS)
+        self.env_pub = self.create_publisher(StateVector, self.robot.config.env_state_topic or TOPICS["env_state"],
+                                             RELIABLE_QOS)
+        self.success_pub = self.create_publisher(Bool, TOPICS["success"], RELIABLE_QOS)
+        self.create_subscription(ActionCommand, self.robot.config.output.command_topic, self.on_command,
+                                 RELIABLE_QOS)
+        self.create_service(ResetEpisode, SERVICES["sim_reset"], self.on_reset)
+
+        self.sim_time = 0.0
+        self.frames = {}
+        self.last_publish_wall = 0.0
+        self.latest_command = None
+        self.latest_command_time = -np.inf
+        self.commands_rejected = 0
+        self.commands_stale = 0
+        self.sim.reset(p("task", "button-press").value, int(p("seed", 0).value))
+        self.publish_state(render=True)
+        if self.lockstep:
+            self.create_timer(self.republish_period_s, self.republish_if_idle)
+        else:
+            self.create_timer(self.sim.dt / self.real_time_factor, self.free_run_step)
+        self.get_logger().info(f"sim_bridge ready: task {self.sim.task}, lockstep={self.lockstep}, "
+                               f"dt={self.sim.dt * 1e3:.1f} ms, cameras {[m for _, m in self.cameras]}")
+
+    # ---- publishing ---------------------------------------------------------------------
+    def publish_state(self, render: bool) -> None:
+        stamp = to_stamp(self.sim_time)
+        self.clock_pub.publish(Clock(clock=stamp))
+        if render or not self.frames:
+            rendered = self.sim.render()
+            self.frames = {c.name: rendered[m] for c, m in self.cameras}
+            self.frame_stamp = stamp
+        for cam, _ in self.cameras:
+            self.image_pubs[cam.name].publish(image_msg(self.frames[cam.name], self.frame_stamp,
+                                                        f"camera_{cam.name}", "rgb8"))
+        names, pos, vel = self.sim.joint_state()
+        js = JointState(name=names, position=pos.tolist(), velocity=vel.tolist())
+        js.header.stamp = stamp
+        self.joint_pub.publish(js)
+        xyz, quat = self.sim.ee_pose()
+        pose = PoseStamped()
+        pose.header.stamp, pose.header.frame_id = stamp, "world"
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = map(float, xyz)
+        (pose.pose.orientation.x, pose.pose.orientation.y,
+         pose.pose.orientation.z, pose.pose.orientation.w) = map(float, quat)
+        self.ee_pub.publish(pose)
+        env = StateVector(values=self.sim.env_state.astype(np.float32).tolist(), step=self.sim.step_index)
+        env.header.stamp = stamp
+        self.env_pub.publish(env)
+        self.success_pub.publish(Bool(data=self.sim.success))
+        self.last_publish_wall = time.monotonic()
+
+    def advance(self, action) -> None:
+        self.sim.step(action)
+        self.sim_time += self.sim.dt
+        self.publish_state(render=self.sim.step_index % self.camera_period_steps == 0)
+
+    # ---- inputs -------------------------------------------------------------------------
+    def parse_command(self, msg: ActionCommand):
+        if list(msg.names) and list(msg.names) != list(self.action_names):
+            return None, f"names {list(msg.names)} differ from {self.action_names}"
+        values = np.asarray(msg.values, dtype=np.float64)
+        if values.shape != (len(self.action_names),) or not np.all(np.isfinite(values)):
+            return None, f"values {values.tolist()} are not {len(self.action_names)} finite numbers"
+        return values, ""
+
+    def on_command(self, msg: ActionCommand) -> None:
+        values, reason = self.parse_command(msg)
+        if values is None:
+            self.commands_rejected += 1
+            self.get_logger().error(f"{self.robot.config.output.command_topic}: command rejected: {reason}",
+                                    throttle_duration_sec=1.0)
+            return
+        if self.lockstep:
+            # Step only for a command that answers the current state; one stamped for an older
+            # state (in flight across a reset, or re-sent) must not move the scene.
+            if abs(to_sec(msg.header.stamp) - self.sim_time) > 1e-6:
+                self.commands_stale += 1
+                return
+            self.advance(values)
+        else:
+            self.latest_command, self.latest_command_time = values, time.monotonic()
+
+    def on_reset(self, request, response):
+        task = request.task or self.sim.task
+        try:
+            self.sim.reset(task, request.seed)
+        except ValueError as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        self.sim_time += self.sim.dt  # keep sim time monotonic across episodes
+        self.latest_command = None
+        self.publish_state(render=True)
+        response.success = True
+        response.instruction = request.instruction or default_instruction(task)
+        response.stamp = to_stamp(self.sim_time)
+        response.message = f"reset {self.sim.task} seed {request.seed}"
+        return response
+
+    # ---- timers -------------------------------------------------------------------------
+    def republish_if_idle(self) -> None:
+        if time.monotonic() - self.last_publish_wall >= self.republish_period_s:
+            self.publish_state(render=False)
+
+    def free_run_step(self) -> None:
+        fresh = (self.latest_command is not None
+                 and time.monotonic() - self.latest_command_time <= self.command_timeout_s)
+        if fresh:
+            action = self.latest_command
+        else:  # commands stopped: hold the arm still, keep the last grip
+            action = np.zeros(len(self.action_names))
+            gripper = self.robot.config.action.gripper
+            if self.latest_command is not None and gripper is not None:
+                action[gripper.index] = self.latest_command[gripper.index]
+        self.advance(action)
+
+    def close(self) -> None:
+        self.sim.close()
+
+
+def main(args=None):
+    run_node(SimBridgeNode, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Simulation backends served as ROS robots by the sim bridge."""

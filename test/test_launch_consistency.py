@@ -416,7 +416,7 @@ def _params(tmp_path: Path, text: str) -> str:
 
 BROKEN_GRAPHS = {
     "missing_param_file": (lambda tmp: SIM_DEMO_TEXT.replace("params/policy.yaml", "params/no_such_policy.yaml"),
-                           "parameter file {root}/params/no_such_policy.yaml does not exist"),
+                           "nodes[2].parameters[0]: parameter file {root}/params/no_such_policy.yaml not found"),
     "missing_executable": (lambda tmp: SIM_DEMO_TEXT.replace("executable: vla_executor", "executable: vla_ghost"),
                            "executable 'vla_ghost': not a node console script in setup.py NODES"),
     "wrong_top_level_key": (lambda tmp: SIM_DEMO_TEXT.replace(
@@ -428,7 +428,7 @@ BROKEN_GRAPHS = {
     "invalid_yaml": (lambda tmp: SIM_DEMO_TEXT.replace(
         "params/policy.yaml", _params(tmp, "policy: [unclosed\n")), "is not valid YAML"),
     "missing_robot": (lambda tmp: SIM_DEMO_TEXT.replace("robot: metaworld_sawyer", "robot: no_such_robot"),
-                      "launch argument 'robot': robot file"),
+                      "robot: no robot file {root}/robots/no_such_robot.yaml"),
 }
 
 

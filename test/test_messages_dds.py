@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-rclpy = pytest.importorskip("rclpy")
-
+import rclpy  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from builtin_interfaces.msg import Time  # noqa: E402

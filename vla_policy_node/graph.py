@@ -72,10 +72,27 @@ def load_graph(name_or_path: str, robot: str | None = None) -> GraphSpec:
         if "name" not in entry or "executable" not in entry:
             raise GraphConfigError(f"{where}: needs 'name' and 'executable'")
         files = [root / f for f in entry.get("parameters", [])]
+        for k, f in enumerate(files):
+            if not f.is_file():
+                raise GraphConfigError(f"{where}.parameters[{k}]: parameter file {f} not found")
         params = {"robot": robot, **entry.get("set", {})}
         nodes.append(NodeSpec(entry["name"], entry["executable"], files, params,
                               bool(entry.get("use_sim_time", sim_time)), bool(entry.get("exit_ends_graph", False))))
-    return GraphSpec(raw["name"], raw.get("description", ""), robot, resolve_robot(robot), nodes, path)
+    robot_file = resolve_robot(robot)
+    if not robot_file.is_file():
+        raise GraphConfigError(f"{path}: robot: no robot file {robot_file}")
+    return GraphSpec(raw["name"], raw.get("description", ""), robot, robot_file, nodes, path)
+
+
+def node_parameter(spec: NodeSpec, key: str, default=None):
+    """A node's parameter as the graph sets it: `set` entries win over its parameter files."""
+    if key in spec.parameters:
+        return spec.parameters[key]
+    value = default
+    for f in spec.parameter_files:
+        params = (yaml.safe_load(f.read_text()) or {}).get(spec.name, {}).get("ros__parameters", {})
+        value = params.get(key, value)
+    return value
 
 
 def launch_description(name: str):

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .graph import GraphConfigError, load_graph
+from .graph import GraphConfigError, load_graph, node_parameter
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -31,8 +31,17 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def find_executable(name: str) -> str:
+    """A node executable: on PATH or in the Python prefix (pip), or in lib/vla_policy_node (colcon)."""
+    for candidate in (shutil.which(name), Path(sys.prefix) / "bin" / name,
+                      Path(sys.prefix) / "lib" / "vla_policy_node" / name):
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"node executable '{name}' not found (is the package installed?)")
+
+
 def node_command(spec, overrides: dict) -> list[str]:
-    exe = shutil.which(spec.executable) or str(Path(sys.prefix) / "bin" / spec.executable)
+    exe = find_executable(spec.executable)
     cmd = [exe, "--ros-args", "-r", f"__node:={spec.name}"]
     for f in spec.parameter_files:
         cmd += ["--params-file", str(f)]
@@ -136,11 +145,12 @@ def main(argv=None) -> int:
     except GraphConfigError as exc:
         print(f"vla-graph: {exc}", file=sys.stderr)
         return 2
-    out_dir = Path(args.output_dir or f"artifacts/{graph.name.removeprefix('sim_')}")
-    for spec in graph.nodes:
-        if spec.exit_ends_graph:
-            overrides.setdefault(spec.name, {}).setdefault("output_dir", str(out_dir))
-            overrides[spec.name].setdefault("graph", graph.name)
+    enders = [s for s in graph.nodes if s.exit_ends_graph]
+    out_dir = Path(args.output_dir or (node_parameter(enders[0], "output_dir", "") if enders else "")
+                   or f"artifacts/{graph.name}")
+    if args.output_dir:
+        for spec in enders:
+            overrides.setdefault(spec.name, {})["output_dir"] = args.output_dir
     result = run_graph(args.graph, overrides, out_dir / "logs", args.robot, args.timeout)
     (out_dir / "processes.json").write_text(json.dumps(result, indent=2))
     for name, info in result["processes"].items():

@@ -7,6 +7,7 @@ file, the key (dotted path) and the reason, all in one message.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -364,15 +365,24 @@ def _check_urdf_limits(limits: LimitsConfig) -> None:
 
 
 def config_root() -> Path:
-    """The config/ folder (urdf/ is its sibling): in the source tree, or in the installed package share."""
+    """The config/ folder (urdf/ is its sibling): in the source tree, else the installed package share
+    (found through the ament index under a ROS install, or under the Python prefix)."""
     here = Path(__file__).resolve().parents[2] / "config"
     if here.is_dir():
         return here
-    import sys
-    share = Path(sys.prefix) / "share" / "vla_policy_node" / "config"
-    if share.is_dir():
-        return share
-    raise FileNotFoundError(f"config folder not found at {here} or {share}")
+    candidates = [Path(sys.prefix) / "share" / "vla_policy_node" / "config"]
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+        try:
+            candidates.insert(0, Path(get_package_share_directory("vla_policy_node")) / "config")
+        except PackageNotFoundError:
+            pass
+    except ImportError:
+        pass
+    for share in candidates:
+        if share.is_dir():
+            return share
+    raise FileNotFoundError(f"config folder not found in {here} or {', '.join(map(str, candidates))}")
 
 
 def resolve_robot(name_or_path: str) -> Path:

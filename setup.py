@@ -36,6 +36,7 @@ setup(
     entry_points={
         "console_scripts": [f"{name}={target}" for name, target in NODES.items()] + [
             "vla-graph=vla_policy_node.graph_runner:main",
+            "vla-train=vla_policy_node.train:main",
         ],
     },
 )

@@ -59,9 +59,10 @@ def test_sync_mode_executes_k_then_requests(sawyer):
     assert not ex.tick(1.0, 1.0).request_chunk                 # asked once only
     ok, _ = ex.on_chunk(chunk(1.0, ramp(scale=0.05)), 1.0)
     assert ok
-    sent = [ex.tick(1.0 + i * DT, 1.0 + i * DT) for i in range(5)]
-    assert [r.command is not None for r in sent] == [True, True, True, True, False]
-    assert sent[4].request_chunk                                # execute_per_chunk = 4, then re-plan
+    k = sawyer.config.action.execute_per_chunk
+    sent = [ex.tick(1.0 + i * DT, 1.0 + i * DT) for i in range(k + 1)]
+    assert [r.command is not None for r in sent] == [True] * k + [False]
+    assert sent[k].request_chunk                                # execute_per_chunk, then re-plan
     np.testing.assert_allclose(sent[1].command, [0.1] * 4)
 
 

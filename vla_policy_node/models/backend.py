@@ -58,17 +58,22 @@ def register_backend(cls: type[PolicyBackend]) -> type[PolicyBackend]:
     return cls
 
 
+# Built-in backends, imported on first use so the oracle never loads torch.
+_BUILTIN = {"oracle": "oracle", "videovla": "videovla_policy"}
+
+
 def available_backends() -> list[str]:
-    _import_builtin()
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(_BUILTIN))
 
 
 def make_backend(name: str, embodiment, **options) -> PolicyBackend:
-    _import_builtin()
+    """Backend by registry name; name 'auto' takes it from the checkpoint's config.json."""
+    if name == "auto":
+        from .checkpoint import read_config
+        name = read_config(options.get("checkpoint", ""))["backend"]
+    if name not in _REGISTRY and name in _BUILTIN:
+        import importlib
+        importlib.import_module(f"{__package__}.{_BUILTIN[name]}")
     if name not in _REGISTRY:
-        raise KeyError(f"policy backend '{name}' unknown; available: {', '.join(sorted(_REGISTRY))}")
+        raise KeyError(f"policy backend '{name}' unknown; available: {', '.join(available_backends())}")
     return _REGISTRY[name](embodiment, **options)
-
-
-def _import_builtin() -> None:
-    from . import oracle  # noqa: F401  (registers itself)

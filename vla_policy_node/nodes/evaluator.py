@@ -148,6 +148,15 @@ class EvaluatorNode(Node):
         wall_start = time.monotonic()
         self.call("set_armed", SetArmed.Request(armed=False))
         self.tracker = None
+        bag = ""
+        if self.record:  # open before the reset so the episode's first state is in the bag
+            bag_path = self.output_dir / "bags" / episode_id
+            if bag_path.exists():
+                shutil.rmtree(bag_path)
+            bag_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.write_lock:
+                self.writer = BagWriter(bag_path, self.typestore, self.bag_storage)
+            bag = str(bag_path)
         reset = self.call("sim_reset", ResetEpisode.Request(task=task, seed=seed, episode_id=episode_id))
         instruction, start = reset.instruction, to_sec(reset.stamp)
         self.call("set_instruction", SetInstruction.Request(instruction=instruction, episode_id=episode_id))
@@ -157,15 +166,6 @@ class EvaluatorNode(Node):
                                                         episode_id=episode_id))
         tracker = EpisodeTracker(start)
         self.tracker = tracker
-        bag = ""
-        if self.record:
-            bag_path = self.output_dir / "bags" / episode_id
-            if bag_path.exists():
-                shutil.rmtree(bag_path)
-            bag_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.write_lock:
-                self.writer = BagWriter(bag_path, self.typestore, self.bag_storage)
-            bag = str(bag_path)
         self.call("set_armed", SetArmed.Request(armed=True))
         reason = "timeout"
         while time.monotonic() - wall_start < self.episode_timeout_s:

@@ -13,12 +13,13 @@ import time
 
 import numpy as np
 from rclpy.node import Node
-from vla_msgs.msg import ActionChunk, ExecutionFeedback, Observation, PolicyStatus
+from vla_msgs.msg import ActionChunk, ExecutionFeedback, ImaginedFuture, Observation, PolicyStatus
 from vla_msgs.srv import ResetEpisode
 
 from ..core import images
 from ..models.backend import PolicyInput, make_backend
-from .common import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, load_robot_or_exit, run_node, to_sec
+from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit,
+                     run_node, to_sec)
 
 
 def observation_to_input(obs: Observation, instruction: str, with_env_state: bool) -> PolicyInput:
@@ -35,11 +36,14 @@ class PolicyNode(Node):
         p = self.declare_parameter
         self.robot = load_robot_or_exit(self, p("robot", "metaworld_sawyer").value)
         self.backend_name = p("backend", "oracle").value
-        options = {"checkpoint": p("checkpoint", "").value, "device": p("device", "cpu").value}
+        options = {"checkpoint": p("checkpoint", "").value, "device": p("device", "cpu").value,
+                   "dtype": p("dtype", "float32").value, "num_inference_steps": p("num_inference_steps", 0).value,
+                   "decode_imagined": p("decode_imagined", False).value}
         options = {k: v for k, v in options.items() if v}
         try:
             self.backend = make_backend(self.backend_name, self.robot, **options)
-        except (KeyError, ValueError, FileNotFoundError) as exc:
+            self.backend_name = self.backend.name
+        except (KeyError, ValueError, FileNotFoundError, OSError) as exc:
             self.get_logger().fatal(f"parameter backend='{self.backend_name}': {exc}")
             raise SystemExit(2) from None
         cfg = self.robot.config
@@ -54,6 +58,7 @@ class PolicyNode(Node):
         self.running = True
 
         self.chunk_pub = self.create_publisher(ActionChunk, TOPICS["action_chunk"], RELIABLE_QOS)
+        self.imagined_pub = self.create_publisher(ImaginedFuture, TOPICS["imagined"], RELIABLE_QOS)
         self.status_pub = self.create_publisher(PolicyStatus, TOPICS["policy_status"], LATCHED_QOS)
         self.create_subscription(Observation, TOPICS["observation"], self.on_observation, SENSOR_QOS)
         self.create_subscription(ExecutionFeedback, TOPICS["feedback"], self.on_feedback, RELIABLE_QOS)
@@ -138,13 +143,28 @@ class PolicyNode(Node):
         msg.actions = out.actions.astype(np.float32).ravel().tolist()
         msg.actions_normalized = out.actions_normalized.astype(np.float32).ravel().tolist()
         msg.backend = self.backend_name
-        msg.preprocess_ms = (t_pre - t_start) * 1e3
-        msg.inference_ms = (t_inf - t_pre) * 1e3
-        msg.postprocess_ms = (time.perf_counter() - t_inf) * 1e3
+        timings = out.timings_ms
+        msg.preprocess_ms = (t_pre - t_start) * 1e3 + timings.get("preprocess_ms", 0.0)
+        msg.inference_ms = timings.get("inference_ms", (t_inf - t_pre) * 1e3)
+        msg.postprocess_ms = (time.perf_counter() - t_inf) * 1e3 + timings.get("postprocess_ms", 0.0)
         now = self.get_clock().now().nanoseconds * 1e-9
         msg.obs_age_ms = max(0.0, now - to_sec(obs.header.stamp)) * 1e3
         self.chunk_pub.publish(msg)
         self.inference_ms.append(msg.inference_ms)
+        if out.imagined_frames:
+            self.publish_imagined(msg, out.imagined_frames)
+
+    def publish_imagined(self, chunk: ActionChunk, frames: dict) -> None:
+        """Imagined future frames, published after the chunk (off the critical path)."""
+        offsets = getattr(self.backend, "future_offsets", None) or []
+        imagined = ImaginedFuture(chunk_id=chunk.chunk_id, camera_names=list(frames))
+        imagined.header = chunk.header
+        n = min(len(f) for f in frames.values())
+        for k in range(n):
+            for name, f in frames.items():
+                imagined.frames.append(image_msg(f[k], chunk.header.stamp, f"camera_{name}", "rgb8"))
+        imagined.frame_offsets = [float(o) * chunk.dt for o in offsets[:n]]
+        self.imagined_pub.publish(imagined)
 
     def publish_status(self) -> None:
         recent = self.inference_ms[-100:]

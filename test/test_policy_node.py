@@ -1,0 +1,99 @@
+"""The policy node (videovla backend, tiny checkpoint) answers a chunk request for an Observation
+over real rclpy with a valid ActionChunk stamped at the observation's capture time."""
+
+import array
+import os
+import time
+
+import numpy as np
+import pytest
+import rclpy
+import torch
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from vla_msgs.msg import ActionChunk, ExecutionFeedback, ImaginedFuture, Observation
+
+from vla_policy_node.models.text_encoder import TextEncoder
+from vla_policy_node.models.video_vae import FrameCodec, build_small_vae
+from vla_policy_node.models.videovla import VideoVLAConfig, VideoVLATransformer
+from vla_policy_node.models.videovla_policy import VideoVLAModel
+from vla_policy_node.nodes.common import RELIABLE_QOS, SENSOR_QOS, image_msg, to_stamp
+from vla_policy_node.nodes.policy import PolicyNode
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt")
+    cfg = VideoVLAConfig(hidden_size=32, num_layers=2, num_heads=2, image_size=32, latent_size=4)
+    codec = FrameCodec(build_small_vae(4, 8, width=8), 32, 1.0)
+    VideoVLAModel(cfg, VideoVLATransformer(cfg), codec, TextEncoder(max_tokens=16), "quantile",
+                  {"q01": np.full(4, -1.0), "q99": np.full(4, 1.0)},
+                  {"q01": np.full(4, -1.0), "q99": np.full(4, 1.0)},
+                  {"action_names": ["dx", "dy", "dz", "gripper"]}).save_pretrained(path)
+    return path
+
+
+def test_policy_node_answers_request_with_chunk(checkpoint):
+    os.environ["ROS_DOMAIN_ID"] = "57"
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = PolicyNode(context=context, parameter_overrides=[
+        Parameter("backend", value="videovla"), Parameter("checkpoint", value=str(checkpoint)),
+        Parameter("decode_imagined", value=True)])
+    peer = rclpy.create_node("peer", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    executor.add_node(peer)
+    chunks, imagined = [], []
+    peer.create_subscription(ActionChunk, "/vla/action_chunk", chunks.append, RELIABLE_QOS)
+    peer.create_subscription(ImaginedFuture, "/vla/imagined", imagined.append, RELIABLE_QOS)
+    obs_pub = peer.create_publisher(Observation, "/vla/observation", SENSOR_QOS)
+    fb_pub = peer.create_publisher(ExecutionFeedback, "/vla/execution_feedback", RELIABLE_QOS)
+    try:
+        request = type("R", (), dict(task="drawer-open", instruction="open the drawer", seed=1, episode_id="e7"))()
+        response = type("S", (), {})()
+        assert node.on_reset(request, response).success
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (obs_pub.get_subscription_count() and fb_pub.get_subscription_count()):
+            executor.spin_once(timeout_sec=0.05)
+        obs = Observation(seq=3, episode_id="e7", embodiment="metaworld_sawyer", instruction="open the drawer",
+                          camera_names=["corner"], state=[0.0, 0.6, 0.2, 0.0])
+        obs.header.stamp = to_stamp(12.5)
+        frame = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+        obs.images = [image_msg(frame, obs.header.stamp, "camera_corner")]
+        fb = ExecutionFeedback(episode_id="e7", request_chunk=True, action_dim=4)
+        fb.request_after = to_stamp(12.5)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not chunks:
+            obs_pub.publish(obs)
+            fb_pub.publish(fb)
+            end = time.monotonic() + 0.5
+            while time.monotonic() < end and not chunks:
+                executor.spin_once(timeout_sec=0.05)
+        assert chunks, "no ActionChunk received"
+        chunk = chunks[0]
+        assert chunk.episode_id == "e7" and chunk.obs_seq == 3 and chunk.backend == "videovla"
+        assert (chunk.header.stamp.sec, chunk.header.stamp.nanosec) == (12, 500_000_000)
+        assert chunk.horizon == 8 and chunk.action_dim == 4 and abs(chunk.dt - 0.0125) < 1e-9
+        actions = np.asarray(chunk.actions).reshape(8, 4)
+        assert np.all(np.isfinite(actions)) and np.all(np.abs(actions) <= 1.0)
+        assert len(chunk.actions_normalized) == 32 and chunk.inference_ms > 0
+        end = time.monotonic() + 2
+        while time.monotonic() < end and not imagined:
+            executor.spin_once(timeout_sec=0.05)
+        assert imagined and imagined[0].chunk_id == chunk.chunk_id and len(imagined[0].frames) == 2
+        stale = ExecutionFeedback(episode_id="other", request_chunk=True, action_dim=4)
+        fb_pub.publish(stale)                                # requests of another episode are ignored
+        n = len(chunks)
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            obs_pub.publish(obs)
+            executor.spin_once(timeout_sec=0.05)
+        assert len(chunks) == n
+    finally:
+        node.close()
+        executor.shutdown()
+        node.destroy_node()
+        peer.destroy_node()
+        rclpy.shutdown(context=context)

@@ -1,0 +1,171 @@
+"""VideoVLA model core: shapes, determinism, prefix inpainting, checkpoint round trip, loud failures."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vla_policy_node.core.embodiment import load_robot
+from vla_policy_node.models.backend import PolicyInput, make_backend
+from vla_policy_node.models.checkpoint import CheckpointError
+from vla_policy_node.models.text_encoder import TextEncoder
+from vla_policy_node.models.video_vae import FrameCodec, build_small_vae
+from vla_policy_node.models.videovla import (VideoVLAConfig, VideoVLATransformer, patchify, sample, training_loss,
+                                             unpatchify)
+from vla_policy_node.models.videovla_policy import VideoVLAModel
+
+TINY = dict(hidden_size=32, num_layers=2, num_heads=2, image_size=32, latent_size=4)
+
+
+def inputs(cfg, b=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, cfg.text_tokens, cfg.text_dim, generator=g),
+            torch.randn(b, cfg.latent_channels, cfg.latent_size, cfg.latent_size, generator=g),
+            torch.randn(b, cfg.state_dim, generator=g))
+
+
+@pytest.mark.parametrize("objective", ["ddpm", "flow"])
+def test_denoiser_shapes_and_determinism(objective):
+    torch.manual_seed(0)
+    cfg = VideoVLAConfig(objective=objective, **TINY)
+    model = VideoVLATransformer(cfg).eval()
+    text, v1, state = inputs(cfg)
+    fut, act = sample(model, text, v1, state, 3, generator=torch.Generator().manual_seed(1))
+    assert fut.shape == (2, cfg.num_future, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+    assert act.shape == (2, cfg.horizon, cfg.action_dim) and torch.isfinite(act).all()
+    fut2, act2 = sample(model, text, v1, state, 3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(act, act2) and torch.equal(fut, fut2)
+    _, act3 = sample(model, text, v1, state, 3, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(act, act3)
+
+
+def test_patchify_round_trip():
+    x = torch.randn(2, 3, 4, 8, 8)
+    tokens = patchify(x, 2)
+    assert tokens.shape == (2, 3 * 16, 16)
+    assert torch.equal(unpatchify(tokens, 3, 4, 8, 2), x)
+
+
+@pytest.mark.parametrize("objective", ["ddpm", "flow"])
+def test_prefix_inpainting_returns_prefix_exactly_and_conditions_the_rest(objective):
+    torch.manual_seed(0)
+    cfg = VideoVLAConfig(objective=objective, **TINY)
+    model = VideoVLATransformer(cfg).eval()
+    for p in model.action_out.parameters():         # a non-trivial action head
+        torch.nn.init.normal_(p, std=0.5)
+    text, v1, state = inputs(cfg, b=1)
+    prefix = torch.linspace(-0.9, 0.9, 3 * cfg.action_dim).reshape(1, 3, cfg.action_dim)
+    _, act = sample(model, text, v1, state, 5, prefix=prefix, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(act[:, :3], prefix)
+    _, free = sample(model, text, v1, state, 5, generator=torch.Generator().manual_seed(3))
+    assert not torch.allclose(free[:, 3:], act[:, 3:])  # the prefix changed what follows
+
+
+def test_training_step_lowers_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    cfg = VideoVLAConfig(**TINY)
+    model = VideoVLATransformer(cfg)
+    text, v1, state = inputs(cfg, b=8)
+    future = torch.randn(8, cfg.num_future, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+    actions = torch.randn(8, cfg.horizon, cfg.action_dim).clamp(-1, 1)
+    mask = torch.ones(8, cfg.horizon)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(60):
+        out = training_loss(model, text, v1, future, actions, mask, state, generator=torch.Generator().manual_seed(0))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_no_video_loss_ablation_ignores_video_error():
+    cfg = VideoVLAConfig(video_loss_weight=0.0, **TINY)
+    model = VideoVLATransformer(cfg)
+    text, v1, state = inputs(cfg, b=4)
+    future = torch.randn(4, cfg.num_future, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+    out = training_loss(model, text, v1, future, torch.zeros(4, cfg.horizon, 4), torch.ones(4, cfg.horizon), state)
+    assert torch.allclose(out["loss"], out["action_loss"]) and out["video_loss"] > 0
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt")
+    cfg = VideoVLAConfig(**TINY)
+    vae = build_small_vae(cfg.latent_channels, cfg.image_size // cfg.latent_size, width=8)
+    codec = FrameCodec(vae, cfg.image_size, 1.7)
+    stats_a = {"q01": np.full(4, -1.0), "q99": np.full(4, 1.0)}
+    stats_s = {"q01": np.array([-0.5, 0.3, 0.0, -0.03]), "q99": np.array([0.5, 1.0, 0.7, 0.03])}
+    meta = {"embodiment": "metaworld_sawyer", "action_names": ["dx", "dy", "dz", "gripper"]}
+    model = VideoVLAModel(cfg, VideoVLATransformer(cfg), codec, TextEncoder(max_tokens=cfg.text_tokens),
+                          "quantile", stats_a, stats_s, meta)
+    for p in model.transformer.action_out.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    model.save_pretrained(path)
+    return path
+
+
+def observation(seed=0):
+    rng = np.random.default_rng(seed)
+    frame = rng.integers(0, 255, size=(128, 128, 3), dtype=np.uint8)
+    return PolicyInput(0.0, "open the drawer", {"corner": frame}, np.array([0.0, 0.6, 0.2, 0.0]))
+
+
+def test_save_load_round_trip_gives_identical_outputs(checkpoint):
+    robot = load_robot("metaworld_sawyer")
+    outs = []
+    for _ in range(2):
+        policy = make_backend("auto", robot, checkpoint=str(checkpoint))   # backend read from config.json
+        assert policy.name == "videovla"
+        policy.reset("open the drawer", seed=4)
+        outs.append(policy.predict(observation()))
+    np.testing.assert_array_equal(outs[0].actions, outs[1].actions)
+    assert outs[0].actions.shape == (8, 4) and np.abs(outs[0].actions_normalized).max() <= 1.0
+    assert not np.allclose(outs[0].actions, outs[0].actions[0])        # a real, varying chunk
+
+
+def test_imagined_frames_decoded_only_when_asked(checkpoint):
+    robot = load_robot("metaworld_sawyer")
+    plain = make_backend("videovla", robot, checkpoint=str(checkpoint))
+    plain.reset("x", seed=0)
+    assert plain.predict(observation()).imagined_frames is None
+    seeing = make_backend("videovla", robot, checkpoint=str(checkpoint), decode_imagined=True)
+    seeing.reset("x", seed=0)
+    frames = seeing.predict(observation()).imagined_frames["corner"]
+    assert frames.shape == (2, 32, 32, 3) and frames.dtype == np.uint8
+
+
+def test_prefix_kept_by_backend(checkpoint):
+    policy = make_backend("videovla", load_robot("metaworld_sawyer"), checkpoint=str(checkpoint))
+    policy.reset("x", seed=0)
+    prefix = np.array([[0.5, -0.5, 0.25, 1.0], [0.4, -0.4, 0.2, 1.0]])
+    out = policy.predict(observation(), prefix=prefix)
+    np.testing.assert_allclose(out.actions_normalized[:2], prefix, atol=1e-6)
+
+
+def test_missing_statistics_fail_loudly(checkpoint, tmp_path):
+    import shutil
+    broken = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, broken)
+    (broken / "normalization.json").unlink()
+    with pytest.raises(CheckpointError, match="normalization.json: missing"):
+        make_backend("videovla", load_robot("metaworld_sawyer"), checkpoint=str(broken))
+    data = json.loads((checkpoint / "normalization.json").read_text())
+    data["action"]["q99"] = [1.0, 1.0]
+    (broken / "normalization.json").write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match=r"action.q99 has shape \(2,\)"):
+        make_backend("videovla", load_robot("metaworld_sawyer"), checkpoint=str(broken))
+
+
+def test_checkpoint_for_other_actions_refused(checkpoint, tmp_path):
+    import shutil
+    other = tmp_path / "other"
+    shutil.copytree(checkpoint, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["action_names"] = ["a", "b", "c", "d"]
+    (other / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="trained for actions"):
+        make_backend("videovla", load_robot("metaworld_sawyer"), checkpoint=str(other))

@@ -1,0 +1,78 @@
+"""Video latents: a diffusers VAE that maps frames to latents and back.
+
+Small checkpoints train their own `AutoencoderKL` (image VAE applied per frame) here; real ones
+load `AutoencoderKLCogVideoX` or `AutoencoderKLWan` from a local directory. Frames are RGB uint8
+(B, H, W, 3); latents are (B, C, h, w) multiplied by `scaling_factor` (unit variance).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+VAE_CLASSES = ("AutoencoderKL", "AutoencoderKLCogVideoX", "AutoencoderKLWan")
+
+
+def build_small_vae(latent_channels: int = 4, downsample: int = 8, width: int = 32):
+    """An AutoencoderKL whose latent is image_size / downsample per side."""
+    from diffusers import AutoencoderKL
+
+    levels = {4: 3, 8: 4}[downsample]
+    channels = tuple(min(width * 2 ** i, width * 4) for i in range(levels))
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=latent_channels,
+                         down_block_types=("DownEncoderBlock2D",) * levels,
+                         up_block_types=("UpDecoderBlock2D",) * levels,
+                         block_out_channels=channels, layers_per_block=1, norm_num_groups=8)
+
+
+def load_vae(path: str | Path, class_name: str = "AutoencoderKL"):
+    import diffusers
+
+    if class_name not in VAE_CLASSES:
+        raise ValueError(f"VAE class '{class_name}' unsupported; use one of {VAE_CLASSES}")
+    return getattr(diffusers, class_name).from_pretrained(Path(path), local_files_only=True)
+
+
+class FrameCodec:
+    """Frames <-> scaled latents with one VAE at a fixed square resolution."""
+
+    def __init__(self, vae, image_size: int, scaling_factor: float = 1.0):
+        self.vae = vae.eval().requires_grad_(False)
+        self.image_size = image_size
+        self.scaling_factor = scaling_factor
+        self.temporal = vae.__class__.__name__ != "AutoencoderKL"   # video VAEs take (B, C, T, H, W)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.vae.parameters()).device
+
+    def to_pixels(self, frames_uint8: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) uint8 -> (B, 3, S, S) in [-1, 1] at the codec's resolution."""
+        x = frames_uint8.to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        return x
+
+    @torch.no_grad()
+    def encode(self, frames_uint8: torch.Tensor) -> torch.Tensor:
+        x = self.to_pixels(frames_uint8).to(self.vae.dtype)
+        if self.temporal:
+            x = x.unsqueeze(2)
+        latent = self.vae.encode(x).latent_dist.mode()
+        if self.temporal:
+            latent = latent[:, :, 0]
+        return latent.float() * self.scaling_factor
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) scaled latents -> (B, S, S, 3) uint8."""
+        z = (latents / self.scaling_factor).to(self.vae.dtype)
+        if self.temporal:
+            z = z.unsqueeze(2)
+        x = self.vae.decode(z).sample
+        if self.temporal:
+            x = x[:, :, 0]
+        return ((x.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)

@@ -26,6 +26,8 @@ setup(
         (f"share/{PACKAGE}/config/graphs", glob("config/graphs/*.yaml")),
         (f"share/{PACKAGE}/config/params", glob("config/params/*.yaml")),
         (f"share/{PACKAGE}/urdf", glob("urdf/*.urdf")),
+        *[(f"share/{PACKAGE}/{d}", [f for f in glob(f"{d}/*") if not f.endswith("training_state.pt")])
+          for d in glob("checkpoints/*") + glob("checkpoints/*/vae")],
     ],
     install_requires=["setuptools"],
     zip_safe=False,

@@ -14,3 +14,16 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 @pytest.fixture
 def robots_dir() -> Path:
     return ROOT / "config" / "robots"
+
+
+def record_episodes(out: Path, domain_id: int, tasks: str, seeds: str, max_steps: int, backend: str = "oracle"):
+    """Run the sim_demo graph (one process per node) for a few short episodes recorded under `out`."""
+    from vla_policy_node.graph_runner import run_graph
+
+    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+    overrides = {"policy": {"backend": backend},
+                 "evaluator": {"tasks": tasks, "seeds": seeds, "max_steps": str(max_steps), "output_dir": str(out),
+                               "episode_timeout_s": "90.0"}}
+    result = run_graph("sim_demo", overrides, out / "logs", timeout_s=180)
+    assert result["error"] is None, result["error"]
+    return result

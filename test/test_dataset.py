@@ -7,12 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import record_episodes
 from rosbags.rosbag2 import Writer
 
 from vla_policy_node.core.embodiment import load_robot
 from vla_policy_node.data.bags import make_typestore, read_bag
 from vla_policy_node.data.dataset import DatasetError, Episode, chunk_samples, load_dataset, load_episode
-from vla_policy_node.graph_runner import run_graph
 
 STEPS = 30
 DT = 0.0125
@@ -28,11 +28,7 @@ def robot():
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     out = tmp_path_factory.mktemp("dataset")
-    os.environ["ROS_DOMAIN_ID"] = "67"
-    overrides = {"evaluator": {"tasks": "[button-press]", "seeds": "[3]", "max_steps": str(STEPS),
-                               "output_dir": str(out), "episode_timeout_s": "60.0"}}
-    result = run_graph("sim_demo", overrides, out / "logs", timeout_s=120)
-    assert result["error"] is None, result["error"]
+    record_episodes(out, 67, "[button-press]", "[3]", STEPS)
     bag = out / "bags" / "button-press_s3"
     assert bag.is_dir(), f"no bag recorded under {out / 'bags'}"
     raw = {}
@@ -125,7 +121,7 @@ def test_load_dataset_finds_bags_of_a_moved_output_folder(recorded, robot, tmp_p
     moved = tmp_path / "moved"
     shutil.copytree(out / "bags", moved / "bags")
     report = json.loads((out / "report.json").read_text())
-    report["episodes"][0]["bag"] = "artifacts/data/bags/button-press_s3"
+    report["episodes"][0]["bag"] = "no/such/output/bags/button-press_s3"
     (moved / "report.json").write_text(json.dumps(report))
     ep, = load_dataset(moved, robot, successful_only=False)
     assert ep.bag == str(moved / "bags" / "button-press_s3") and len(ep.actions) >= 20

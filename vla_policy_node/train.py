@@ -52,10 +52,10 @@ def resize_frames(frames: np.ndarray, size: int, batch: int = 512) -> torch.Tens
 
 
 def train_vae(frames: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int, latent_channels: int,
-              downsample: int, device: torch.device, log=print):
+              downsample: int, width: int, device: torch.device):
     """Fit a small AutoencoderKL to the frames: L1 + MSE reconstruction, light KL."""
     torch.manual_seed(seed)
-    vae = build_small_vae(latent_channels, downsample).to(device).train()
+    vae = build_small_vae(latent_channels, downsample, width).to(device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
     bar = tqdm(range(steps), desc="vae", mininterval=5.0)
@@ -91,6 +91,8 @@ def build_argparser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--vae-steps", type=int, default=1500)
     p.add_argument("--vae", default="", help="reuse a trained VAE folder instead of training one")
+    p.add_argument("--vae-width", type=int, default=16, help="channels of the VAE's first level")
+    p.add_argument("--vae-batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from <output>/training_state.pt")
     p.add_argument("--no-video-loss", action="store_true", help="ablation: train without the video loss")
@@ -145,8 +147,8 @@ def main(argv=None) -> int:
     elif args.resume and (out / "vae").is_dir():
         vae = load_vae(out / "vae").to(device)
     else:
-        vae = train_vae(frames, args.vae_steps, 32, 1e-3, args.seed, cfg.latent_channels,
-                        cfg.image_size // cfg.latent_size, device)
+        vae = train_vae(frames, args.vae_steps, args.vae_batch_size, 1e-3, args.seed, cfg.latent_channels,
+                        cfg.image_size // cfg.latent_size, args.vae_width, device)
     codec = FrameCodec(vae, cfg.image_size)
     latents = encode_all(codec, frames)
     codec.scaling_factor = float(1.0 / latents.std())
@@ -173,6 +175,7 @@ def main(argv=None) -> int:
         1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
     ema = EMAModel(model.parameters(), decay=0.999, use_ema_warmup=True, power=0.75)
     start_step = 0
+    history: list[dict] = []
     state_file = out / "training_state.pt"
     if args.resume and state_file.is_file():
         state = torch.load(state_file, map_location="cpu", weights_only=False)
@@ -181,11 +184,12 @@ def main(argv=None) -> int:
         scheduler.load_state_dict(state["scheduler"])
         ema.load_state_dict(state["ema"])
         start_step = state["step"]
+        log_file = out / "training_log.json"
+        history = json.loads(log_file.read_text()) if log_file.is_file() else []
         print(f"resumed at step {start_step}")
     model, optimizer = accelerator.prepare(model, optimizer)
     ema.to(device)
     gen = torch.Generator().manual_seed(args.seed + start_step)
-    history = []
     bar = tqdm(range(start_step, args.steps), desc="videovla", mininterval=5.0, initial=start_step,
                total=args.steps)
 
@@ -221,7 +225,7 @@ def main(argv=None) -> int:
         scheduler.step()
         ema.step(accelerator.unwrap_model(model).parameters())
         if step % 50 == 0:
-            row = {k: round(float(v), 5) for k, v in losses.items()} | {"step": step}
+            row = {k: round(float(v.detach()), 5) for k, v in losses.items()} | {"step": step}
             history.append(row)
             bar.set_postfix(action=row["action_loss"], video=row["video_loss"])
         if (step + 1) % args.save_every == 0 and step + 1 < args.steps:

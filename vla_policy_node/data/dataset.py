@@ -169,7 +169,7 @@ def load_episode(bag_dir, embodiment, topic_map: dict | None = None) -> Episode:
                 success = bool(msg.data)
                 continue
             if topic == t(OBSERVATION_TOPIC):
-                if instruction is None:
+                if not instruction and msg.instruction:   # skip observations made before the instruction was set
                     instruction, episode_id = str(msg.instruction), str(getattr(msg, "episode_id", ""))
                 continue
             stamp = _stamp_ns(msg, ts)

@@ -20,8 +20,18 @@ class CheckpointError(ValueError):
     """A checkpoint directory that cannot be used; the message names the file and the problem."""
 
 
-def read_config(path: str | Path) -> dict:
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint path as given, else relative to the project (source tree or installed share)."""
     path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    from ..core.embodiment import config_root
+    candidate = config_root().parent / path
+    return candidate if candidate.exists() else path
+
+
+def read_config(path: str | Path) -> dict:
+    path = resolve_checkpoint(path)
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise CheckpointError(f"{path}: not a checkpoint directory (no config.json)")

@@ -17,7 +17,7 @@ import torch
 
 from ..core.normalization import Normalizer
 from .backend import PolicyBackend, PolicyInput, PolicyOutput, register_backend
-from .checkpoint import CheckpointError, load_normalization, read_config, save_normalization
+from .checkpoint import CheckpointError, load_normalization, read_config, resolve_checkpoint, save_normalization
 from .text_encoder import DEFAULT_TEXT_ENCODER, TextEncoder
 from .video_vae import FrameCodec, load_vae
 from .videovla import VideoVLAConfig, VideoVLATransformer, make_scheduler, sample
@@ -61,7 +61,7 @@ class VideoVLAModel:
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: str = "float32") -> "VideoVLAModel":
         from safetensors.torch import load_file
 
-        path = Path(path)
+        path = resolve_checkpoint(path)
         meta = read_config(path)
         if meta["backend"] != "videovla":
             raise CheckpointError(f"{path}/config.json: backend is '{meta['backend']}', not 'videovla'")

@@ -179,9 +179,12 @@ class PolicyNode(Node):
         self.status_pub.publish(status)
 
     def close(self) -> None:
+        """Stop the inference worker and wait for it, so no thread is inside torch or rclpy at exit."""
         self.running = False
         with self.lock:
             self.lock.notify_all()
+        if self.worker.is_alive() and self.worker is not threading.current_thread():
+            self.worker.join(timeout=10.0)
 
 
 def main(args=None):

@@ -2,7 +2,6 @@
 with load_episode / load_dataset / chunk_samples, plus bags written directly with rosbags."""
 
 import json
-import os
 import shutil
 
 import numpy as np

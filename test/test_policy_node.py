@@ -1,7 +1,6 @@
 """The policy node (videovla backend, tiny checkpoint) answers a chunk request for an Observation
 over real rclpy with a valid ActionChunk stamped at the observation's capture time."""
 
-import array
 import os
 import time
 

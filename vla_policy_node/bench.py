@@ -37,6 +37,7 @@ def latency(policy, samples, steps_list, repeats: int) -> dict:
 
 def imagination_quality(policy, episodes, offsets, stride: int = 8) -> dict:
     """PSNR/SSIM of decoded imagined frames vs the recorded frames at the same future steps."""
+    import torch
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     from .models.backend import PolicyInput
@@ -57,7 +58,6 @@ def imagination_quality(policy, episodes, offsets, stride: int = 8) -> dict:
                 real = _resize(frames[k + o], size)
                 psnr[o].append(peak_signal_noise_ratio(real, imagined[j], data_range=255))
                 ssim[o].append(structural_similarity(real, imagined[j], channel_axis=2, data_range=255))
-            import torch
             codec = policy.model.codec
             recon = codec.decode(codec.encode(torch.tensor(frames[k + offsets[0]])[None]))[0].numpy()
             recon_psnr.append(peak_signal_noise_ratio(_resize(frames[k + offsets[0]], size), recon, data_range=255))

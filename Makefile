@@ -40,10 +40,12 @@ demo-videovla: setup
 # graph's own topics: 5 tasks x training seeds 0-9 (evaluation uses seeds >= 100).
 # Read back with vla_policy_node.data.dataset.load_dataset("artifacts/data", robot).
 data: setup
-	$(VENV)/bin/vla-graph sim_demo --output-dir artifacts/data --set policy.backend:=oracle --set evaluator.seeds:=[0,1,2,3,4,5,6,7,8,9] --set evaluator.max_steps:=300
+	$(VENV)/bin/vla-graph sim_demo --output-dir artifacts/data --set policy.backend:=oracle --set evaluator.seeds:=[0,1,2,3,4,5,6,7,8,9] --set evaluator.training_seeds:=allow --set evaluator.max_steps:=300
 
+# Policy figures (artifacts/bench/policy.json) and executor figures (artifacts/bench/executor.json).
 bench: setup
 	$(PY) -m vla_policy_node.bench
+	$(PY) -m vla_policy_node.bench_executor
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

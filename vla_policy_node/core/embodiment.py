@@ -151,6 +151,58 @@ class LimitsConfig(_Strict):
     joint_acceleration_max: list[float] = []
     urdf: str | None = Field(None, description="URDF file (relative to the repository urdf/ folder) the joint limits come from")
     workspace: WorkspaceConfig | None = None
+    max_deviation: list[float] | None = Field(
+        None, description="position spaces: max |command - measured state|, per action dim")
+    ee_delta_scale_m: float | None = Field(
+        None, gt=0, description="ee_delta: metres of hand travel per action unit (workspace check)")
+
+
+class ExecutorConfig(_Strict):
+    """How chunks become commands (DESIGN section 7); node parameters may override each key."""
+    mode: Literal["sync", "async", "async_rtc"] = "sync"
+    merge: Literal["replace", "ensemble", "average"] = "replace"
+    ensemble_decay: float = Field(0.5, ge=0, description="temporal ensembling: weight exp(-decay * rank)")
+    interpolation: Literal["nearest", "linear", "smooth"] = "nearest"
+    control_rate_hz: float | None = Field(None, gt=0, description="controller rate (default: action rate)")
+    latency_margin_s: float = Field(0.0, ge=0, description="async: request when remaining <= latency + margin")
+    latency_percentile: float = Field(95.0, gt=0, le=100)
+    latency_window: int = Field(50, gt=0)
+    latency_warmup: int = Field(3, ge=0, description="first chunks of a run left out of the latency estimate")
+    initial_latency_s: float = Field(0.2, ge=0, description="latency assumed before the first measurement")
+    max_chunk_age_s: float = Field(1.0, gt=0, description="chunks computed from older observations are refused")
+    max_acceleration: list[float] | None = Field(
+        None, description="smooth interpolation / holds: per action dim, action units per s^2 "
+                          "(delta spaces: change of the per-step command per s)")
+
+
+class MonitorConfig(_Strict):
+    """Imagination monitor: imagined vs real frames (divergence = 1 - SSIM at the imagined resolution)."""
+    threshold: float = Field(gt=0, le=2, description="divergence above which a frame is flagged")
+    action: Literal["none", "replan", "hold"] = Field(
+        "none", description="what a flagged frame asks the executor to do")
+    camera: str | None = Field(None, description="camera to compare (default: every imagined camera)")
+
+
+class KinematicsConfig(_Strict):
+    """The arm's serial chain in a URDF, for forward / inverse kinematics (core/kinematics.py)."""
+    urdf: str = Field(description="URDF file, relative to the repository urdf/ folder")
+    base_link: str = Field(description="frame poses are expressed in (the robot's base)")
+    tip_link: str = Field(description="frame whose pose is commanded / measured (flange or tool)")
+
+
+class IKConfig(_Strict):
+    """cartesian contract on a joint-commanded robot: each pose target is solved to joint positions
+    (warm-started from the measured joints) and sent as a joint command on output.command_topic."""
+    joint_command: Literal["joint_trajectory", "joint_state"] = Field(
+        "joint_trajectory", description="trajectory_msgs/JointTrajectory (ros2_control) or "
+                                        "sensor_msgs/JointState (Isaac Sim joint_command)")
+    position_only: bool = Field(False, description="solve for x y z only; the orientation is free")
+    pose_topic: str | None = Field(None, description="also publish each pose target (PoseStamped) here")
+    max_iterations: int = Field(100, gt=0)
+    tolerance_m: float = Field(1e-4, gt=0, description="position tolerance, m")
+    tolerance_rad: float = Field(1e-3, gt=0, description="orientation tolerance, rad")
+    max_joint_step: float | None = Field(
+        None, gt=0, description="rad: a solution farther than this from the previous joint command is not sent")
 
 
 class OutputConfig(_Strict):
@@ -158,6 +210,7 @@ class OutputConfig(_Strict):
     command_topic: str
     joint_names: list[str] = []
     frame_id: str = "base"
+    ik: IKConfig | None = None
 
 
 class EmbodimentConfig(_Strict):
@@ -176,6 +229,9 @@ class EmbodimentConfig(_Strict):
     normalization: NormalizationConfig
     limits: LimitsConfig
     output: OutputConfig
+    kinematics: KinematicsConfig | None = None
+    executor: ExecutorConfig = ExecutorConfig()
+    monitor: MonitorConfig | None = None
 
     @model_validator(mode="after")
     def _check(self):
@@ -184,12 +240,24 @@ class EmbodimentConfig(_Strict):
         names = [c.name for c in self.cameras]
         if len(set(names)) != len(names):
             raise ValueError("cameras: camera names must be unique")
+        if self.monitor is not None and self.monitor.camera is not None and self.monitor.camera not in names:
+            raise ValueError(f"monitor.camera: '{self.monitor.camera}' is not one of cameras {names}")
         dim = self.action.dim
         for key in ("action_min", "action_max"):
             if len(getattr(self.limits, key)) != dim:
                 raise ValueError(f"limits.{key}: expected {dim} entries (action.names), got {len(getattr(self.limits, key))}")
-        if self.limits.max_step is not None and len(self.limits.max_step) != dim:
-            raise ValueError(f"limits.max_step: expected {dim} entries (action.names), got {len(self.limits.max_step)}")
+        for key in ("max_step", "max_deviation"):
+            values = getattr(self.limits, key)
+            if values is not None and len(values) != dim:
+                raise ValueError(f"limits.{key}: expected {dim} entries (action.names), got {len(values)}")
+        if self.executor.max_acceleration is not None and len(self.executor.max_acceleration) != dim:
+            raise ValueError(f"executor.max_acceleration: expected {dim} entries (action.names), "
+                             f"got {len(self.executor.max_acceleration)}")
+        if self.executor.control_rate_hz and self.action.space in ("ee_delta", "joint_delta", "base_velocity") \
+                and abs(self.executor.control_rate_hz - self.action.control_rate_hz) > 1e-9:
+            raise ValueError(f"executor.control_rate_hz: {self.executor.control_rate_hz} differs from "
+                             f"action.control_rate_hz {self.action.control_rate_hz}; a {self.action.space} "
+                             "action is a step per action period and cannot be resampled")
         for i, (lo, hi) in enumerate(zip(self.limits.action_min, self.limits.action_max)):
             if not lo < hi:
                 raise ValueError(f"limits.action_min[{i}]: {lo} is not below limits.action_max[{i}] = {hi} "
@@ -207,7 +275,29 @@ class EmbodimentConfig(_Strict):
                 raise ValueError("output.joint_names: must equal action.names for a joint-space action")
         if self.output.contract in ("ros2_control", "isaac") and not self.output.joint_names:
             raise ValueError(f"output.joint_names: required for the '{self.output.contract}' contract")
+        self._check_cartesian_output()
         return self
+
+    def _check_cartesian_output(self) -> None:
+        out, ik = self.output, self.output.ik
+        if out.contract != "cartesian":
+            if ik is not None:
+                raise ValueError(f"output.ik: only for the 'cartesian' contract, not '{out.contract}'")
+            return
+        if self.action.space != "ee_absolute":
+            raise ValueError(f"action.space: the 'cartesian' contract needs 'ee_absolute', not '{self.action.space}'")
+        need = 3 if ik is not None and ik.position_only else 7
+        if self.action.dim < need:
+            raise ValueError(f"action.names: the 'cartesian' contract needs x y z{'' if need == 3 else ' qx qy qz qw'} "
+                             f"first ({need} entries), got {self.action.dim}")
+        if out.joint_names and ik is None:
+            raise ValueError("output.ik: required when output.joint_names are set for the 'cartesian' contract "
+                             "(pose targets are solved to those joints)")
+        if ik is not None:
+            if not out.joint_names:
+                raise ValueError("output.joint_names: required with output.ik (the joints the IK solves for)")
+            if self.kinematics is None:
+                raise ValueError("kinematics: required with output.ik (urdf, base_link, tip_link)")
 
     @property
     def camera_names(self) -> list[str]:
@@ -328,6 +418,8 @@ def load_embodiment(path: str | Path) -> Embodiment:
                             None, config.state.names)
         if config.limits.urdf is not None:
             _check_urdf_limits(config.limits)
+        if config.kinematics is not None:
+            _check_kinematics(config)
     except ValueError as exc:
         raise EmbodimentConfigError(f"{path}: {exc}") from None
     return Embodiment(config, path, act, st)
@@ -362,6 +454,41 @@ def _check_urdf_limits(limits: LimitsConfig) -> None:
             values = getattr(limits, key)
             if values and not ok(values[i]):
                 raise ValueError(f"limits.{key}[{i}]: {values[i]} for {name} must be {bound} ({limits.urdf})")
+
+
+def urdf_chain(urdf_path: Path, base_link: str, tip_link: str) -> list[str]:
+    """Movable joints from base_link down to tip_link of a URDF, base first; ValueError naming what is missing."""
+    import xml.etree.ElementTree as ET
+    root = ET.parse(urdf_path).getroot()
+    links = {link.get("name") for link in root.iter("link")}
+    for key, link in (("base_link", base_link), ("tip_link", tip_link)):
+        if link not in links:
+            raise ValueError(f"kinematics.{key}: no link '{link}' in {urdf_path.name}")
+    parent_joint = {j.find("child").get("link"): j for j in root.iter("joint")}
+    chain, link = [], tip_link
+    while link != base_link:
+        joint = parent_joint.get(link)
+        if joint is None:
+            raise ValueError(f"kinematics.tip_link: '{tip_link}' is not below base_link '{base_link}' "
+                             f"in {urdf_path.name}")
+        if joint.get("type") != "fixed":
+            chain.append(joint.get("name"))
+        link = joint.find("parent").get("link")
+    return chain[::-1]
+
+
+def _check_kinematics(config: EmbodimentConfig) -> None:
+    """The kinematic chain exists in the URDF and its joints are the robot's commanded joints."""
+    kin = config.kinematics
+    urdf = config_root().parent / "urdf" / kin.urdf
+    if not urdf.is_file():
+        raise ValueError(f"kinematics.urdf: '{kin.urdf}' not found in {urdf.parent}")
+    chain = urdf_chain(urdf, kin.base_link, kin.tip_link)
+    joints = config.output.joint_names or (config.action.names if config.action.space == "joint_position" else [])
+    if joints and sorted(joints) != sorted(chain):
+        key = "output.joint_names" if config.output.joint_names else "action.names"
+        raise ValueError(f"{key}: {joints} are not the joints of the chain {kin.base_link} -> {kin.tip_link} "
+                         f"in {kin.urdf} ({', '.join(chain)})")
 
 
 def config_root() -> Path:

@@ -1,8 +1,20 @@
-"""Action-chunk executor core (no ROS): queue, request policy, safety gate, arm / e-stop / dry-run.
+"""Action-chunk executor core (no ROS): schedule, when to ask the policy, safety gate, holds.
 
-`tick(now, state)` is called once per control period (or, in lockstep, once per new robot
-state) and returns what to send. In `sync` mode it executes `execute_per_chunk` actions of a
-chunk, then asks for the next chunk and waits (lockstep) or holds (free-running).
+`tick(now, state_stamp)` is called once per control period (or, in lockstep, once per new robot
+state) and returns what to send. Modes (DESIGN section 7):
+
+- ``sync``:      execute `execute_per_chunk` actions of a chunk, then ask for the next chunk and
+                 wait (lockstep) or hold still (free-running): the papers' evaluation loop. The
+                 robot stood still while the policy thought, so a chunk starts when it arrives;
+- ``async``:     keep executing while the next chunk is computed: ask when the scheduled
+                 horizon left falls to the measured latency + margin (+ one period);
+- ``async_rtc``: as async, and the request carries the plan that will execute during inference
+                 (model space) so the policy continues it (real-time chunking by inpainting).
+
+Chunks are placed on a time axis (t0 + i*dt, stale actions skipped), merged where they overlap
+(replace / ensemble / average) and sampled at the control rate (nearest / linear / smooth, the
+last bounding acceleration). Every command, holds included, goes through the safety gate.
+Times in s on the robot's clock (sim time in simulation).
 """
 
 from __future__ import annotations
@@ -12,68 +24,91 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .action_queue import ActionQueue, Chunk, QueuedAction
+from .embodiment import ExecutorConfig
+from .latency import LatencyEstimator
+from .motion_limiter import POSITION_SPACES, MotionLimiter
 from .safety import ChunkRejected, SafetyGate
+
+MODES = ("sync", "async", "async_rtc")
 
 
 @dataclass
 class TickResult:
     command: np.ndarray | None        # action to send (physical units), None = send nothing
-    executed: QueuedAction | None     # queued action it came from (None when holding)
+    executed: QueuedAction | None     # scheduled action it came from (None when holding)
     hold_reason: str = ""             # why the robot holds ("" when executing)
     request_chunk: bool = False       # the policy should compute a new chunk
     notes: list = field(default_factory=list)   # safety gate notes for this command
 
 
-def hold_command(space: str, last_command: np.ndarray | None, dim: int, gripper_index: int | None,
-                 measured_position: np.ndarray | None = None) -> np.ndarray | None:
-    """The command that keeps the robot still in a given action space."""
-    if space in ("ee_delta", "joint_delta", "base_velocity"):
-        cmd = np.zeros(dim)
-        if gripper_index is not None and last_command is not None:
-            cmd[gripper_index] = last_command[gripper_index]  # keep the grasp while holding
-        return cmd
-    if measured_position is not None:
-        return np.asarray(measured_position, dtype=np.float64)
-    return None if last_command is None else np.asarray(last_command, dtype=np.float64)
+def executor_settings(embodiment, overrides: dict | None = None) -> ExecutorConfig:
+    """The robot YAML's executor section with non-empty overrides (node parameters) applied."""
+    base = embodiment.config.executor.model_dump()
+    base.update({k: v for k, v in (overrides or {}).items() if v not in (None, "")})
+    try:
+        return ExecutorConfig(**base)
+    except ValueError as exc:
+        raise ValueError(f"{embodiment.path}: executor settings {overrides}: {exc}") from None
 
 
 class ChunkExecutor:
-    def __init__(self, embodiment, mode: str = "sync", lockstep: bool = True, dry_run: bool = False,
-                 max_state_age_s: float = 0.25):
-        if mode != "sync":
-            raise ValueError(f"executor mode '{mode}' not supported by this executor (use 'sync')")
+    def __init__(self, embodiment, mode: str | None = None, lockstep: bool = True, dry_run: bool = False,
+                 max_state_age_s: float = 0.25, overrides: dict | None = None):
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"executor mode '{mode}' unknown; use one of {MODES}")
         cfg = embodiment.config
+        self.settings = executor_settings(embodiment, dict(overrides or {}, mode=mode))
+        s = self.settings
         self.space = cfg.action.space
         self.dim = cfg.action.dim
-        self.dt = cfg.action.dt
+        self.dt = cfg.action.dt                            # between actions of a chunk
+        self.control_dt = 1.0 / s.control_rate_hz if s.control_rate_hz else self.dt
+        if abs(self.control_dt - self.dt) > 1e-12 and self.space not in POSITION_SPACES:
+            raise ValueError(f"executor control_rate_hz {s.control_rate_hz}: a {self.space} action is a step per "
+                             f"action period ({cfg.action.control_rate_hz} Hz) and cannot be resampled")
+        self.horizon = cfg.action.horizon
         self.execute_per_chunk = cfg.action.execute_per_chunk
         self.gripper_index = cfg.action.gripper.index if cfg.action.gripper else None
-        self.mode, self.lockstep, self.dry_run = mode, lockstep, dry_run
+        self.mode, self.lockstep, self.dry_run = s.mode, lockstep, dry_run
         self.max_state_age_s = max_state_age_s
         self.gate = SafetyGate.from_embodiment(embodiment)
-        self.queue = ActionQueue(self.dt)
+        self.gate.dt = self.control_dt                     # velocity / acceleration at the command rate
+        self.queue = ActionQueue(self.dt, s.merge, "nearest" if s.interpolation == "nearest" else "linear",
+                                 s.ensemble_decay)
+        self.latency = LatencyEstimator(s.latency_window, s.latency_warmup, s.latency_percentile,
+                                        s.initial_latency_s)
+        acc = None if s.max_acceleration is None else np.asarray(s.max_acceleration, dtype=np.float64)
+        if acc is not None and self.gripper_index is not None:
+            acc[self.gripper_index] = np.inf                # the gripper opens / closes at once
+        self.limiter = MotionLimiter.for_space(self.space, self.control_dt, max_acceleration=acc)
+        self.smooth = s.interpolation == "smooth"
         self.armed = False
         self.estop = False
         self.estop_reason = ""
         self.episode_id = ""
         self.episode_start = float("-inf")
         self.last_command: np.ndarray | None = None
+        self.previous_command: np.ndarray | None = None
         self.current_chunk: Chunk | None = None
         self.awaiting_chunk = False
+        self.force_request = False
         self.request_time = float("-inf")
+        self.last_starved = float("nan")
         self.executed_since_feedback: list[np.ndarray] = []
-        self.counters = dict(commands_sent=0, chunks_received=0, chunks_rejected=0, starved_ticks=0,
-                             stale_holds=0)
-        self.latencies: list[float] = []   # s from observation capture to chunk arrival
+        self.counters = dict(commands_sent=0, dry_run_commands=0, chunks_received=0, chunks_rejected=0,
+                             chunks_stale=0, starved_ticks=0, stale_holds=0, requests=0, ticks=0)
 
     # ---- episode and actuation control -------------------------------------------------
     def reset(self, episode_id: str, now: float) -> None:
         self.queue.clear()
         self.current_chunk = None
         self.awaiting_chunk = False
-        self.last_command = None
+        self.last_command = self.previous_command = None
+        self.limiter.reset()
         self.episode_id = episode_id
         self.episode_start = now
+        self.force_request = False
+        self.request_time = float("-inf")
         self.executed_since_feedback.clear()
 
     def set_armed(self, armed: bool) -> tuple[bool, str]:
@@ -96,9 +131,21 @@ class ChunkExecutor:
             return True, "e-stop cleared; arm again to actuate"
         return False, "e-stop stays latched: send clear=true to release it"
 
+    def replan(self, now: float, drop_plan: bool = False) -> bool:
+        """Ask for a new chunk at the next tick (e.g. the imagined future diverged from the real
+        one). drop_plan=False keeps executing the current plan until the new chunk arrives;
+        drop_plan=True holds still until then. False if disarmed."""
+        if not self.armed:
+            return False
+        if drop_plan:
+            self.queue.clear()
+        self.awaiting_chunk = False
+        self.force_request = True
+        return True
+
     # ---- inputs ----------------------------------------------------------------------
     def on_chunk(self, chunk: Chunk, now: float) -> tuple[bool, str]:
-        """Accept a chunk into the queue (sync: only the first execute_per_chunk actions)."""
+        """Validate a chunk and schedule it (sync: only the first execute_per_chunk actions)."""
         if chunk.episode_id != self.episode_id or chunk.t0 < self.episode_start - self.queue.tolerance:
             return False, "chunk from another episode"
         if not self.armed:
@@ -110,72 +157,143 @@ class ChunkExecutor:
             return False, f"rejected: {exc}"
         if chunk.t0 < self.request_time - self.queue.tolerance:
             return False, "chunk computed from an observation older than requested"
+        age = now - chunk.t0
+        if age > self.settings.max_chunk_age_s:
+            self.counters["chunks_stale"] += 1
+            self.awaiting_chunk = False                     # ask again on the next tick
+            return False, f"stale: observation {age:.3f} s old > max_chunk_age_s {self.settings.max_chunk_age_s}"
         self.counters["chunks_received"] += 1
-        self.latencies.append(max(0.0, now - chunk.t0))
+        self.latency.add(age)
         self.current_chunk = chunk
-        queued = self.queue.insert(chunk, now, limit=self.execute_per_chunk)
+        limit = None
+        if self.mode == "sync":
+            # the seeds' loop: the robot stood still while the policy thought, so the chunk is
+            # still valid as computed; it starts now rather than losing its first actions
+            limit = self.execute_per_chunk
+            chunk.t0 = max(chunk.t0, now)
+        queued = self.queue.insert(chunk, now, limit=limit)
         self.awaiting_chunk = False
         return True, f"queued {queued} actions"
 
     # ---- control tick ------------------------------------------------------------------
-    def tick(self, now: float, state_stamp: float | None) -> TickResult:
+    def needs_chunk(self, now: float) -> bool:
+        """Whether to ask the policy now (one request in flight at a time)."""
+        if self.awaiting_chunk:
+            return False
+        if self.force_request:
+            self.force_request = False
+            return True
+        remaining = self.queue.remaining_time(now)
+        if self.mode == "sync":
+            return remaining <= self.queue.tolerance and not self.queue.has_future(now)
+        lead = self.latency.estimate() + self.settings.latency_margin_s + self.control_dt
+        return remaining <= lead + 1e-9
+
+    def tick(self, now: float, state_stamp: float | None, measured: np.ndarray | None = None,
+             measured_ee: np.ndarray | None = None) -> TickResult:
+        """One control period at time `now`. `measured`: measured state in action coordinates
+        (position spaces), `measured_ee`: hand position (m) for the workspace check."""
+        self.counters["ticks"] += 1
         if self.estop:
-            return self._hold("e-stop")
+            return self._hold("e-stop", measured, measured_ee)
         if not self.armed:
-            return self._hold("disarmed")
+            return self._hold("disarmed", measured, measured_ee)
         if state_stamp is None or now - state_stamp > self.max_state_age_s:
             self.counters["stale_holds"] += 1
-            return self._hold("stale state")
+            return self._hold("stale state", measured, measured_ee)
+        request = self.needs_chunk(now)
+        if request:
+            self._requested(now)
         item = self.queue.pop(now)
         if item is None:
-            if len(self.queue):  # the queued chunk starts later than `now`: wait for its time
-                return self._starved("chunk starts later", request=False)
-            request = not self.awaiting_chunk
-            if request:
-                self.awaiting_chunk = True
-                self.request_time = now
-            return self._starved("waiting for chunk", request)
+            reason = "chunk starts later" if self.queue.has_future(now) else "waiting for chunk"
+            return self._starved(now, reason, request, measured, measured_ee)
+        target = item.action
+        if self.smooth:
+            target = self.limiter.step(target)
         try:
-            cmd, notes = self.gate.filter(item.action, self.last_command)
+            cmd, notes = self.gate.filter(target, self.last_command, measured, self.previous_command, measured_ee)
         except ChunkRejected as exc:
-            return self._hold(f"unsafe command: {exc}")
+            result = self._hold(f"unsafe command: {exc}", measured, measured_ee)
+            result.request_chunk = request
+            return result
+        if not self.smooth:
+            self.limiter.reset(cmd)
         self._sent(cmd)
         self.executed_since_feedback.append(cmd)
-        return TickResult(cmd, item, "", notes=notes)
+        return TickResult(cmd, item, "", request_chunk=request, notes=notes)
 
-    def _starved(self, reason: str, request: bool) -> TickResult:
+    def _requested(self, now: float) -> None:
+        self.awaiting_chunk = True
+        self.request_time = now
+        self.counters["requests"] += 1
+
+    def _starved(self, now: float, reason: str, request: bool, measured, measured_ee) -> TickResult:
         """No action for `now`: lockstep waits (the simulator stays frozen), free-running holds."""
+        if now != self.last_starved:                       # lockstep re-ticks the same state
+            self.counters["starved_ticks"] += 1
+            self.last_starved = now
         if self.lockstep:
             return TickResult(None, None, reason, request_chunk=request)
-        self.counters["starved_ticks"] += 1
-        result = self._hold(reason)
+        result = self._hold(reason, measured, measured_ee)
         result.request_chunk = request
         return result
 
-    def _hold(self, reason: str) -> TickResult:
+    def hold_target(self, measured: np.ndarray | None) -> np.ndarray | None:
+        """The command that keeps the robot still (before smoothing)."""
+        if self.space not in POSITION_SPACES:
+            cmd = np.zeros(self.dim)
+            if self.gripper_index is not None and self.last_command is not None:
+                cmd[self.gripper_index] = self.last_command[self.gripper_index]  # keep the grasp
+            return cmd
+        if self.last_command is not None:
+            return self.last_command.copy()
+        return None if measured is None else np.asarray(measured, dtype=np.float64)
+
+    def _hold(self, reason: str, measured=None, measured_ee=None) -> TickResult:
         if self.lockstep and reason in ("disarmed", "e-stop"):
             return TickResult(None, None, reason)  # lockstep: the simulator stays frozen
-        cmd = hold_command(self.space, self.last_command, self.dim, self.gripper_index)
-        if cmd is not None:
-            self._sent(cmd)
-        return TickResult(cmd, None, reason)
+        target = self.hold_target(measured)
+        if target is None:
+            return TickResult(None, None, reason)
+        if self.settings.max_acceleration is not None and self.limiter.y is not None:
+            if self.space in POSITION_SPACES:       # brake with bounded deceleration
+                target = self.limiter.hold()
+                if self.gripper_index is not None and self.last_command is not None:
+                    target[self.gripper_index] = self.last_command[self.gripper_index]
+            else:
+                target = self.limiter.step(target)
+        try:
+            cmd, notes = self.gate.filter(target, self.last_command, measured, self.previous_command, measured_ee)
+        except ChunkRejected:
+            return TickResult(None, None, reason)
+        self._sent(cmd)
+        return TickResult(cmd, None, reason, notes=notes)
 
     def _sent(self, cmd: np.ndarray) -> None:
+        self.previous_command = self.last_command
         self.last_command = cmd
-        if not self.dry_run:
-            self.counters["commands_sent"] += 1
+        self.counters["dry_run_commands" if self.dry_run else "commands_sent"] += 1
 
-    def take_feedback(self) -> tuple[np.ndarray, np.ndarray]:
-        """(executed actions since last call, leftover normalized actions of the current chunk)."""
+    # ---- feedback to the policy --------------------------------------------------------
+    def prefix_for_request(self) -> np.ndarray:
+        """async_rtc: the plan (model space) from the request time over the expected delay plus
+        one period: what will run while the policy thinks. Empty in the other modes."""
+        if self.mode != "async_rtc":
+            return np.zeros((0, self.dim))
+        count = min(self.horizon - 1, self.latency.steps(self.dt) + 1)
+        plan = self.queue.planned(self.request_time, count)
+        return np.array([q.action_normalized for q in plan]).reshape(-1, self.dim)
+
+    def take_feedback(self, request: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(executed actions since the last call, planned model-space actions sent with a request)."""
         executed = np.array(self.executed_since_feedback).reshape(-1, self.dim)
         self.executed_since_feedback.clear()
-        if self.current_chunk is None:
-            return executed, np.zeros((0, self.dim))
-        left = self.queue.leftover(self.current_chunk.chunk_id)
-        return executed, np.array([q.action_normalized for q in left]).reshape(-1, self.dim)
+        leftover = self.prefix_for_request() if request else np.zeros((0, self.dim))
+        return executed, leftover
 
-    def latency_percentiles(self, window: int = 50) -> tuple[float, float]:
-        recent = self.latencies[-window:]
-        if not recent:
+    def latency_percentiles(self) -> tuple[float, float]:
+        """Measured chunk delay p50 / p95 over the window (s); 0 before any measurement."""
+        if not len(self.latency):
             return 0.0, 0.0
-        return float(np.percentile(recent, 50)), float(np.percentile(recent, 95))
+        return self.latency.estimate(50.0), self.latency.estimate(95.0)

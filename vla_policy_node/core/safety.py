@@ -1,7 +1,17 @@
 """Safety gate: every chunk and every command passes here before it can reach the robot.
 
-Checks whole chunks (finite, shape) and clamps each command to the action limits and the
-maximum step from the previous command. Counts what it rejected or changed, never silently.
+Chunks: finite values and shape, else rejected whole. Commands, in order:
+  1. finite and of the action's dimension, else refused (the executor holds instead);
+  2. action limits from the robot YAML (joint limits for joint spaces, cross-checked with the URDF);
+  3. workspace box for the hand: ee_absolute targets are clamped into it; ee_delta steps are
+     shortened so measured hand position + step stays inside (needs limits.ee_delta_scale_m);
+  4. position spaces: maximum deviation from the *measured* state (limits.max_deviation);
+  5. maximum change from the previous command (limits.max_step; for delta spaces this bounds
+     the acceleration);
+  6. position spaces: velocity and acceleration limits (limits.joint_velocity_max /
+     joint_acceleration_max mapped to the action's joints), finite differences at the control dt.
+Every change is counted by reason, and the output is checked once more against the action
+limits (`outside_limits` must stay 0: the proof that nothing unsafe left the gate).
 """
 
 from __future__ import annotations
@@ -10,34 +20,63 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+POSITION_SPACES = ("joint_position", "ee_absolute")
+
 
 class ChunkRejected(ValueError):
-    """A chunk that must not be executed; the message says why."""
+    """A chunk or command that must not be executed; the message says why."""
 
 
 @dataclass
 class SafetyCounters:
     chunks_rejected: int = 0
+    commands_checked: int = 0
     commands_clamped: int = 0
     nonfinite_commands: int = 0
+    outside_limits: int = 0           # commands that left the gate outside limits (must be 0)
     reasons: dict = field(default_factory=dict)
 
     def count(self, reason: str) -> None:
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
+    def as_dict(self) -> dict:
+        return dict(chunks_rejected=self.chunks_rejected, commands_checked=self.commands_checked,
+                    commands_clamped=self.commands_clamped, nonfinite_commands=self.nonfinite_commands,
+                    outside_limits=self.outside_limits, reasons=dict(self.reasons))
+
 
 class SafetyGate:
-    def __init__(self, action_names: list[str], action_min, action_max, max_step=None):
+    def __init__(self, action_names: list[str], action_min, action_max, max_step=None, space: str = "",
+                 dt: float = 0.0, max_deviation=None, max_velocity=None, max_acceleration=None,
+                 workspace=None, ee_delta_scale_m: float | None = None):
         self.names = list(action_names)
+        self.space, self.dt = space, dt
         self.lo = np.asarray(action_min, dtype=np.float64)
         self.hi = np.asarray(action_max, dtype=np.float64)
-        self.max_step = None if max_step is None else np.asarray(max_step, dtype=np.float64)
+        arr = (lambda v: None if v is None else np.asarray(v, dtype=np.float64))
+        self.max_step, self.max_deviation = arr(max_step), arr(max_deviation)
+        self.max_velocity, self.max_acceleration = arr(max_velocity), arr(max_acceleration)
+        self.workspace = None if workspace is None else (arr(workspace[0]), arr(workspace[1]))
+        self.ee_delta_scale_m = ee_delta_scale_m
         self.counters = SafetyCounters()
 
     @classmethod
     def from_embodiment(cls, emb) -> "SafetyGate":
-        lim = emb.config.limits
-        return cls(emb.config.action.names, lim.action_min, lim.action_max, lim.max_step)
+        cfg = emb.config
+        lim, action = cfg.limits, cfg.action
+        vel = acc = None
+        if action.space in ("joint_position",) and lim.joint_names:
+            index = {n: i for i, n in enumerate(lim.joint_names)}
+
+            def per_action(values):
+                if not values:
+                    return None
+                return [values[index[n]] if n in index else np.inf for n in action.names]
+            vel, acc = per_action(lim.joint_velocity_max), per_action(lim.joint_acceleration_max)
+        ws = (lim.workspace.min, lim.workspace.max) if lim.workspace else None
+        return cls(action.names, lim.action_min, lim.action_max, lim.max_step, space=action.space,
+                   dt=action.dt, max_deviation=lim.max_deviation, max_velocity=vel, max_acceleration=acc,
+                   workspace=ws, ee_delta_scale_m=lim.ee_delta_scale_m)
 
     @property
     def dim(self) -> int:
@@ -59,26 +98,56 @@ class SafetyGate:
             raise ChunkRejected(reason)
         return arr.reshape(horizon, dim)
 
-    def filter(self, action: np.ndarray, previous: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
-        """Clamp one command to the limits and the max step from `previous`; returns it and what changed."""
+    def _clip(self, out: np.ndarray, lo, hi, reason: str, notes: list) -> np.ndarray:
+        clipped = np.clip(out, lo, hi)
+        changed = np.nonzero(np.abs(clipped - out) > 1e-12)[0]
+        if len(changed):
+            notes.append(f"{reason}:" + ",".join(self.names[i] for i in changed))
+        return clipped
+
+    def filter(self, action: np.ndarray, previous: np.ndarray | None, measured: np.ndarray | None = None,
+               previous2: np.ndarray | None = None, measured_ee: np.ndarray | None = None,
+               ) -> tuple[np.ndarray, list[str]]:
+        """One command through the gate. `previous`/`previous2`: the last two commands sent;
+        `measured`: the measured state in action coordinates (position spaces); `measured_ee`:
+        the measured hand position (m, robot base frame) for the workspace check.
+        Returns the safe command and what changed; raises ChunkRejected for an invalid one."""
         a = np.asarray(action, dtype=np.float64)
+        self.counters.commands_checked += 1
         if a.shape != (self.dim,) or not np.all(np.isfinite(a)):
             self.counters.nonfinite_commands += 1
             self.counters.count("command:invalid")
             raise ChunkRejected(f"command of shape {a.shape} with non-finite or missing values")
-        notes = []
-        out = np.clip(a, self.lo, self.hi)
-        if np.any(out != a):
-            idx = np.nonzero(out != a)[0]
-            notes.append("limit:" + ",".join(self.names[i] for i in idx))
+        notes: list[str] = []
+        out = self._clip(a, self.lo, self.hi, "limit", notes)
+        position = self.space in POSITION_SPACES
+        if self.workspace is not None:
+            lo, hi = self.workspace
+            if self.space == "ee_absolute":
+                out[:3] = self._clip(out[:3], lo, hi, "workspace", notes)
+            elif self.space == "ee_delta" and measured_ee is not None and self.ee_delta_scale_m:
+                s = self.ee_delta_scale_m
+                ee = np.asarray(measured_ee, dtype=np.float64)[:3]
+                out[:3] = self._clip(out[:3], np.minimum((lo - ee) / s, 0.0), np.maximum((hi - ee) / s, 0.0),
+                                     "workspace", notes)
+        if position and self.max_deviation is not None and measured is not None:
+            m = np.asarray(measured, dtype=np.float64)
+            out = self._clip(out, m - self.max_deviation, m + self.max_deviation, "deviation", notes)
         if self.max_step is not None and previous is not None:
-            stepped = np.clip(out, previous - self.max_step, previous + self.max_step)
-            if np.any(stepped != out):
-                idx = np.nonzero(stepped != out)[0]
-                notes.append("max_step:" + ",".join(self.names[i] for i in idx))
-            out = stepped
+            out = self._clip(out, previous - self.max_step, previous + self.max_step, "max_step", notes)
+        if position and previous is not None and self.dt > 0:
+            if self.max_velocity is not None:
+                dv = self.max_velocity * self.dt
+                out = self._clip(out, previous - dv, previous + dv, "velocity", notes)
+            if self.max_acceleration is not None and previous2 is not None:
+                da = self.max_acceleration * self.dt ** 2
+                centre = 2 * previous - previous2
+                out = self._clip(out, centre - da, centre + da, "acceleration", notes)
+            out = np.clip(out, self.lo, self.hi)   # the acceleration bound must never undo the limits
         if notes:
             self.counters.commands_clamped += 1
             for n in notes:
                 self.counters.count(n.split(":")[0])
+        if np.any(out < self.lo - 1e-9) or np.any(out > self.hi + 1e-9) or not np.all(np.isfinite(out)):
+            self.counters.outside_limits += 1
         return out, notes

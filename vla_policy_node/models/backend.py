@@ -31,6 +31,7 @@ class PolicyBackend(abc.ABC):
 
     name: str = ""
     uses_privileged_state = False
+    supports_prefix = False           # predict() honours `prefix` (real-time chunking by inpainting)
 
     def __init__(self, embodiment, **options):
         self.embodiment = embodiment
@@ -59,7 +60,7 @@ def register_backend(cls: type[PolicyBackend]) -> type[PolicyBackend]:
 
 
 # Built-in backends, imported on first use so the oracle never loads torch.
-_BUILTIN = {"oracle": "oracle", "videovla": "videovla_policy"}
+_BUILTIN = {"oracle": "oracle", "videovla": "videovla_policy", "reach_ik": "reach_ik"}
 
 
 def available_backends() -> list[str]:

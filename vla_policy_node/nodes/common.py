@@ -29,6 +29,12 @@ TOPICS = {
     "episode_result": "/vla/episode_result",
     "success": "/vla/sim/success",
     "env_state": "/vla/sim/env_state",
+    # what a dry-run executor would have commanded (vla_msgs/ActionCommand); never read by a robot
+    "dry_run_command": "/vla/executor/dry_run_command",
+    # imagination monitor: imagined vs real frames (vla_msgs/ImaginationDivergence)
+    "divergence": "/vla/imagination/divergence",
+    # bag replay: the recorded episode being played and the replay's state (vla_msgs/EpisodeResult, latched)
+    "replay_episode": "/vla/replay/episode",
 }
 SERVICES = {
     "sim_reset": "/vla/sim/reset_episode",
@@ -37,6 +43,7 @@ SERVICES = {
     "set_instruction": "/vla/perception/set_instruction",
     "set_armed": "/vla/executor/set_armed",
     "estop": "/vla/executor/emergency_stop",
+    "replay_start": "/vla/replay/start",
 }
 
 
@@ -60,6 +67,13 @@ def image_msg(frame: np.ndarray, stamp: Time, frame_id: str, encoding: str = "rg
     msg.step = msg.width * channels
     msg.data = array.array("B", frame.tobytes())
     return msg
+
+
+def message_class(type_name: str):
+    """'pkg/msg/Name' -> the Python message class; ImportError/AttributeError when not installed."""
+    import importlib
+    pkg, kind, name = type_name.split("/")
+    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
 
 
 def load_robot_or_exit(node, name: str):

@@ -1,25 +1,35 @@
 """executor: plays action chunks into the robot's command contract through the safety gate.
 
 lockstep=true: one control tick per new robot state (the simulator advances one step per
-command, so nothing is sent while waiting for a chunk). lockstep=false: a control timer at the
-embodiment's rate on the node clock (sim time with use_sim_time), holding still when starved.
-Publishes ExecutionFeedback (requests, executed actions, leftover) and latched ExecutorStatus.
+command, so nothing is sent while waiting for a chunk). lockstep=false: a control loop at the
+executor's control rate, holding still when starved: on the node clock through a ROS timer when
+use_sim_time is set, otherwise on a dedicated thread with absolute wall-clock deadlines (no
+drift, low jitter). Publishes ExecutionFeedback (requests, executed actions, RTC prefix) and a
+latched ExecutorStatus; with dry_run the would-be commands go to /vla/executor/dry_run_command
+only. Reacts to the imagination monitor (replan: ask for a new chunk now; hold: drop the plan).
+With `stats_file` set, writes its counters, latency, loop jitter and command log as JSON at exit.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 from rclpy.clock import Clock, ClockType
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from vla_msgs.msg import ActionChunk, ExecutionFeedback, ExecutorStatus
+from vla_msgs.msg import ActionChunk, ActionCommand, ExecutionFeedback, ExecutorStatus, ImaginationDivergence
 from vla_msgs.srv import EmergencyStop, ResetEpisode, SetArmed
 
 from ..core.action_queue import Chunk
 from ..core.executor import ChunkExecutor
+from ..core.motion_limiter import POSITION_SPACES
 from ..core.state import StateAssemblyError, assemble_state
 from .command_contracts import CommandPublisher
 from .common import LATCHED_QOS, RELIABLE_QOS, SERVICES, TOPICS, load_robot_or_exit, run_node, to_sec, to_stamp
@@ -33,10 +43,20 @@ class ExecutorNode(Node):
         cfg = self.robot.config
         self.lockstep = bool(p("lockstep", True).value)
         self.feedback_every = max(1, int(p("feedback_every", 4).value))
+        # empty / zero parameters keep the robot YAML's executor section
+        overrides = {"merge": p("merge", "").value, "interpolation": p("interpolation", "").value,
+                     "control_rate_hz": float(p("control_rate_hz", 0.0).value) or None,
+                     "latency_margin_s": float(p("latency_margin_s", -1.0).value),
+                     "ensemble_decay": float(p("ensemble_decay", -1.0).value)}
+        overrides = {k: v for k, v in overrides.items() if v is not None and v != "" and v != -1.0}
+        self.lock = threading.RLock()
+        self.stats_file = p("stats_file", "").value
+        self.command_log: list[tuple] = []
+        self.tick_wall_times: list[float] = []
         try:
-            self.core = ChunkExecutor(self.robot, mode=p("mode", "sync").value, lockstep=self.lockstep,
+            self.core = ChunkExecutor(self.robot, mode=p("mode", "").value or None, lockstep=self.lockstep,
                                       dry_run=bool(p("dry_run", False).value),
-                                      max_state_age_s=float(p("max_state_age_s", 0.25).value))
+                                      max_state_age_s=float(p("max_state_age_s", 0.25).value), overrides=overrides)
             self.commands = CommandPublisher(self, self.robot)
         except ValueError as exc:
             self.get_logger().fatal(str(exc))
@@ -56,6 +76,11 @@ class ExecutorNode(Node):
         self.request_retries = 0
 
         self.feedback_pub = self.create_publisher(ExecutionFeedback, TOPICS["feedback"], RELIABLE_QOS)
+        self.dry_run_pub = self.create_publisher(ActionCommand, TOPICS["dry_run_command"], RELIABLE_QOS)
+        self.create_subscription(ImaginationDivergence, TOPICS["divergence"], self.on_divergence, RELIABLE_QOS)
+        self.monitor_reactions = {"replan": 0, "hold": 0}
+        self.monitor_consecutive = max(1, int(p("monitor_consecutive", 3).value))
+        self.exceeded_run = 0
         self.status_pub = self.create_publisher(ExecutorStatus, TOPICS["executor_status"], LATCHED_QOS)
         self.create_subscription(ActionChunk, TOPICS["action_chunk"], self.on_chunk, RELIABLE_QOS)
         self.create_subscription(JointState, cfg.state.joint_states_topic, self.on_joint_state, RELIABLE_QOS)
@@ -64,13 +89,26 @@ class ExecutorNode(Node):
         self.create_service(ResetEpisode, SERVICES["executor_reset"], self.on_reset)
         self.create_service(SetArmed, SERVICES["set_armed"], self.on_set_armed)
         self.create_service(EmergencyStop, SERVICES["estop"], self.on_estop)
+        self.control_thread = None
+        self.thread_priority = 0
+        self.running = True
         if not self.lockstep:
-            self.create_timer(cfg.action.dt, self.control_tick)
+            use_sim_time = bool(self.get_parameter("use_sim_time").value)
+            if use_sim_time:
+                self.create_timer(self.core.control_dt, self.control_tick)
+            else:
+                # the loop thread needs the GIL promptly when its deadline comes
+                sys.setswitchinterval(float(p("gil_switch_interval_s", 0.0005).value))
+                self.thread_priority = int(p("control_thread_priority", 0).value)
+                self.control_thread = threading.Thread(target=self.control_loop, name="control", daemon=True)
+                self.control_thread.start()
         self.create_timer(float(p("status_period_s", 0.5).value), self.publish_status)
         self.create_timer(0.5, self.retry_request, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.publish_status()
         self.get_logger().info(f"executor ready: {cfg.output.contract} -> {cfg.output.command_topic}, "
-                               f"mode {self.core.mode}, lockstep={self.lockstep}, dry_run={self.core.dry_run}")
+                               f"mode {self.core.mode}, merge {self.core.settings.merge}, interpolation "
+                               f"{self.core.settings.interpolation}, lockstep={self.lockstep}, "
+                               f"dry_run={self.core.dry_run}")
 
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -101,16 +139,37 @@ class ExecutorNode(Node):
         chunk = Chunk(msg.chunk_id, to_sec(msg.header.stamp), float(msg.dt) or self.core.dt,
                       actions.reshape(-1, dim) if actions.size % dim == 0 else actions,
                       normalized.reshape(-1, dim) if normalized.size % dim == 0 else normalized,
-                      int(msg.start_index), msg.episode_id)
-        ok, why = self.core.on_chunk(chunk, self.state_stamp if self.lockstep else self.now())
+                      int(msg.start_index), msg.episode_id, int(msg.prefix_length))
+        with self.lock:
+            ok, why = self.core.on_chunk(chunk, self.state_stamp if self.lockstep else self.now())
         if not ok:
             self.get_logger().warning(f"{TOPICS['action_chunk']}: chunk {msg.chunk_id} (t0 {chunk.t0:.4f}, episode "
                                    f"'{chunk.episode_id}') not executed: {why}", throttle_duration_sec=1.0)
         if ok and self.lockstep:
             self.lockstep_tick()
 
+    def on_divergence(self, msg: ImaginationDivergence) -> None:
+        """The imagination monitor saw the world leave the imagined future: react after
+        `monitor_consecutive` exceeded frames in a row (one frame near the threshold flickers)."""
+        if msg.episode_id != self.core.episode_id:
+            return
+        self.exceeded_run = self.exceeded_run + 1 if msg.exceeded else 0
+        if self.exceeded_run < self.monitor_consecutive or msg.action not in ("replan", "hold"):
+            return
+        self.exceeded_run = 0
+        if self.core.dry_run:
+            self.get_logger().info(f"{TOPICS['divergence']}: would {msg.action} (dry run)", throttle_duration_sec=1.0)
+            return
+        with self.lock:
+            if not self.core.replan(self.now(), drop_plan=msg.action == "hold"):
+                return
+        self.monitor_reactions[msg.action] += 1
+        self.get_logger().warning(f"{TOPICS['divergence']}: divergence {msg.divergence:.3f} > {msg.threshold:.3f} "
+                                  f"on chunk {msg.chunk_id}: {msg.action}", throttle_duration_sec=1.0)
+
     def on_reset(self, request, response):
-        self.core.reset(request.episode_id, self.now())
+        with self.lock:
+            self.core.reset(request.episode_id, self.now())
         self.last_sent = None
         response.success, response.message = True, f"executor reset for episode '{request.episode_id}'"
         return response
@@ -157,19 +216,78 @@ class ExecutorNode(Node):
     def control_tick(self) -> None:
         self.run_tick(self.now())
 
+    def control_loop(self) -> None:
+        """Wall-clock control loop: absolute deadlines, so one late tick does not shift the rest."""
+        if self.thread_priority > 0:      # SCHED_FIFO for this thread, where the system allows it
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.thread_priority))
+                self.get_logger().info(f"control loop at SCHED_FIFO priority {self.thread_priority}")
+            except (PermissionError, OSError) as exc:
+                self.get_logger().warning(f"parameter control_thread_priority={self.thread_priority}: "
+                                          f"not applied ({exc}); running at normal priority")
+                self.thread_priority = 0
+        period = self.core.control_dt
+        deadline = time.monotonic()
+        while self.running:
+            deadline += period
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -period:           # overran by more than a period: skip, do not burst
+                deadline = time.monotonic()
+            try:
+                self.run_tick(self.now())
+            except Exception as exc:  # noqa: BLE001  (a failing tick must not end the loop silently)
+                if not self.running:
+                    return
+                self.get_logger().error(f"control tick failed: {exc}", throttle_duration_sec=1.0)
+
+    def measured(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(measured state in action coordinates for position spaces, hand xyz) or None each."""
+        ee = None if self.ee_pose is None else np.asarray(self.ee_pose[:3])
+        js, space = self.joint_state, self.core.space
+        if space == "joint_position" and js is not None:
+            index = {n: i for i, n in enumerate(js.name)}
+            names = self.robot.config.action.names
+            if all(n in index for n in names):
+                return np.array([js.position[index[n]] for n in names]), ee
+        if space == "ee_absolute" and self.ee_pose is not None:
+            return np.asarray(self.ee_pose[: self.core.dim], dtype=np.float64), ee
+        return None, ee
+
     def run_tick(self, now: float) -> bool:
         """Run the core for time `now`; publish the command and feedback. True if a command was sent."""
-        result = self.core.tick(now, self.state_stamp)
-        if result.command is not None and not self.core.dry_run:
-            self.commands.publish(result.command, now)
+        if self.control_thread is not None:      # loop jitter is a wall-clock figure
+            self.tick_wall_times.append(time.perf_counter())
+            if len(self.tick_wall_times) > 200_000:
+                del self.tick_wall_times[:100_000]
+        measured, measured_ee = self.measured() if self.core.space in POSITION_SPACES or \
+            self.core.gate.workspace is not None else (None, None)
+        with self.lock:
+            result = self.core.tick(now, self.state_stamp, measured, measured_ee)
+        if result.command is not None:
+            if self.core.dry_run:
+                cmd = ActionCommand(action_space=self.core.space, names=list(self.robot.config.action.names),
+                                    values=[float(v) for v in result.command])
+                cmd.header.stamp = to_stamp(now)
+                self.dry_run_pub.publish(cmd)
+            else:
+                self.commands.publish(result.command, now)
             self.last_sent = result.command
+            item = result.executed
+            if len(self.command_log) < 500_000:
+                self.command_log.append((round(now, 6), [round(float(v), 6) for v in result.command],
+                                         -1 if item is None else int(item.chunk_id),
+                                         -1 if item is None else int(item.index),
+                                         0 if item is None else len(item.sources), result.hold_reason))
         self.ticks_since_feedback += 1
         if result.request_chunk or self.ticks_since_feedback >= self.feedback_every:
             self.publish_feedback(now, result.request_chunk)
         return result.command is not None
 
     def publish_feedback(self, now: float, request: bool) -> None:
-        executed, leftover = self.core.take_feedback()
+        with self.lock:
+            executed, leftover = self.core.take_feedback(request)
         msg = ExecutionFeedback(episode_id=self.core.episode_id, action_dim=self.core.dim,
                                 request_chunk=request, executed_count=len(executed))
         msg.header.stamp = to_stamp(now)
@@ -178,7 +296,7 @@ class ExecutorNode(Node):
         msg.executed_index = -1
         msg.leftover_normalized = leftover.astype(np.float32).ravel().tolist()
         msg.executed_actions = executed.astype(np.float32).ravel().tolist()
-        msg.request_after = to_stamp(now)
+        msg.request_after = to_stamp(self.core.request_time if request else now)
         if request:
             self.request_wall_time = time.monotonic()
         if self.joint_state is not None:
@@ -191,6 +309,35 @@ class ExecutorNode(Node):
         self.feedback_pub.publish(msg)
         self.ticks_since_feedback = 0
 
+    def stats(self) -> dict:
+        """Counters, latency, control-loop period jitter and the command log (for benchmarks)."""
+        periods = np.diff(np.asarray(self.tick_wall_times[-100_000:])) if len(self.tick_wall_times) > 2 else []
+        jitter = np.abs(np.asarray(periods) - self.core.control_dt) * 1e3 if len(periods) else np.zeros(0)
+        p50, p95 = self.core.latency_percentiles()
+        return {"mode": self.core.mode, "merge": self.core.settings.merge,
+                "interpolation": self.core.settings.interpolation, "lockstep": self.lockstep,
+                "control_dt": self.core.control_dt, "counters": dict(self.core.counters),
+                "gate": self.core.gate.counters.as_dict(), "queue": {"skipped_stale": self.core.queue.skipped_stale,
+                                                                    "expired": self.core.queue.expired},
+                "latency_s": {"p50": p50, "p95": p95, "samples": len(self.core.latency)},
+                "monitor_reactions": dict(self.monitor_reactions), "commands_resent": self.commands_resent,
+                "request_retries": self.request_retries,
+                "ik": _ik_counters(getattr(self.commands, "ik", None)),
+                "control_thread_priority": self.thread_priority,
+                "loop_jitter_ms": {"p50": float(np.percentile(jitter, 50)) if len(jitter) else None,
+                                   "p99": float(np.percentile(jitter, 99)) if len(jitter) else None,
+                                   "ticks": int(len(jitter) + 1)},
+                "commands": self.command_log}
+
+    def close(self) -> None:
+        self.running = False
+        if self.control_thread is not None and self.control_thread is not threading.current_thread():
+            self.control_thread.join(timeout=2.0)
+        if self.stats_file:
+            path = Path(self.stats_file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self.stats()))
+
     def publish_status(self) -> None:
         c, gate = self.core.counters, self.core.gate.counters
         p50, p95 = self.core.latency_percentiles()
@@ -202,12 +349,23 @@ class ExecutorNode(Node):
                              hold_reason=reason,
                              queue_depth=len(self.core.queue), commands_sent=c["commands_sent"],
                              chunks_received=c["chunks_received"],
-                             chunks_rejected=c["chunks_rejected"] + gate.chunks_rejected,
+                             chunks_rejected=c["chunks_rejected"] + c["chunks_stale"],
                              actions_skipped_stale=self.core.queue.skipped_stale, starved_ticks=c["starved_ticks"],
                              clamp_count=gate.commands_clamped, stale_holds=c["stale_holds"],
                              latency_ms_p50=p50 * 1e3, latency_ms_p95=p95 * 1e3)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(msg)
+
+
+def _ik_counters(solver) -> dict | None:
+    """Inverse-kinematics figures of a Cartesian contract that needs joints (None otherwise)."""
+    if solver is None:
+        return None
+    c = solver.counters
+    times = list(c.times_ms)
+    return {"solves": c.solves, "failures": c.failures, "refused": c.refused,
+            "mean_iterations": c.iterations / c.solves if c.solves else None,
+            "p50_ms": float(np.percentile(times, 50)) if times else None}
 
 
 def main(args=None):

@@ -51,6 +51,7 @@ class PolicyNode(Node):
         self.lock = threading.Condition()
         self.latest_obs: Observation | None = None
         self.request_after: float | None = None
+        self.prefix: tuple[float, np.ndarray] | None = None   # (time of prefix[0], (k, dim) model space)
         self.episode_id = ""
         self.instruction = ""
         self.chunk_id = 0
@@ -88,6 +89,11 @@ class PolicyNode(Node):
         if msg.request_chunk:
             with self.lock:
                 self.request_after = to_sec(msg.request_after)
+                # real-time chunking: the executor's plan from request_after on, model space
+                dim = int(msg.action_dim) or self.action.dim
+                left = np.asarray(msg.leftover_normalized, dtype=np.float64)
+                self.prefix = (self.request_after, left.reshape(-1, dim)) if left.size and left.size % dim == 0 \
+                    else None
                 self.lock.notify()
 
     def on_reset(self, request, response):
@@ -95,7 +101,7 @@ class PolicyNode(Node):
             with self.lock:
                 self.backend.reset(request.instruction, seed=int(request.seed), task=request.task)
                 self.episode_id, self.instruction = request.episode_id, request.instruction
-                self.request_after, self.latest_obs = None, None
+                self.request_after, self.latest_obs, self.prefix = None, None, None
         except (KeyError, ValueError) as exc:
             response.success, response.message = False, str(exc)
             return response
@@ -120,17 +126,28 @@ class PolicyNode(Node):
                 if not self.running:
                     return
                 self.request_after = None
+                prefix, self.prefix = self.prefix, None
                 instruction, episode_id = self.instruction, self.episode_id
             try:
-                self.answer(obs, instruction, episode_id)
+                self.answer(obs, instruction, episode_id, self.align_prefix(prefix, obs))
             except Exception as exc:  # noqa: BLE001  (a failed inference must not kill the model process)
                 self.get_logger().error(f"inference failed on observation {obs.seq}: {exc}")
 
-    def answer(self, obs: Observation, instruction: str, episode_id: str) -> None:
+    def align_prefix(self, prefix: tuple[float, np.ndarray] | None, obs: Observation) -> np.ndarray | None:
+        """The part of the executor's plan that applies from the observation's capture time on:
+        new chunk index i and prefix row j coincide when t_obs + i*dt = t_prefix + j*dt."""
+        if prefix is None:
+            return None
+        start, rows = prefix
+        shift = int(round((to_sec(obs.header.stamp) - start) / self.action.dt))
+        rows = rows[max(0, shift):]
+        return rows if len(rows) and shift >= 0 else None
+
+    def answer(self, obs: Observation, instruction: str, episode_id: str, prefix: np.ndarray | None = None) -> None:
         t_start = time.perf_counter()
         inputs = observation_to_input(obs, instruction, self.backend.uses_privileged_state)
         t_pre = time.perf_counter()
-        out = self.backend.predict(inputs)
+        out = self.backend.predict(inputs, prefix=prefix)
         t_inf = time.perf_counter()
         horizon, dim = out.actions.shape
         msg = ActionChunk()
@@ -143,6 +160,7 @@ class PolicyNode(Node):
         msg.actions = out.actions.astype(np.float32).ravel().tolist()
         msg.actions_normalized = out.actions_normalized.astype(np.float32).ravel().tolist()
         msg.backend = self.backend_name
+        msg.prefix_length = 0 if prefix is None or not self.backend.supports_prefix else min(len(prefix), horizon)
         timings = out.timings_ms
         msg.preprocess_ms = (t_pre - t_start) * 1e3 + timings.get("preprocess_ms", 0.0)
         msg.inference_ms = timings.get("inference_ms", (t_inf - t_pre) * 1e3)

@@ -56,6 +56,8 @@ def _ros_value(value) -> str:
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_ros_value(v) for v in value) + "]"
+    if value == "":
+        return "''"          # an empty string must stay a (YAML) string, also inside a list
     return str(value)
 
 
@@ -72,10 +74,12 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = None,
-              timeout_s: float | None = None) -> dict:
+              timeout_s: float | None = None, env: dict | None = None) -> dict:
+    """Run a graph to its end; `env`: variables for the node processes on top of os.environ (e.g.
+    ROS_DOMAIN_ID, so that graphs run side by side without seeing each other)."""
     graph = load_graph(name, robot)
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     env.setdefault("MUJOCO_GL", "egl")
     env.setdefault("PYOPENGL_PLATFORM", env["MUJOCO_GL"])
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -164,6 +168,9 @@ def main(argv=None) -> int:
         label = graph.name.removeprefix("sim_")
         print(f"{label}: success_rate={summary['success_rate']:.2f} episodes={summary['episodes']} "
               f"report={report_path}")
+        if summary.get("replay_commands_matched") is not None:
+            print(f"{label}: action_l1={summary['replay_action_l1']} over {summary['replay_commands_matched']} "
+                  f"commands (coverage {summary['replay_coverage']})")
     return 0
 
 

@@ -1,13 +1,18 @@
-"""sim_bridge: the embedded MetaWorld simulation served as a ROS robot.
+"""sim_bridge: an embedded MuJoCo simulation served as a ROS robot.
 
-Publishes /clock (sim time), camera images (stamped at render time), /joint_states, the hand
-pose, the privileged env_state and success; accepts the simulator's own command contract
-(vla_msgs/ActionCommand on the embodiment's output.command_topic) and a reset service.
+`sim` chooses the simulation: `metaworld` (the Sawyer in the MetaWorld scenes, commanded with
+its own contract: vla_msgs/ActionCommand) or `panda_reach` (a joint-position Panda arm,
+sim/panda_reach_sim.py, commanded with the robot file's joint contract on output.command_topic:
+`ros2_control` trajectory_msgs/JointTrajectory, `isaac` sensor_msgs/JointState, or `cartesian`
+with output.ik, whose IK output is one of those two). Publishes /clock (sim time), camera images
+(stamped at render time), /joint_states, the hand pose, the privileged env_state and success,
+and serves a reset service.
 
 lockstep=true: the simulation advances one step per command (reproducible evaluation); while no
 command comes, the current state is re-published every `republish_period_s` of wall time so late
 joiners and lost best-effort frames never stall the loop.
-lockstep=false: free-running at `real_time_factor` x real time, holding still when commands stop.
+lockstep=false: free-running at `real_time_factor` x real time, holding still when commands stop
+(panda_reach: follows the latest trajectory and holds its last point).
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
+from trajectory_msgs.msg import JointTrajectory
 from vla_msgs.msg import ActionCommand, StateVector
 from vla_msgs.srv import ResetEpisode
 
+from ..core.joint_trajectory import JointCommandError, check_times, joint_vector, sample_trajectory
+from ..sim import panda_reach_sim
 from ..sim.metaworld_sim import MetaWorldSim, default_instruction
 from .common import (RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit, run_node, to_sec,
                      to_stamp)
@@ -33,6 +41,9 @@ class SimBridgeNode(Node):
         super().__init__("sim_bridge", **kwargs)
         p = self.declare_parameter
         self.robot = load_robot_or_exit(self, p("robot", "metaworld_sawyer").value)
+        self.sim_name = p("sim", "metaworld").value
+        if self.sim_name not in ("metaworld", "panda_reach"):
+            raise SystemExit(f"parameter sim: '{self.sim_name}' unknown (metaworld | panda_reach)")
         self.lockstep = p("lockstep", True).value
         self.real_time_factor = float(p("real_time_factor", 1.0).value)
         self.republish_period_s = float(p("republish_period_s", 0.2).value)
@@ -43,12 +54,23 @@ class SimBridgeNode(Node):
         if len(mujoco_cameras) != len(cams):
             raise SystemExit(f"parameter mujoco_cameras: {len(mujoco_cameras)} names for {len(cams)} cameras "
                              f"of {self.robot.path}")
-        self.cameras = [(c, m) for c, m in zip(cams, mujoco_cameras)]
-        self.sim = MetaWorldSim(mujoco_cameras, width=int(p("image_width", 128).value),
-                                height=int(p("image_height", 128).value),
-                                flip_vertical=bool(p("flip_vertical", True).value),
-                                max_steps=int(p("max_steps", 500).value))
+        self.cameras = [(c, m) for c, m in zip(cams, mujoco_cameras) if m]   # "": camera not simulated
+        width, height = int(p("image_width", 128).value), int(p("image_height", 128).value)
+        max_steps = int(p("max_steps", 500).value)
+        if self.sim_name == "metaworld":
+            self.sim = MetaWorldSim(mujoco_cameras, width=width, height=height,
+                                    flip_vertical=bool(p("flip_vertical", True).value), max_steps=max_steps)
+            self.instruction_for = default_instruction
+        else:
+            try:
+                self.sim = panda_reach_sim.PandaReachSim([m for _, m in self.cameras], width=width, height=height,
+                                                         control_dt=self.robot.config.action.dt, max_steps=max_steps)
+            except ValueError as exc:
+                raise SystemExit(f"parameter mujoco_cameras: {exc}") from None
+            self.instruction_for = panda_reach_sim.default_instruction
         self.action_names = self.robot.config.action.names
+        self.joint_command_type = self.joint_contract() if self.sim_name == "panda_reach" else None
+        self.latest_trajectory = None     # free-running joint contracts: (targets then, start s, times s, points)
 
         self.clock_pub = self.create_publisher(Clock, "/clock", RELIABLE_QOS)
         self.image_pubs = {c.name: self.create_publisher(Image, c.topic, SENSOR_QOS) for c, _ in self.cameras}
@@ -58,8 +80,11 @@ class SimBridgeNode(Node):
         self.env_pub = self.create_publisher(StateVector, self.robot.config.env_state_topic or TOPICS["env_state"],
                                              RELIABLE_QOS)
         self.success_pub = self.create_publisher(Bool, TOPICS["success"], RELIABLE_QOS)
-        self.create_subscription(ActionCommand, self.robot.config.output.command_topic, self.on_command,
-                                 RELIABLE_QOS)
+        command_topic = self.robot.config.output.command_topic
+        if self.joint_command_type is None:
+            self.create_subscription(ActionCommand, command_topic, self.on_command, RELIABLE_QOS)
+        else:
+            self.create_subscription(self.joint_command_type, command_topic, self.on_joint_command, RELIABLE_QOS)
         self.create_service(ResetEpisode, SERVICES["sim_reset"], self.on_reset)
 
         self.sim_time = 0.0
@@ -69,33 +94,49 @@ class SimBridgeNode(Node):
         self.latest_command_time = -np.inf
         self.commands_rejected = 0
         self.commands_stale = 0
-        self.sim.reset(p("task", "button-press").value, int(p("seed", 0).value))
+        self.sim.reset(p("task", "reach" if self.sim_name == "panda_reach" else "button-press").value,
+                       int(p("seed", 0).value))
         self.publish_state(render=True)
         if self.lockstep:
             self.create_timer(self.republish_period_s, self.republish_if_idle)
         else:
             self.create_timer(self.sim.dt / self.real_time_factor, self.free_run_step)
-        self.get_logger().info(f"sim_bridge ready: task {self.sim.task}, lockstep={self.lockstep}, "
-                               f"dt={self.sim.dt * 1e3:.1f} ms, cameras {[m for _, m in self.cameras]}")
+        contract = "ActionCommand" if self.joint_command_type is None else self.joint_command_type.__name__
+        self.get_logger().info(f"sim_bridge ready: {self.sim_name} task {self.sim.task}, lockstep={self.lockstep}, "
+                               f"dt={self.sim.dt * 1e3:.1f} ms, cameras {[m for _, m in self.cameras]}, "
+                               f"commands {contract} on {command_topic}")
+
+    def joint_contract(self):
+        """Message type of the robot's joint command contract (panda_reach takes joint positions only)."""
+        out = self.robot.config.output
+        if out.contract == "ros2_control" or (out.ik is not None and out.ik.joint_command == "joint_trajectory"):
+            return JointTrajectory
+        if out.contract == "isaac" or (out.ik is not None and out.ik.joint_command == "joint_state"):
+            return JointState
+        raise SystemExit(f"{self.robot.path}: output.contract '{out.contract}' cannot drive the panda_reach "
+                         "simulation, which takes joint positions: use ros2_control, isaac, or cartesian "
+                         "with output.joint_names and output.ik")
 
     # ---- publishing ---------------------------------------------------------------------
-    def publish_state(self, render: bool) -> None:
+    def publish_state(self, render: bool, images: bool = True) -> None:
+        """Publish everything for the current sim time; `images`: also (re-)publish the camera frames
+        (stamped when rendered), False on a step whose frame was not rendered (camera_period_steps)."""
         stamp = to_stamp(self.sim_time)
         self.clock_pub.publish(Clock(clock=stamp))
         if render or not self.frames:
             rendered = self.sim.render()
             self.frames = {c.name: rendered[m] for c, m in self.cameras}
             self.frame_stamp = stamp
-        for cam, _ in self.cameras:
-            self.image_pubs[cam.name].publish(image_msg(self.frames[cam.name], self.frame_stamp,
-                                                        f"camera_{cam.name}", "rgb8"))
+        for cam, _ in self.cameras if images else ():
+            self.image_pubs[cam.name].publish(image_msg(_encode(self.frames[cam.name], cam.encoding),
+                                                        self.frame_stamp, f"camera_{cam.name}", cam.encoding))
         names, pos, vel = self.sim.joint_state()
         js = JointState(name=names, position=pos.tolist(), velocity=vel.tolist())
         js.header.stamp = stamp
         self.joint_pub.publish(js)
         xyz, quat = self.sim.ee_pose()
         pose = PoseStamped()
-        pose.header.stamp, pose.header.frame_id = stamp, "world"
+        pose.header.stamp, pose.header.frame_id = stamp, getattr(self.sim, "frame_id", "world")
         pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = map(float, xyz)
         (pose.pose.orientation.x, pose.pose.orientation.y,
          pose.pose.orientation.z, pose.pose.orientation.w) = map(float, quat)
@@ -109,7 +150,8 @@ class SimBridgeNode(Node):
     def advance(self, action) -> None:
         self.sim.step(action)
         self.sim_time += self.sim.dt
-        self.publish_state(render=self.sim.step_index % self.camera_period_steps == 0)
+        render = self.sim.step_index % self.camera_period_steps == 0
+        self.publish_state(render=render, images=render)
 
     # ---- inputs -------------------------------------------------------------------------
     def parse_command(self, msg: ActionCommand):
@@ -137,6 +179,33 @@ class SimBridgeNode(Node):
         else:
             self.latest_command, self.latest_command_time = values, time.monotonic()
 
+    def on_joint_command(self, msg) -> None:
+        """JointTrajectory or JointState joint positions for the panda_reach arm."""
+        topic = self.robot.config.output.command_topic
+        stamp = to_sec(msg.header.stamp)
+        try:
+            current = self.sim.joint_targets
+            if isinstance(msg, JointTrajectory):
+                if not msg.points:
+                    raise JointCommandError("trajectory without points")
+                points = [joint_vector(msg.joint_names, pt.positions, self.sim.action_names, current)
+                          for pt in msg.points]
+                times = check_times([to_sec(pt.time_from_start) for pt in msg.points])
+            else:
+                points, times = [joint_vector(msg.name, msg.position, self.sim.action_names, current)], [0.0]
+        except JointCommandError as exc:
+            self.commands_rejected += 1
+            self.get_logger().error(f"{topic}: command rejected: {exc}", throttle_duration_sec=1.0)
+            return
+        if self.lockstep:
+            if abs(stamp - self.sim_time) > 1e-6:   # answers an older state: must not move the arm
+                self.commands_stale += 1
+                return
+            self.advance(sample_trajectory(current, stamp, times, points, self.sim_time + self.sim.dt))
+        else:  # a zero stamp means "start now", as for a JointTrajectoryController
+            self.latest_trajectory = (current, stamp or self.sim_time, times, points)
+            self.latest_command_time = time.monotonic()
+
     def on_reset(self, request, response):
         task = request.task or self.sim.task
         try:
@@ -145,10 +214,10 @@ class SimBridgeNode(Node):
             response.success, response.message = False, str(exc)
             return response
         self.sim_time += self.sim.dt  # keep sim time monotonic across episodes
-        self.latest_command = None
+        self.latest_command = self.latest_trajectory = None
         self.publish_state(render=True)
         response.success = True
-        response.instruction = request.instruction or default_instruction(task)
+        response.instruction = request.instruction or self.instruction_for(task)
         response.stamp = to_stamp(self.sim_time)
         response.message = f"reset {self.sim.task} seed {request.seed}"
         return response
@@ -159,6 +228,12 @@ class SimBridgeNode(Node):
             self.publish_state(render=False)
 
     def free_run_step(self) -> None:
+        if self.joint_command_type is not None:    # position control: follow the trajectory, else hold
+            action = self.sim.joint_targets
+            if self.latest_trajectory is not None:
+                action = sample_trajectory(*self.latest_trajectory, self.sim_time + self.sim.dt)
+            self.advance(action)
+            return
         fresh = (self.latest_command is not None
                  and time.monotonic() - self.latest_command_time <= self.command_timeout_s)
         if fresh:
@@ -172,6 +247,15 @@ class SimBridgeNode(Node):
 
     def close(self) -> None:
         self.sim.close()
+
+
+def _encode(frame: np.ndarray, encoding: str) -> np.ndarray:
+    """An RGB frame in a camera's encoding (rgb8, bgr8 or mono8)."""
+    if encoding == "bgr8":
+        return frame[:, :, ::-1]
+    if encoding == "mono8":
+        return frame.mean(axis=2).astype(np.uint8)
+    return frame
 
 
 def main(args=None):

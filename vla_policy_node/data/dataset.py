@@ -49,6 +49,8 @@ class Episode:
     bag: str
     skipped: int = 0                # commands without a matching image/state
     extra: dict = field(default_factory=dict)   # counts: duplicates dropped per topic
+    duration_s: float = 0.0         # recorded span of the bag (first to last message), s
+    time_to_success_s: float | None = None   # bag start to the first true success message, s
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -71,13 +73,35 @@ def _stamp_ns(msg, fallback: int) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
-def _topic_table(bag: Path, needed: list[str]) -> tuple[dict[str, str], object]:
-    """{topic: msgtype} of the bag, and a typestore able to read the needed topics."""
+# Fields a message must have to serve as each input (checked before reading, so a wrong type
+# names the topic and the field instead of failing mid-episode).
+_REQUIRED_FIELDS = {"camera": [("encoding", "height", "width", "step", "data"), ("format", "data")],
+                    "command": [("values",), ("data",)],
+                    "joint states": [("name", "position")],
+                    "end-effector pose": [("pose",)]}
+
+
+def _check_fields(bag: Path, topic: str, what: str, msgtype: str, typestore) -> None:
+    if msgtype not in typestore.fielddefs:
+        raise DatasetError(f"{bag}: topic {topic} ({what}): message type '{msgtype}' unknown "
+                           f"(not a ROS 2 standard or vla_msgs type, and the bag carries no definition)")
+    fields = {name for name, _ in typestore.fielddefs[msgtype][1]}
+    options = _REQUIRED_FIELDS[what.split(" '")[0]]
+    if not any(set(option) <= fields for option in options):
+        expected = " or ".join("+".join(option) for option in options)
+        raise DatasetError(f"{bag}: topic {topic} ({what}): message type '{msgtype}' has no field(s) "
+                           f"{expected} (has {', '.join(sorted(fields))})")
+
+
+def _topic_table(bag: Path, needed: list[str]) -> tuple[dict[str, str], object, tuple[int, int]]:
+    """{topic: msgtype} of the bag, a typestore able to read the needed topics, and the bag's
+    (start, end) log times in ns."""
     if not bag.is_dir():
         raise DatasetError(f"{bag}: bag folder not found")
     try:
         with Reader(bag) as reader:
             conns = list(reader.connections)
+            span = (int(reader.start_time), int(reader.end_time)) if reader.message_count else (0, 0)
     except Exception as exc:  # noqa: BLE001  (rosbags raises several types for unreadable bags)
         raise DatasetError(f"{bag}: not a readable rosbag2 folder: {exc}") from None
     typestore = _base_typestore()
@@ -93,7 +117,7 @@ def _topic_table(bag: Path, needed: list[str]) -> tuple[dict[str, str], object]:
     if unknown:
         typestore = make_typestore()            # a private copy: never pollute the cached one
         typestore.register(unknown)
-    return {c.topic: c.msgtype for c in conns}, typestore
+    return {c.topic: c.msgtype for c in conns}, typestore, span
 
 
 def _image(msg, cam, where: str) -> np.ndarray:
@@ -108,7 +132,11 @@ def _image(msg, cam, where: str) -> np.ndarray:
 
 
 def _command_values(msg, names: list[str], where: str) -> np.ndarray:
-    values = np.asarray(getattr(msg, "values", getattr(msg, "data", None)), dtype=np.float64).ravel()
+    field_name = "values" if hasattr(msg, "values") else "data"
+    try:
+        values = np.asarray(getattr(msg, field_name, None), dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: command field '{field_name}' is not numeric") from None
     msg_names = list(getattr(msg, "names", []) or [])
     if msg_names and msg_names != names:
         if sorted(msg_names) != sorted(names) or len(msg_names) != len(values):
@@ -153,20 +181,25 @@ def load_episode(bag_dir, embodiment, topic_map: dict | None = None) -> Episode:
         required[t(cfg.state.ee_pose_topic)] = "end-effector pose"
     optional = [t(SUCCESS_TOPIC), t(OBSERVATION_TOPIC)]
 
-    available, typestore = _topic_table(bag, list(required) + optional)
+    available, typestore, (start_ns, end_ns) = _topic_table(bag, list(required) + optional)
     missing = [f"{topic} ({what})" for topic, what in required.items() if topic not in available]
     if missing:
         raise DatasetError(f"{bag}: missing topic(s) {', '.join(missing)}; "
                            f"bag has {', '.join(sorted(available)) or 'no topics'}")
+    for topic, what in required.items():
+        _check_fields(bag, topic, what, available[topic], typestore)
+    optional = [x for x in optional if available.get(x) in typestore.fielddefs]   # unreadable extras: ignored
 
     wanted = list(required) + [x for x in optional if x in available]
     by_topic: dict[str, dict[int, object]] = {topic: {} for topic in wanted}
     duplicates: dict[str, int] = {}
-    success, instruction, episode_id = None, None, ""
+    success, instruction, episode_id, success_ns = None, None, "", None
     try:
         for topic, _, ts, msg in read_bag(bag, typestore, wanted):
             if topic == t(SUCCESS_TOPIC):
                 success = bool(msg.data)
+                if success and success_ns is None:
+                    success_ns = ts
                 continue
             if topic == t(OBSERVATION_TOPIC):
                 if not instruction and msg.instruction:   # skip observations made before the instruction was set
@@ -229,7 +262,9 @@ def load_episode(bag_dir, embodiment, topic_map: dict | None = None) -> Episode:
     return Episode(task=task, seed=seed, instruction=instruction or "", success=bool(success),
                    frames=frames, states=states, actions=actions,
                    stamps=cmd_stamps[rows].astype(np.float64) * 1e-9, bag=str(bag),
-                   skipped=int(len(cmd_stamps) - len(rows)), extra={"duplicates": duplicates})
+                   skipped=int(len(cmd_stamps) - len(rows)), extra={"duplicates": duplicates},
+                   duration_s=(end_ns - start_ns) * 1e-9,
+                   time_to_success_s=None if success_ns is None else (success_ns - start_ns) * 1e-9)
 
 
 # ---------------------------------------------------------------------------------------------

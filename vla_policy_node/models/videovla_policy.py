@@ -85,10 +85,38 @@ class VideoVLAModel:
         mode, action_stats, state_stats = load_normalization(path, config.action_dim, config.state_dim)
         return cls(config, transformer, codec, text, mode, action_stats, state_stats, meta)
 
+    @torch.no_grad()
+    def predict_batch(self, frames: np.ndarray, instructions: list[str], states: np.ndarray,
+                      num_inference_steps: int | None = None, generator: torch.Generator | None = None,
+                      decode_imagined: bool = True, scheduler=None) -> dict:
+        """Chunks for B observations in one denoising loop (offline evaluation, batched serving).
+
+        frames (B, H, W, 3) uint8 RGB from the checkpoint's camera; instructions: B strings (their
+        embeddings are cached); states (B, state_dim) proprio in physical units. Returns
+        actions_normalized (B, horizon, dim) model space in [-1, 1], actions (B, horizon, dim)
+        physical units, imagined (B, num_future, S, S, 3) uint8 frames for config.future_offsets
+        steps ahead (None unless decode_imagined)."""
+        cfg = self.config
+        dtype = next(self.transformer.parameters()).dtype
+        v1 = self.codec.encode(torch.as_tensor(np.asarray(frames, dtype=np.uint8))).to(dtype)
+        text = torch.stack([self.text_encoder.encode(s)[0] for s in instructions]).to(dtype)
+        state = torch.as_tensor(self.state_norm.normalize(np.asarray(states)), dtype=dtype, device=self.device)
+        future, actions_n = sample(self.transformer, text, v1, state, num_inference_steps or cfg.num_inference_steps,
+                                   generator=generator, scheduler=scheduler or make_scheduler(cfg))
+        actions_n = actions_n.float().cpu().numpy().clip(-1.0, 1.0)
+        imagined = None
+        if decode_imagined:
+            b, f = future.shape[:2]
+            imagined = self.codec.decode(future.reshape(b * f, *future.shape[2:])).cpu().numpy()
+            imagined = imagined.reshape(b, f, *imagined.shape[1:])
+        return {"actions_normalized": actions_n, "actions": self.action_norm.unnormalize(actions_n),
+                "imagined": imagined}
+
 
 @register_backend
 class VideoVLAPolicy(PolicyBackend):
     name = "videovla"
+    supports_prefix = True
 
     def __init__(self, embodiment, checkpoint: str = "", device: str = "cpu", dtype: str = "float32",
                  num_inference_steps: int = 0, decode_imagined: bool = False, **options):

@@ -12,6 +12,8 @@ NODES = {
     "vla_policy": "vla_policy_node.nodes.policy:main",
     "vla_executor": "vla_policy_node.nodes.executor:main",
     "vla_evaluator": "vla_policy_node.nodes.evaluator:main",
+    "vla_imagination_monitor": "vla_policy_node.nodes.imagination_monitor:main",
+    "vla_replay": "vla_policy_node.nodes.replay:main",
 }
 
 setup(
@@ -39,6 +41,7 @@ setup(
         "console_scripts": [f"{name}={target}" for name, target in NODES.items()] + [
             "vla-graph=vla_policy_node.graph_runner:main",
             "vla-train=vla_policy_node.train:main",
+            "vla-eval=vla_policy_node.evaluation.cli:main",
         ],
     },
 )

@@ -1,4 +1,4 @@
-"""A short full-graph episode: five processes over DDS, the simulator moving under the executor's
+"""A short full-graph episode: six processes over DDS, the simulator moving under the executor's
 commands, and the recorded rosbag2 read back with rosbags and every message deserialized."""
 
 import json
@@ -22,8 +22,8 @@ def episode(tmp_path_factory):
 def test_every_node_ran_as_its_own_process(episode):
     out, result = episode
     procs = result["processes"]
-    assert set(procs) == {"sim_bridge", "perception", "policy", "executor", "evaluator"}
-    assert len({p["pid"] for p in procs.values()}) == 5
+    assert set(procs) == {"sim_bridge", "perception", "policy", "executor", "imagination_monitor", "evaluator"}
+    assert len({p["pid"] for p in procs.values()}) == 6
     assert procs["evaluator"]["exit_code"] == 0
     assert all(p["peak_rss_mb"] > 20 for p in procs.values())   # each a real Python + rclpy process
 

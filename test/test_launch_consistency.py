@@ -356,7 +356,7 @@ def test_sim_demo_specifics(fake_launch):
     """Known facts of sim_demo: the evaluator ends the graph, the sim bridge is the clock."""
     ld = run_launch_file(LAUNCH_DIR / "sim_demo.launch.py")
     nodes = {a.kwargs["name"]: a for a in ld.actions if isinstance(a, Node)}
-    assert set(nodes) == {"sim_bridge", "perception", "policy", "executor", "evaluator"}
+    assert set(nodes) == {"sim_bridge", "perception", "policy", "executor", "imagination_monitor", "evaluator"}
     assert nodes["sim_bridge"].kwargs["parameters"][-1]["use_sim_time"] is False
     assert nodes["evaluator"].kwargs["parameters"][-1]["use_sim_time"] is True
     (handler,) = [a.handler for a in ld.actions if isinstance(a, RegisterEventHandler)]

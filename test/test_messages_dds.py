@@ -34,7 +34,7 @@ REPUBLISH_S = 0.5
 
 # Kept in sync with dds_echo.py by test_echo_covers_every_interface.
 MESSAGE_TYPES = ["Observation", "ActionChunk", "ImaginedFuture", "ExecutionFeedback", "PolicyStatus",
-                 "ExecutorStatus", "EpisodeResult", "ActionCommand", "StateVector"]
+                 "ExecutorStatus", "EpisodeResult", "ActionCommand", "StateVector", "ImaginationDivergence"]
 SERVICE_TYPES = ["ResetEpisode", "SetInstruction", "SetArmed", "EmergencyStop"]
 RESET_STAMP = (1_700_000_123, 456_789)   # dds_echo.RESET_STAMP_SEC / _NANOSEC
 
@@ -118,6 +118,11 @@ def make_sample(name: str):
     if name == "StateVector":
         return vla_msg.StateVector(header=_header(9_000, 9, "world"), names=["obj_x", "obj_y"],
                                    values=_f32(0.5, 1.5), step=321)
+    if name == "ImaginationDivergence":
+        return vla_msg.ImaginationDivergence(
+            header=_header(10_000, 10, "camera_corner"), episode_id="ep-div", chunk_id=big, camera_name="corner",
+            frame_index=1, horizon_offset_s=0.1015625, time_error_s=-0.00390625, width=64, height=48,
+            psnr=float("inf"), ssim=0.9375, divergence=0.0625, threshold=0.046875, exceeded=True, action="replan")
     raise KeyError(name)
 
 
@@ -183,6 +188,9 @@ def spot_check(name: str, sent, back) -> None:
         assert list(back.values) == [0.1, 0.2, -0.3]
     elif name == "StateVector":
         assert back.step == 321 and list(back.values) == [0.5, 1.5]
+    elif name == "ImaginationDivergence":
+        assert back.chunk_id == 2**63 + 12345 and back.psnr == float("inf")
+        assert (back.exceeded, back.action, back.divergence) == (True, "replan", 0.0625)
 
 
 # --------------------------------------------------------------------------------------------

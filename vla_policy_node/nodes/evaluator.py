@@ -1,57 +1,110 @@
-"""evaluator: runs closed-loop episodes against a sim bridge, records each one to rosbag2, reports.
+"""evaluator: runs closed-loop episodes against a sim bridge (or scores a bag replay), records
+each one to rosbag2, reports.
 
-Per episode: disarm -> reset the simulator (task, seed; returns the instruction) -> set the
-instruction in perception, reset policy and executor -> arm -> wait for success or the step
-limit -> disarm. Every episode's topics are recorded (as the CDR bytes that crossed DDS) into
-<output_dir>/bags/<task>_s<seed>/. Writes report.json and report.md, then shuts down.
+mode closed_loop, per episode: disarm -> reset the simulator (task, seed; returns the instruction)
+-> set the instruction in perception, reset policy and executor -> arm -> wait for success or the
+step limit -> disarm. Every episode's topics are recorded (as the CDR bytes that crossed DDS) into
+<output_dir>/bags/<task>_s<seed>/. Protocol: tasks x seeds (episodes_per_task), seeds below
+min_eval_seed (demonstration range) refused / warned / allowed (training_seeds), a step limit,
+lockstep or free-running time (checked against the sim bridge's and executor's own parameter).
+
+mode replay: a replay node plays a recorded episode; the evaluator resets perception, policy and
+a dry-run executor for it, starts playback, and scores what the executor would have commanded
+(/vla/executor/dry_run_command) against the commands the bag recorded (L1 per action dimension,
+commands paired by stamp within half a control period).
+
+Both modes keep, per episode, the imagination monitor's divergence series, the imagined futures
+and real camera frames (subsampled), chunk latencies and a stage progress score, and write
+report.json / report.md / plots / videos through evaluation.reports.write_run_report, with the
+monitor figures (failure AUROC of divergence, image quality vs success) in summary.monitor.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import rclpy
+from rcl_interfaces.msg import ParameterType
 from rclpy.node import Node
+from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
 from std_msgs.msg import Bool
-from vla_msgs.msg import EpisodeResult, PolicyStatus, StateVector
+from std_srvs.srv import Trigger
+from vla_msgs.msg import (ActionChunk, ActionCommand, EpisodeResult, ExecutorStatus, ImaginationDivergence,
+                          ImaginedFuture, PolicyStatus, StateVector)
 from vla_msgs.srv import ResetEpisode, SetArmed, SetInstruction
 
-from ..core.report import EpisodeRecord, write_report
+from ..core import images
+from ..core.episode_log import EpisodeLog
+from ..core.monitor_figures import monitor_figures
+from ..core.progress import STAGES, StageThresholds, StageTracker
+from ..core.protocol import check_training_seeds, resolve_seeds, training_seeds
+from ..core.replay import match_commands
 from ..data.bags import BagWriter, make_typestore
-from .common import LATCHED_QOS, RELIABLE_QOS, SERVICES, TOPICS, load_robot_or_exit, run_node, to_sec
+from ..evaluation.metrics import action_errors
+from ..evaluation.reports import EpisodeRecord, write_run_report
+from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, load_robot_or_exit, message_class,
+                     run_node, to_sec)
 
 RECORD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
+# Every command of a replayed episode is scored: deep enough that none is dropped while a callback runs.
+COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+MODES = ("closed_loop", "replay")
+METAWORLD_STATE_DIM = 39       # stage progress reads MetaWorld's observation layout (core/progress.py)
 
 
 class EpisodeTracker:
-    """Success and step count of the running episode, from the simulator's topics.
+    """Success, step count and stage progress of the running episode, from the simulator's topics.
 
     The simulator publishes success=False on reset and the topic is ordered, so a True counts
-    only after the first False of this episode."""
+    only after the first False of this episode. `success_stamp` is the simulator time of the last
+    state before the first success (s, the graph's clock)."""
 
-    def __init__(self, start: float):
+    def __init__(self, start: float, stages: StageTracker | None = None):
         self.start = start
         self.steps = 0
         self.last_stamp = start
         self.success = False
+        self.success_stamp: float | None = None
+        self.stages = stages
+        self._flag = False
+        self._env_state = None
         self._seen_reset = False
         self.changed = threading.Event()
 
-    def on_env_state(self, stamp: float, step: int) -> None:
+    def on_env_state(self, stamp: float, step: int, values=None) -> None:
         if stamp >= self.start - 1e-9:
             self.steps, self.last_stamp = max(self.steps, step), max(self.last_stamp, stamp)
+            if self.stages is not None and values is not None and len(values) == METAWORLD_STATE_DIM:
+                self._env_state = values
+                self.stages.update(values, self._flag)
             self.changed.set()
 
     def on_success(self, value: bool) -> None:
         if not value:
             self._seen_reset = True
-        elif self._seen_reset:
-            self.success = True
+        elif self._seen_reset and not self.success:
+            self.success, self.success_stamp = True, self.last_stamp
             self.changed.set()
+        self._flag = bool(value) and self._seen_reset
+        if self.stages is not None and self._env_state is not None:
+            self.stages.update(self._env_state, self._flag)
+
+    @property
+    def staged(self) -> bool:
+        """Stage progress was measured (a MetaWorld state was seen)."""
+        return self.stages is not None and self._env_state is not None
+
+    @property
+    def progress_score(self) -> float:
+        """Stage progress score (core/progress.py); without stages 1 for success, else 0."""
+        return self.stages.score if self.staged else float(self.success)
 
 
 class EvaluatorNode(Node):
@@ -69,8 +122,42 @@ class EvaluatorNode(Node):
         self.bag_storage = p("bag_storage", "sqlite3").value
         self.graph_name = p("graph", "").value
         self.lockstep = bool(p("lockstep", True).value)
+        self.mode = p("mode", "closed_loop").value
+        self.episodes_per_task = int(p("episodes_per_task", 0).value)
+        self.min_eval_seed = int(p("min_eval_seed", 100).value)
+        self.training_seed_policy = p("training_seeds", "warn").value
+        self.lockstep_nodes = [n for n in p("lockstep_nodes", ["sim_bridge", "executor"]).value if n]
+        self.stage_progress = bool(p("stage_progress", True).value)
+        self.max_video_frames = int(p("max_video_frames", 80).value)
+        self.video_frame_stride = int(p("video_frame_stride", 2).value)
+        self.max_imagined_chunks = int(p("max_imagined_chunks", 80).value)
+        self.replay_settle_s = float(p("replay_settle_s", 1.0).value)
+        self.index_dir = p("index_dir", "").value or None
+        try:
+            if self.mode not in MODES:
+                raise ValueError(f"parameter mode: '{self.mode}' unknown; use one of {', '.join(MODES)}")
+            self.stage_thresholds = StageThresholds(float(p("approach_radius_m", 0.12).value),
+                                                    float(p("approach_release_m", 0.15).value),
+                                                    float(p("contact_displacement_m", 0.01).value))
+            if self.mode == "closed_loop":
+                self.seeds = resolve_seeds(self.seeds, self.episodes_per_task)
+        except ValueError as exc:
+            self.get_logger().fatal(str(exc))
+            raise SystemExit(2) from None
+        cfg = self.robot.config
+        monitor_camera = cfg.monitor.camera if cfg.monitor is not None and cfg.monitor.camera else None
+        self.camera = next(c for c in cfg.cameras if c.name == (monitor_camera or cfg.cameras[0].name))
         self.backend = "unknown"
         self.tracker: EpisodeTracker | None = None
+        self.log: EpisodeLog | None = None           # the running episode's divergence, frames, latencies
+        self.episode_id = ""
+        self.monitor_rows: list[dict] = []          # per episode: success, divergence, psnr, ssim
+        self.commanded: list[tuple[float, list[float]]] = []   # replay: dry-run commands (stamp s, values)
+        self.recorded_commands: list[tuple[float, list[float]]] = []
+        self.collect_commands = False
+        self.replay_state: EpisodeResult | None = None
+        self.replay_changed = threading.Event()
+        self.executor_dry_run: bool | None = None
         self.writer: BagWriter | None = None
         self.write_lock = threading.Lock()
         self.typestore = make_typestore() if self.record else None
@@ -88,6 +175,24 @@ class EvaluatorNode(Node):
                                  self.on_env_state, RELIABLE_QOS)
         self.create_subscription(Bool, TOPICS["success"], self.on_success, RELIABLE_QOS)
         self.create_subscription(PolicyStatus, TOPICS["policy_status"], self.on_policy_status, LATCHED_QOS)
+        self.create_subscription(ImaginationDivergence, TOPICS["divergence"], self.on_divergence, RELIABLE_QOS)
+        self.create_subscription(ImaginedFuture, TOPICS["imagined"], self.on_imagined, RELIABLE_QOS)
+        self.create_subscription(ActionChunk, TOPICS["action_chunk"], self.on_chunk, RELIABLE_QOS)
+        self.create_subscription(Image, self.camera.topic, self.on_image, SENSOR_QOS)
+        if self.mode == "replay":
+            self.create_subscription(ActionCommand, TOPICS["dry_run_command"],
+                                     lambda m: self.on_command(self.commanded, m), COMMAND_QOS)
+            if cfg.output.contract == "sim":
+                self.create_subscription(ActionCommand, cfg.output.command_topic,
+                                         lambda m: self.on_command(self.recorded_commands, m), COMMAND_QOS)
+            else:
+                self.get_logger().warning(f"{self.robot.path}: output.contract '{cfg.output.contract}': recorded "
+                                          f"commands on {cfg.output.command_topic} are not vla_msgs/ActionCommand; "
+                                          "the replay is not scored")
+            self.create_subscription(EpisodeResult, TOPICS["replay_episode"], self.on_replay_episode, LATCHED_QOS)
+            self.create_subscription(ExecutorStatus, TOPICS["executor_status"], self.on_executor_status,
+                                     LATCHED_QOS)
+            self.replay_start = self.create_client(Trigger, SERVICES["replay_start"])
         self.result_pub = self.create_publisher(EpisodeResult, TOPICS["episode_result"], RELIABLE_QOS)
         self.runner = threading.Thread(target=self.run, name="episodes", daemon=True)
         self.runner.start()
@@ -95,7 +200,7 @@ class EvaluatorNode(Node):
     # ---- topic callbacks ---------------------------------------------------------------
     def on_env_state(self, msg: StateVector) -> None:
         if self.tracker is not None:
-            self.tracker.on_env_state(to_sec(msg.header.stamp), int(msg.step))
+            self.tracker.on_env_state(to_sec(msg.header.stamp), int(msg.step), np.asarray(msg.values))
 
     def on_success(self, msg: Bool) -> None:
         if self.tracker is not None:
@@ -103,6 +208,53 @@ class EvaluatorNode(Node):
 
     def on_policy_status(self, msg: PolicyStatus) -> None:
         self.backend = msg.backend
+
+    def on_divergence(self, msg: ImaginationDivergence) -> None:
+        log = self.log
+        if log is not None and msg.episode_id == self.episode_id:
+            log.add_divergence(to_sec(msg.header.stamp), msg.psnr, msg.ssim, msg.divergence, msg.exceeded, msg.action)
+
+    def on_chunk(self, msg: ActionChunk) -> None:
+        log = self.log
+        if log is not None and msg.episode_id == self.episode_id:
+            log.latencies_ms.append(float(msg.preprocess_ms + msg.inference_ms + msg.postprocess_ms))
+
+    def on_imagined(self, msg: ImaginedFuture) -> None:
+        """Imagined frames of the monitored camera, for the report's real-vs-imagined videos."""
+        log, stamp = self.log, to_sec(msg.header.stamp)
+        names = list(msg.camera_names)
+        if log is None or stamp < log.start_s - 1e-9 or self.camera.name not in names:
+            return
+        c, n = names.index(self.camera.name), len(names)
+        where = f"{TOPICS['imagined']} chunk {msg.chunk_id}"
+        try:
+            frames = [images.decode(f.encoding, f.height, f.width, f.step, f.data, where=where)
+                      for f in list(msg.frames)[c::n]]
+        except images.ImageEncodingError as exc:
+            self.get_logger().error(f"{exc} (not kept)", throttle_duration_sec=2.0)
+            return
+        log.add_imagined(stamp, frames, list(msg.frame_offsets))
+
+    def on_image(self, msg: Image) -> None:
+        log, stamp = self.log, to_sec(msg.header.stamp)
+        if log is None or stamp < log.start_s - 1e-9:
+            return
+        try:
+            log.add_real_frame(stamp, lambda: images.decode(msg.encoding, msg.height, msg.width, msg.step, msg.data,
+                                                            where=self.camera.topic))
+        except images.ImageEncodingError as exc:
+            self.get_logger().error(f"{exc} (not kept)", throttle_duration_sec=2.0)
+
+    def on_command(self, into: list, msg: ActionCommand) -> None:
+        if self.collect_commands:
+            into.append((to_sec(msg.header.stamp), list(msg.values)))
+
+    def on_replay_episode(self, msg: EpisodeResult) -> None:
+        self.replay_state = msg
+        self.replay_changed.set()
+
+    def on_executor_status(self, msg: ExecutorStatus) -> None:
+        self.executor_dry_run = bool(msg.dry_run)
 
     def on_raw(self, topic: str, msgtype: str, data: bytes) -> None:
         with self.write_lock:
@@ -123,10 +275,28 @@ class EvaluatorNode(Node):
         if missing:
             self.get_logger().warning(f"parameter record_topics: not (yet) published, not recorded: {missing}")
         for topic, type_name in found.items():
-            self.create_subscription(_import_type(type_name), topic,
+            self.create_subscription(message_class(type_name), topic,
                                      lambda data, t=topic, m=type_name: self.on_raw(t, m, data),
                                      RECORD_QOS, raw=True)
         self.recorded = sorted(found)
+
+    def open_bag(self, episode_id: str) -> str:
+        """Start recording an episode into <output_dir>/bags/<episode_id>; returns the folder ("" when not recording)."""
+        if not self.record:
+            return ""
+        bag_path = self.output_dir / "bags" / episode_id
+        if bag_path.exists():
+            shutil.rmtree(bag_path)
+        bag_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.write_lock:
+            self.writer = BagWriter(bag_path, self.typestore, self.bag_storage)
+        return str(bag_path)
+
+    def close_bag(self) -> None:
+        with self.write_lock:
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
 
     # ---- episodes ------------------------------------------------------------------------
     def call(self, name: str, request, timeout_s: float = 30.0):
@@ -143,20 +313,83 @@ class EvaluatorNode(Node):
             raise RuntimeError(f"service {client.srv_name} refused: {response.message}")
         return response
 
+    def remote_parameter(self, node_name: str, name: str, timeout_s: float = 5.0):
+        """A parameter of another node (bool, int, float or string); None when it does not answer."""
+        client = AsyncParameterClient(self, node_name)
+        if not client.wait_for_services(timeout_sec=timeout_s):
+            return None
+        done = threading.Event()
+        future = client.get_parameters([name])
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout_s) or future.result() is None or not future.result().values:
+            return None
+        value = future.result().values[0]
+        return {ParameterType.PARAMETER_BOOL: value.bool_value, ParameterType.PARAMETER_INTEGER: value.integer_value,
+                ParameterType.PARAMETER_DOUBLE: value.double_value,
+                ParameterType.PARAMETER_STRING: value.string_value}.get(value.type)
+
+    def check_time_protocol(self) -> dict:
+        """Lockstep vs free-running must be the same in the evaluator and the nodes that keep time."""
+        seen = {}
+        for node_name in self.lockstep_nodes:
+            value = self.remote_parameter(node_name, "lockstep", 15.0)
+            seen[node_name] = value
+            if value is None:
+                self.get_logger().warning(f"parameter lockstep: node '{node_name}' did not answer; not checked")
+            elif bool(value) != self.lockstep:
+                flag = "true" if self.lockstep else "false"
+                raise ValueError(f"parameter lockstep: evaluator has {self.lockstep}, node '{node_name}' runs "
+                                 f"lockstep={value}; set them together, e.g. --set {node_name}.lockstep:={flag}")
+        return seen
+
+    def begin_episode(self, episode_id: str, start: float) -> EpisodeTracker:
+        stages = StageTracker(self.stage_thresholds) if self.stage_progress else None
+        tracker = EpisodeTracker(start, stages)
+        self.log = EpisodeLog(start, self.max_video_frames, self.video_frame_stride, self.max_imagined_chunks)
+        self.episode_id = episode_id
+        self.tracker = tracker
+        return tracker
+
+    def end_episode(self, name: str, task: str, seed: int, instruction: str, tracker: EpisodeTracker, reason: str,
+                    bag: str, wall_s: float, success: bool | None = None, steps: int | None = None,
+                    extra: dict | None = None) -> EpisodeRecord:
+        """Close the episode's log and build its report record (success/steps default to the tracker's)."""
+        log, self.log = self.log, None
+        success = tracker.success if success is None else success
+        steps = tracker.steps if steps is None else steps
+        start = tracker.start
+        quality = log.quality()
+        row = {"duration_s": round(tracker.last_stamp - start, 4), "wall_time_s": round(wall_s, 3), **quality}
+        if tracker.staged:
+            row["stages"] = tracker.stages.summary()["stages"]
+        row.update(extra or {})
+        self.monitor_rows.append({"success": success, "divergence": [v for _, v in log.divergence],
+                                  "times": [t for t, _ in log.divergence], "psnr": log.psnr, "ssim": log.ssim})
+        return EpisodeRecord(
+            name=name, task=task, seed=seed, success=success, steps=steps,
+            time_to_success_s=None if tracker.success_stamp is None else round(tracker.success_stamp - start, 4),
+            progress_score=tracker.progress_score, latencies_ms=list(log.latencies_ms),
+            divergence=list(log.divergence), real_frames=log.frames, imagined_frames=list(log.imagined.items),
+            frame_times_s=log.frame_times_s, frame_dt_s=self.robot.config.action.dt,
+            imagined_offsets_s=log.imagined_offsets_s, instruction=instruction, bag=bag, reason=reason, extra=row)
+
+    def publish_result(self, episode_id: str, record: EpisodeRecord) -> None:
+        result = EpisodeResult(episode_id=episode_id, task=record.task, instruction=record.instruction,
+                               seed=record.seed, success=record.success, steps=record.steps,
+                               duration_s=record.extra["duration_s"], wall_time_s=record.extra["wall_time_s"],
+                               reason=record.reason)
+        result.header.stamp = self.get_clock().now().to_msg()
+        self.result_pub.publish(result)
+        self.get_logger().info(f"episode {episode_id}: {record.reason} after {record.steps} steps "
+                               f"({record.extra['wall_time_s']:.1f} s wall), progress {record.progress_score:.2f}, "
+                               f"{len(record.divergence)} imagined frames scored")
+
     def run_episode(self, task: str, seed: int) -> EpisodeRecord:
         episode_id = f"{task}_s{seed}"
         wall_start = time.monotonic()
         self.call("set_armed", SetArmed.Request(armed=False))
-        self.tracker = None
-        bag = ""
-        if self.record:  # open before the reset so the episode's first state is in the bag
-            bag_path = self.output_dir / "bags" / episode_id
-            if bag_path.exists():
-                shutil.rmtree(bag_path)
-            bag_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.write_lock:
-                self.writer = BagWriter(bag_path, self.typestore, self.bag_storage)
-            bag = str(bag_path)
+        self.tracker, self.log = None, None
+        bag = self.open_bag(episode_id)  # before the reset so the episode's first state is in the bag
         reset = self.call("sim_reset", ResetEpisode.Request(task=task, seed=seed, episode_id=episode_id))
         instruction, start = reset.instruction, to_sec(reset.stamp)
         self.call("set_instruction", SetInstruction.Request(instruction=instruction, episode_id=episode_id))
@@ -164,8 +397,7 @@ class EvaluatorNode(Node):
                                                       episode_id=episode_id))
         self.call("executor_reset", ResetEpisode.Request(task=task, instruction=instruction, seed=seed,
                                                         episode_id=episode_id))
-        tracker = EpisodeTracker(start)
-        self.tracker = tracker
+        tracker = self.begin_episode(episode_id, start)
         self.call("set_armed", SetArmed.Request(armed=True))
         reason = "timeout"
         while time.monotonic() - wall_start < self.episode_timeout_s:
@@ -178,48 +410,187 @@ class EvaluatorNode(Node):
                 reason = "step_limit"
                 break
         self.call("set_armed", SetArmed.Request(armed=False))
-        with self.write_lock:
-            if self.writer is not None:
-                self.writer.close()
-                self.writer = None
-        record = EpisodeRecord(task, seed, instruction, tracker.success, tracker.steps,
-                               round(tracker.last_stamp - start, 4), round(time.monotonic() - wall_start, 3),
-                               reason, bag)
-        result = EpisodeResult(episode_id=episode_id, task=task, instruction=instruction, seed=seed,
-                               success=record.success, steps=record.steps, duration_s=record.duration_s,
-                               wall_time_s=record.wall_time_s, reason=reason)
-        result.header.stamp = self.get_clock().now().to_msg()
-        self.result_pub.publish(result)
-        self.get_logger().info(f"episode {episode_id}: {reason} after {record.steps} steps "
-                               f"({record.wall_time_s:.1f} s wall)")
+        self.close_bag()
+        record = self.end_episode(episode_id, task, seed, instruction, tracker, reason, bag,
+                                  time.monotonic() - wall_start)
+        self.publish_result(episode_id, record)
         return record
+
+    # ---- replay ---------------------------------------------------------------------------
+    def wait_replay(self, reasons: tuple[str, ...], timeout_s: float) -> EpisodeResult:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            state = self.replay_state
+            if state is not None and state.reason in reasons:
+                return state
+            self.replay_changed.wait(0.2)
+            self.replay_changed.clear()
+        now = self.replay_state.reason if self.replay_state is not None else "nothing received"
+        raise RuntimeError(f"{TOPICS['replay_episode']}: replay not {' or '.join(reasons)} after {timeout_s:.0f} s "
+                           f"({now}); is a replay node running?")
+
+    def replay_score(self) -> dict:
+        """L1 (and L2) per action dimension of the dry-run commands against the recorded commands."""
+        names = list(self.robot.config.action.names)
+        times, pred, target = match_commands(self.commanded, self.recorded_commands, 0.5 * self.robot.config.action.dt)
+        recorded = len({round(t, 6) for t, _ in self.recorded_commands})
+        commanded = len({round(t, 6) for t, _ in self.commanded})
+        score = {"matched": len(times), "commanded": commanded, "recorded": recorded,
+                 "coverage": len(times) / recorded if recorded else math.nan}
+        if len(times) == 0:
+            return {**score, "l1": math.nan, "l2": math.nan, "per_dim_l1": {n: math.nan for n in names}}
+        errors = action_errors(pred[:, None, :], target[:, None, :], names=names)
+        return {**score, "l1": errors["l1"], "l2": errors["l2"],
+                "per_dim_l1": {n: v["l1"] for n, v in errors["per_dim"].items()},
+                "per_dim_l2": {n: v["l2"] for n, v in errors["per_dim"].items()}}
+
+    def run_replay(self) -> EpisodeRecord:
+        """One recorded episode through the live graph, scored against the recording."""
+        desc = self.wait_replay(("ready",), 60.0)
+        deadline = time.monotonic() + 10.0
+        while self.executor_dry_run is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.executor_dry_run is not True:
+            raise RuntimeError(f"{TOPICS['executor_status']}: executor dry_run is {self.executor_dry_run}; a replay "
+                               "arms it only in dry-run (parameter executor.dry_run:=true)")
+        episode_id, task, seed, instruction = desc.episode_id, desc.task, int(desc.seed), desc.instruction
+        wall_start = time.monotonic()
+        self.call("set_armed", SetArmed.Request(armed=False))
+        bag = self.open_bag(f"{episode_id}_replay")
+        self.call("set_instruction", SetInstruction.Request(instruction=instruction, episode_id=episode_id))
+        self.call("policy_reset", ResetEpisode.Request(task=task, instruction=instruction, seed=seed,
+                                                      episode_id=episode_id))
+        self.call("executor_reset", ResetEpisode.Request(task=task, instruction=instruction, seed=seed,
+                                                        episode_id=episode_id))
+        tracker = self.begin_episode(episode_id, to_sec(desc.header.stamp))
+        self.commanded.clear()
+        self.recorded_commands.clear()
+        self.collect_commands = True
+        self.call("set_armed", SetArmed.Request(armed=True))
+        if not self.replay_start.wait_for_service(timeout_sec=10.0):
+            raise RuntimeError(f"service {SERVICES['replay_start']} not available after 10 s")
+        done = threading.Event()
+        future = self.replay_start.call_async(Trigger.Request())
+        future.add_done_callback(lambda _: done.set())
+        done.wait(10.0)
+        finished = self.wait_replay(("finished",), self.episode_timeout_s)
+        time.sleep(self.replay_settle_s)             # the graph answers the last recorded states
+        self.call("set_armed", SetArmed.Request(armed=False))
+        self.collect_commands = False
+        self.close_bag()
+        score = self.replay_score()
+        self.get_logger().info(f"replay {episode_id}: action L1 {score['l1']:.4f} over {score['matched']} commands "
+                               f"({score['commanded']} commanded, {score['recorded']} recorded)")
+        record = self.end_episode(episode_id, task, seed, instruction, tracker, "recorded", bag,
+                                  time.monotonic() - wall_start, success=finished.success, steps=finished.steps,
+                                  extra={"replay": score, "replay_wall_s": round(finished.wall_time_s, 3)})
+        self.publish_result(episode_id, record)
+        return record
+
+    # ---- the run ------------------------------------------------------------------------
+    def protocol(self, lockstep_seen: dict) -> dict:
+        t = self.stage_thresholds
+        out = {"mode": self.mode, "time": "lockstep" if self.lockstep else "free_running", "lockstep": self.lockstep,
+               "lockstep_of_nodes": lockstep_seen, "episode_timeout_s": self.episode_timeout_s}
+        if self.mode == "closed_loop":
+            used = training_seeds(self.seeds, self.min_eval_seed)
+            out.update({"tasks": self.tasks, "seeds": self.seeds, "episodes_per_task": len(self.seeds),
+                        "max_steps": self.max_steps, "min_eval_seed": self.min_eval_seed,
+                        "training_seeds": self.training_seed_policy, "training_seeds_used": used,
+                        "held_out": not used})
+        out["progress"] = {"stages": list(STAGES) if self.stage_progress else [],
+                           "approach_radius_m": t.approach_radius_m, "approach_release_m": t.approach_release_m,
+                           "contact_displacement_m": t.contact_displacement_m,
+                           "score": "mean over stages: 1 first try, 0.5 after a retry, 0 not reached"
+                           if self.stage_progress else "1 success, 0 failure"}
+        return out
+
+    def write_report(self, episodes: list[EpisodeRecord], lockstep_seen: dict) -> None:
+        monitor = monitor_figures(self.monitor_rows)
+        notes = []
+        if not monitor["episodes"]:
+            notes.append("imagination monitor: no imagined frame met a real frame (the backend does not imagine, "
+                         "or policy.decode_imagined is false, or no imagination_monitor node ran)")
+        else:
+            notes.append("imagination monitor: divergence = 1 - SSIM of each imagined frame against the real frame "
+                         "at its time (resized to the imagined resolution); failure AUROC uses the per-episode max "
+                         "and mean divergence (0.5 = chance). Failed episodes run to the step limit, so the "
+                         "whole-episode AUROC also reflects episode length; the common-window AUROC compares every "
+                         "episode over the same first seconds only")
+        protocol = self.protocol(lockstep_seen)
+        if protocol.get("training_seeds_used"):
+            notes.append(f"seeds {protocol['training_seeds_used']} are below min_eval_seed={self.min_eval_seed} "
+                         "(demonstration range): not a held-out evaluation")
+        summary = {"monitor": monitor}
+        index = {"divergence_auroc_max": monitor["failure_auroc"]["max_divergence"],
+                 "imagined_psnr_db": monitor["mean_psnr_db"],
+                 "progress_score_mean": float(np.mean([e.progress_score for e in episodes])) if episodes else None}
+        auc, corr = monitor["failure_auroc"], monitor["quality_success_correlation"]
+        tables = {"Imagination monitor": [{
+            "episodes scored": monitor["episodes"], "failures": monitor["failures"],
+            "frames compared": monitor["compared_frames"], "mean PSNR (dB)": monitor["mean_psnr_db"],
+            "mean SSIM": monitor["mean_ssim"], "failure AUROC (max divergence)": auc["max_divergence"],
+            "failure AUROC (mean divergence)": auc["mean_divergence"],
+            "failure AUROC, first s of every episode": monitor["failure_auroc_common_window"]["window_s"],
+            "... (max divergence)": monitor["failure_auroc_common_window"]["max_divergence"],
+            "... (mean divergence)": monitor["failure_auroc_common_window"]["mean_divergence"],
+            "PSNR vs success (Pearson)": corr["psnr_db"]["pearson"],
+            "SSIM vs success (Pearson)": corr["ssim"]["pearson"]}]}
+        if self.mode == "replay" and episodes:
+            scores = [e.extra["replay"] for e in episodes]
+            summary["replay_action_l1"] = scores[0]["l1"] if len(scores) == 1 else \
+                float(np.nanmean([s["l1"] for s in scores]))
+            summary["replay_commands_matched"] = int(sum(s["matched"] for s in scores))
+            summary["replay_coverage"] = scores[0]["coverage"] if len(scores) == 1 else \
+                float(np.nanmean([s["coverage"] for s in scores]))
+            index["action_l1"] = summary["replay_action_l1"]
+            tables["Replay: dry-run commands vs recorded commands (L1 per dimension)"] = [
+                {"episode": e.name, **{f"L1 {n}": v for n, v in e.extra["replay"]["per_dim_l1"].items()},
+                 "L1 all": e.extra["replay"]["l1"], "matched": e.extra["replay"]["matched"],
+                 "recorded": e.extra["replay"]["recorded"]} for e in episodes]
+            bag = self.remote_parameter("replay", "bag", 2.0)
+            if bag:
+                summary["replay_bag"] = bag
+        run = {"mode": self.mode, "policy": {"backend": self.backend}, "robot": self.robot.name,
+               "graph": self.graph_name, "protocol": protocol, "recorded_topics": self.recorded,
+               "summary": summary, "index_metrics": index, "notes": notes, "tables": tables}
+        written = write_run_report(self.output_dir, run, episodes, self.index_dir)
+        self.get_logger().info(f"report written to {written['report_json']}")
 
     def run(self) -> None:
         episodes = []
+        lockstep_seen = {}
+        try:
+            if self.mode == "closed_loop":
+                message = check_training_seeds(self.seeds, self.min_eval_seed, self.training_seed_policy)
+                if message:
+                    self.get_logger().warning(message)
+            lockstep_seen = self.check_time_protocol()
+        except ValueError as exc:
+            self.get_logger().error(f"evaluation refused: {exc}")
+            self.exit_code = 2
+            if rclpy.ok():
+                rclpy.try_shutdown()
+            return
         try:
             if self.record:
                 self.subscribe_recorded_topics()
-            for task in self.tasks:
-                for seed in self.seeds:
-                    episodes.append(self.run_episode(task, seed))
-        except Exception as exc:  # noqa: BLE001  (report what was done, then fail loudly)
+            if self.mode == "replay":
+                episodes.append(self.run_replay())
+            else:
+                for task in self.tasks:
+                    for seed in self.seeds:
+                        episodes.append(self.run_episode(task, seed))
+        except Exception as exc:
             self.get_logger().error(f"evaluation aborted: {exc}")
             self.exit_code = 1
-        meta = {"policy": {"backend": self.backend}, "robot": self.robot.name, "graph": self.graph_name,
-                "protocol": {"tasks": self.tasks, "seeds": self.seeds, "max_steps": self.max_steps,
-                             "lockstep": self.lockstep},
-                "recorded_topics": self.recorded}
-        path = write_report(self.output_dir, episodes, meta)
-        self.get_logger().info(f"report written to {path}")
+        try:
+            self.write_report(episodes, lockstep_seen)
+        except Exception as exc:
+            self.get_logger().error(f"writing the report to {self.output_dir} failed: {exc!r}")
+            self.exit_code = 1
         if rclpy.ok():
             rclpy.try_shutdown()
-
-
-def _import_type(type_name: str):
-    """'pkg/msg/Name' -> the Python message class."""
-    import importlib
-    pkg, kind, name = type_name.split("/")
-    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
 
 
 def main(args=None):

@@ -1,0 +1,218 @@
+"""replay: plays a rosbag2 episode (sqlite3 or mcap) on its original topics, with /clock.
+
+Messages go out as the CDR bytes recorded (exactly what crossed DDS when the bag was made), each
+through an rclpy publisher of the recorded type (looked up by its 'pkg/msg/Name'); topics can be
+selected, excluded or renamed. /clock follows bag time (the recording clock), so nodes with
+use_sim_time=true run on the recording's time, at `rate` bag seconds per wall second.
+
+Playback starts paused: it waits until every topic in `wait_for_subscribers` has a subscriber
+(at most `wait_timeout_s`), then `start_delay_s`; with `wait_for_start` it also waits for a call
+of the /vla/replay/start service (std_srvs/Trigger; the evaluator calls it after resetting the
+episode). The recorded episode (task, seed, instruction, recorded success, steps) and the replay
+state (reason: ready | playing | finished) are latched on /vla/replay/episode (vla_msgs/EpisodeResult).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rosbags.rosbag2 import Reader
+from rosgraph_msgs.msg import Clock
+from std_srvs.srv import Trigger
+from vla_msgs.msg import EpisodeResult
+
+from ..core.replay import Pacer, parse_remaps, plan_topics, task_and_seed
+from ..data.bags import make_typestore
+from .common import LATCHED_QOS, SERVICES, TOPICS, message_class, run_node, to_stamp
+
+REPLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
+REPLAY_LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
+CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _names(values) -> list[str]:
+    return [v for v in values if v]
+
+
+def describe_episode(bag: Path, typestore) -> EpisodeResult:
+    """The recorded episode: episode id, task and seed from the bag's name ('<task>_s<seed>', the
+    evaluator's naming), the instruction from its Observations, success and steps from the last
+    simulator messages."""
+    task, seed = task_and_seed(bag.name)
+    desc = EpisodeResult(episode_id=bag.name, task=task, seed=seed or 0, reason="ready")
+    with Reader(bag) as reader:
+        desc.header.stamp = to_stamp(reader.start_time * 1e-9)
+        desc.duration_s = float(max(0, reader.end_time - reader.start_time) * 1e-9)
+        by_topic = {c.topic: c for c in reader.connections}
+        obs = by_topic.get(TOPICS["observation"])
+        if obs is not None:
+            for conn, _, raw in reader.messages(connections=[obs]):
+                msg = typestore.deserialize_cdr(raw, conn.msgtype)
+                if msg.instruction and not desc.instruction:
+                    desc.instruction = msg.instruction
+                if msg.episode_id == bag.name:        # the bag may open on the previous episode's last messages
+                    desc.instruction = msg.instruction or desc.instruction
+                    break
+        for key, field in (("success", "data"), ("env_state", "step")):
+            conn = by_topic.get(TOPICS[key])
+            if conn is not None:
+                last = None
+                for c, _, raw in reader.messages(connections=[conn]):
+                    last = (c, raw)
+                if last is not None:
+                    value = getattr(typestore.deserialize_cdr(last[1], last[0].msgtype), field)
+                    if key == "success":
+                        desc.success = bool(value)
+                    else:
+                        desc.steps = int(value)
+    return desc
+
+
+class ReplayNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("replay", **kwargs)
+        p = self.declare_parameter
+        bag = p("bag", "").value
+        self.rate = float(p("rate", 1.0).value)
+        only = _names(p("topics", [""]).value)
+        exclude = _names(p("exclude_topics", ["/clock"]).value)
+        latched = set(_names(p("latched_topics", [""]).value))
+        self.publish_clock = bool(p("publish_clock", True).value)
+        self.clock_period_s = float(p("clock_period_s", 0.01).value)
+        self.wait_for = _names(p("wait_for_subscribers", [""]).value)
+        self.wait_timeout_s = float(p("wait_timeout_s", 30.0).value)
+        self.start_delay_s = float(p("start_delay_s", 1.0).value)
+        self.wait_for_start = bool(p("wait_for_start", False).value)
+        self.bag = Path(bag)
+        if not bag or not (self.bag / "metadata.yaml").is_file():
+            self.get_logger().fatal(f"parameter bag: '{bag}' is not a rosbag2 folder (no metadata.yaml)")
+            raise SystemExit(2)
+        if not self.rate > 0:
+            self.get_logger().fatal(f"parameter rate: {self.rate} must be > 0")
+            raise SystemExit(2)
+        try:
+            with Reader(self.bag) as reader:
+                conns = [(c.topic, c.msgtype, c.msgcount) for c in reader.connections]
+            self.plan = plan_topics(conns, only, exclude, parse_remaps(_names(p("remap", [""]).value)))
+            self.description = describe_episode(self.bag, make_typestore())
+        except (ValueError, KeyError) as exc:
+            self.get_logger().fatal(f"bag {self.bag}: {exc}")
+            raise SystemExit(2) from None
+        self.pubs = {}
+        for t in self.plan:
+            try:
+                cls = message_class(t.msgtype)
+            except (ImportError, AttributeError, ValueError):
+                self.get_logger().warning(f"bag {self.bag}: topic {t.source}: type {t.msgtype} not installed, "
+                                          "not replayed")
+                continue
+            qos = REPLAY_LATCHED_QOS if t.source in latched or t.target in latched else REPLAY_QOS
+            self.pubs[t.source] = self.create_publisher(cls, t.target, qos)
+        self.clock_pub = self.create_publisher(Clock, "/clock", CLOCK_QOS) if self.publish_clock else None
+        self.episode_pub = self.create_publisher(EpisodeResult, TOPICS["replay_episode"], LATCHED_QOS)
+        self.start_requested = threading.Event()
+        self.create_service(Trigger, SERVICES["replay_start"], self.on_start)
+        self.stopping = threading.Event()
+        self.clock_s = self.description.header.stamp.sec + self.description.header.stamp.nanosec * 1e-9
+        self.published = 0
+        self.publish_state("ready")
+        self.worker = threading.Thread(target=self.run, name="replay", daemon=True)
+        self.worker.start()
+        self.get_logger().info(f"replay of {self.bag} ({self.description.duration_s:.3f} s, "
+                               f"{sum(t.count for t in self.plan)} messages on {len(self.pubs)} topics) at rate "
+                               f"{self.rate:g}; waiting for subscribers {self.wait_for or '(none)'}"
+                               + (" and /vla/replay/start" if self.wait_for_start else ""))
+
+    # ---- control ------------------------------------------------------------------------
+    def on_start(self, request, response):
+        already = self.start_requested.is_set()
+        self.start_requested.set()
+        response.success = not already
+        response.message = "already started" if already else f"playing {self.bag.name}"
+        return response
+
+    def publish_state(self, reason: str, wall_s: float = 0.0) -> None:
+        """reason: ready | playing | finished; wall_s: wall-clock seconds the playback took."""
+        self.description.reason = reason
+        self.description.wall_time_s = float(wall_s)
+        self.episode_pub.publish(self.description)
+
+    def tick_clock(self, bag_s: float) -> None:
+        self.clock_s = max(self.clock_s, bag_s)
+        if self.clock_pub is not None:
+            self.clock_pub.publish(Clock(clock=to_stamp(self.clock_s)))
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep while keeping /clock alive; False when the node is stopping."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.tick_clock(self.clock_s)
+            if self.stopping.wait(min(self.clock_period_s * 10, max(0.0, end - time.monotonic()))):
+                return False
+        return True
+
+    def wait_until_ready(self) -> bool:
+        deadline = time.monotonic() + self.wait_timeout_s
+        pubs_by_name = {t.target: self.pubs[t.source] for t in self.plan if t.source in self.pubs}
+        missing = list(self.wait_for)
+        while missing and time.monotonic() < deadline:
+            missing = [n for n in self.wait_for if n not in pubs_by_name
+                       or pubs_by_name[n].get_subscription_count() == 0]
+            if missing and not self.wait(0.1):
+                return False
+        if missing:
+            self.get_logger().warning(f"no subscriber on {missing} after {self.wait_timeout_s:.0f} s; playing anyway")
+        if not self.wait(self.start_delay_s):
+            return False
+        while self.wait_for_start and not self.start_requested.is_set():
+            if not self.wait(0.1):
+                return False
+        return True
+
+    def run(self) -> None:
+        try:
+            if self.wait_until_ready():
+                self.play()
+        except Exception as exc:
+            if not self.stopping.is_set():
+                self.get_logger().error(f"replay of {self.bag} failed: {exc}")
+
+    def play(self) -> None:
+        self.publish_state("playing")
+        wall_start = time.monotonic()
+        conns_wanted = set(self.pubs)
+        with Reader(self.bag) as reader:
+            conns = [c for c in reader.connections if c.topic in conns_wanted]
+            pacer = None
+            for conn, stamp_ns, raw in reader.messages(connections=conns):
+                bag_s = stamp_ns * 1e-9
+                if pacer is None:
+                    pacer = Pacer(self.rate, bag_s, time.monotonic())
+                while (ahead := pacer.wall_at(bag_s) - time.monotonic()) > 0:
+                    self.tick_clock(min(bag_s, pacer.bag_at(time.monotonic())))
+                    if self.stopping.wait(min(ahead, self.clock_period_s)):
+                        return
+                self.tick_clock(bag_s)
+                self.pubs[conn.topic].publish(bytes(raw))
+                self.published += 1
+        self.tick_clock(self.clock_s)
+        self.publish_state("finished", time.monotonic() - wall_start)
+        self.get_logger().info(f"replay of {self.bag.name} finished: {self.published} messages")
+
+    def close(self) -> None:
+        self.stopping.set()
+        if self.worker.is_alive():
+            self.worker.join(timeout=5.0)
+
+
+def main(args=None):
+    run_node(ReplayNode, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -80,6 +80,31 @@ def encode_all(codec: FrameCodec, frames: torch.Tensor, batch: int = 256) -> tor
     return torch.cat([codec.encode(frames[i: i + batch]).cpu() for i in range(0, len(frames), batch)])
 
 
+def shift_frames(frames: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """Translate (N, H, W, 3) uint8 frames by (dx, dy) pixels, repeating the border (DrQ-style shift)."""
+    if dx == 0 and dy == 0:
+        return frames
+    pad = max(abs(dx), abs(dy))
+    x = F.pad(frames.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
+    h, w = frames.shape[1:3]
+    x = x[:, :, pad - dy: pad - dy + h, pad - dx: pad - dx + w]
+    return x.to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def augmented_latents(codec: FrameCodec, frames: torch.Tensor, copies: int, max_shift: int,
+                      seed: int) -> torch.Tensor:
+    """(copies, N, C, h, w) latents of the frames under `copies` random shifts (copy 0 unshifted).
+
+    Shifts are drawn once per copy and encoded up front, so training pays no VAE cost per step;
+    a sample uses the same copy for its current and future frames (one consistent camera shift)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = [encode_all(codec, frames)]
+    for _ in range(1, copies):
+        dx, dy = (torch.randint(-max_shift, max_shift + 1, (2,), generator=gen)).tolist()
+        out.append(encode_all(codec, shift_frames(frames, dx, dy)))
+    return torch.stack(out)
+
+
 def build_argparser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vla-train", description=__doc__.splitlines()[0])
     p.add_argument("--data", nargs="+", required=True,
@@ -107,6 +132,9 @@ def build_argparser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
     p.add_argument("--save-every", type=int, default=1000)
+    p.add_argument("--shift-augment", type=int, default=0,
+                   help="random image shift in pixels at --image-size (0 = none); DrQ-style augmentation")
+    p.add_argument("--augment-copies", type=int, default=4, help="shifted copies of every frame encoded up front")
     return p
 
 
@@ -150,8 +178,9 @@ def main(argv=None) -> int:
         vae = train_vae(frames, args.vae_steps, args.vae_batch_size, 1e-3, args.seed, cfg.latent_channels,
                         cfg.image_size // cfg.latent_size, args.vae_width, device)
     codec = FrameCodec(vae, cfg.image_size)
-    latents = encode_all(codec, frames)
-    codec.scaling_factor = float(1.0 / latents.std())
+    copies = args.augment_copies if args.shift_augment > 0 else 1
+    latents = augmented_latents(codec, frames, copies, args.shift_augment, args.seed)
+    codec.scaling_factor = float(1.0 / latents[0].std())
     latents = latents * codec.scaling_factor
 
     actions_rows = np.concatenate([ep.actions for ep in episodes]).astype(np.float64)
@@ -204,7 +233,7 @@ def main(argv=None) -> int:
                 "state_names": list(emb.state.names), "action_space": emb.action.space}
         training = {"steps": step, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                     "episodes": len(episodes), "samples": n, "video_loss": not args.no_video_loss,
-                    "data": [str(d) for d in args.data], "wall_time_s": round(time.time() - started, 1),
+                    "data": [str(d) for d in args.data], "shift_augment": args.shift_augment, "wall_time_s": round(time.time() - started, 1),
                     "loss_history": history[-50:], "final": final}
         VideoVLAModel(cfg, export, codec, text_encoder, args.norm_mode, action_stats, state_stats, meta) \
             .save_pretrained(out, training)
@@ -212,8 +241,10 @@ def main(argv=None) -> int:
     model.train()
     for step in bar:
         idx = torch.randint(0, n, (args.batch_size,), generator=gen)
-        batch = dict(text=text_table[instruction_id[idx]], v1=latents[frame_index[idx]],
-                     future=latents[future_index[idx]], actions=actions_n[idx], action_mask=mask[idx],
+        aug = torch.randint(0, copies, (args.batch_size,), generator=gen)
+        aug_f = aug.view(-1, *([1] * (future_index.dim() - 1))).expand_as(future_index[idx])
+        batch = dict(text=text_table[instruction_id[idx]], v1=latents[aug, frame_index[idx]],
+                     future=latents[aug_f, future_index[idx]], actions=actions_n[idx], action_mask=mask[idx],
                      state=state_n[idx])
         batch = {k: v.to(device) for k, v in batch.items()}
         with accelerator.autocast():

@@ -259,3 +259,20 @@ def test_executor_settings_come_from_yaml_and_overrides(sawyer):
         ChunkExecutor(sawyer, mode="fast")
     with pytest.raises(ValueError, match="control_rate_hz"):
         ChunkExecutor(sawyer, overrides={"control_rate_hz": 100.0})   # ee_delta cannot be resampled
+
+
+def test_sync_with_ensembling_votes_like_act(sawyer):
+    """sync + ensemble: whole chunks are kept, k actions run per chunk, overlapping predictions
+    for the same time are averaged with ACT's exponential weights."""
+    ex = ChunkExecutor(sawyer, mode="sync", lockstep=True, overrides={"merge": "ensemble", "ensemble_decay": 0.0})
+    ex.reset("ep", 0.0)
+    ex.set_armed(True)
+    k = sawyer.config.action.execute_per_chunk
+    assert ex.tick(0.0, 0.0).request_chunk
+    ex.on_chunk(const_chunk(0.0, 0.2, 1), 0.0)
+    first = [ex.tick(i * DT, i * DT) for i in range(k + 1)]
+    assert [r.command is not None for r in first] == [True] * k + [False] and first[k].request_chunk
+    ex.on_chunk(const_chunk(k * DT, 0.6, 2), k * DT)
+    r = ex.tick(k * DT, k * DT)
+    assert r.executed.sources == [1, 2]
+    np.testing.assert_allclose(r.command[:3], [0.4] * 3)         # equal weights: the mean of 0.2 and 0.6

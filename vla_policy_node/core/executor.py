@@ -92,6 +92,7 @@ class ChunkExecutor:
         self.current_chunk: Chunk | None = None
         self.awaiting_chunk = False
         self.force_request = False
+        self.executed_in_chunk = 0
         self.request_time = float("-inf")
         self.last_starved = float("nan")
         self.executed_since_feedback: list[np.ndarray] = []
@@ -107,6 +108,7 @@ class ChunkExecutor:
         self.limiter.reset()
         self.episode_id = episode_id
         self.episode_start = now
+        self.executed_in_chunk = 0
         self.force_request = False
         self.request_time = float("-inf")
         self.executed_since_feedback.clear()
@@ -168,10 +170,13 @@ class ChunkExecutor:
         limit = None
         if self.mode == "sync":
             # the seeds' loop: the robot stood still while the policy thought, so the chunk is
-            # still valid as computed; it starts now rather than losing its first actions
-            limit = self.execute_per_chunk
+            # still valid as computed; it starts now rather than losing its first actions.
+            # With merge=replace only the actions to execute are scheduled; with ensemble /
+            # average the whole chunk is, so later chunks vote on the same times (ACT).
+            limit = self.execute_per_chunk if self.queue.merge == "replace" else None
             chunk.t0 = max(chunk.t0, now)
         queued = self.queue.insert(chunk, now, limit=limit)
+        self.executed_in_chunk = 0
         self.awaiting_chunk = False
         return True, f"queued {queued} actions"
 
@@ -185,7 +190,8 @@ class ChunkExecutor:
             return True
         remaining = self.queue.remaining_time(now)
         if self.mode == "sync":
-            return remaining <= self.queue.tolerance and not self.queue.has_future(now)
+            return self.executed_in_chunk >= self.execute_per_chunk or \
+                (remaining <= self.queue.tolerance and not self.queue.has_future(now))
         lead = self.latency.estimate() + self.settings.latency_margin_s + self.control_dt
         return remaining <= lead + 1e-9
 
@@ -204,6 +210,8 @@ class ChunkExecutor:
         request = self.needs_chunk(now)
         if request:
             self._requested(now)
+        if self.mode == "sync" and self.executed_in_chunk >= self.execute_per_chunk:
+            return self._starved(now, "waiting for chunk", request, measured, measured_ee)
         item = self.queue.pop(now)
         if item is None:
             reason = "chunk starts later" if self.queue.has_future(now) else "waiting for chunk"
@@ -220,6 +228,7 @@ class ChunkExecutor:
         if not self.smooth:
             self.limiter.reset(cmd)
         self._sent(cmd)
+        self.executed_in_chunk += 1
         self.executed_since_feedback.append(cmd)
         return TickResult(cmd, item, "", request_chunk=request, notes=notes)
 

@@ -7,7 +7,7 @@ STAMPS := $(VENV)/.stamps
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup demo demo-videovla data test test-all bench clean distclean
+.PHONY: setup demo demo-oracle data test test-all bench clean distclean
 
 setup: $(STAMPS)/system $(STAMPS)/python $(STAMPS)/interfaces $(STAMPS)/package
 
@@ -33,14 +33,15 @@ $(STAMPS)/package: $(STAMPS)/python setup.py setup.cfg package.xml
 demo: setup
 	$(VENV)/bin/vla-graph sim_demo $(DEMO_ARGS)
 
-demo-videovla: setup
-	$(VENV)/bin/vla-graph sim_demo --set policy.backend:=videovla --output-dir artifacts/demo_videovla $(DEMO_ARGS)
+# The scripted expert reading the privileged simulator state: the upper bound.
+demo-oracle: setup
+	$(VENV)/bin/vla-graph sim_demo --set policy.backend:=oracle --set executor.merge:=replace --output-dir artifacts/demo_oracle $(DEMO_ARGS)
 
 # Scripted-expert demonstrations (the policy's default `oracle` backend) recorded through the
 # graph's own topics: 5 tasks x training seeds 0-9 (evaluation uses seeds >= 100).
 # Read back with vla_policy_node.data.dataset.load_dataset("artifacts/data", robot).
 data: setup
-	$(VENV)/bin/vla-graph sim_demo --output-dir artifacts/data --set policy.backend:=oracle --set evaluator.seeds:=[0,1,2,3,4,5,6,7,8,9] --set evaluator.training_seeds:=allow --set evaluator.max_steps:=300
+	$(VENV)/bin/vla-graph sim_demo --output-dir artifacts/data --set policy.backend:=oracle --set executor.merge:=replace --set evaluator.seeds:=[0,1,2,3,4,5,6,7,8,9] --set evaluator.training_seeds:=allow --set evaluator.max_steps:=300
 
 # Policy figures (artifacts/bench/policy.json) and executor figures (artifacts/bench/executor.json).
 bench: setup

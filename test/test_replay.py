@@ -171,6 +171,8 @@ def test_replay_graph_dry_run_is_scored_against_the_recording(bag, recorded, tmp
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     out = tmp_path / "replay_run"
     overrides = {"replay": {"bag": str(bag)},
+                 # the scripted expert on the recorded simulator state reproduces the recording
+                 "policy": {"backend": "oracle"}, "executor": {"merge": "replace"},
                  "evaluator": {"output_dir": str(out), "record": "true",
                                "record_topics": "[/vla/executor/dry_run_command, /vla/sim/command]"}}
     result = run_graph("replay", overrides, out / "logs", timeout_s=150)

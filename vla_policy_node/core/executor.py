@@ -97,7 +97,7 @@ class ChunkExecutor:
         self.last_starved = float("nan")
         self.executed_since_feedback: list[np.ndarray] = []
         self.counters = dict(commands_sent=0, dry_run_commands=0, chunks_received=0, chunks_rejected=0,
-                             chunks_stale=0, starved_ticks=0, stale_holds=0, requests=0, ticks=0)
+                             chunks_stale=0, starved_ticks=0, startup_ticks=0, stale_holds=0, requests=0, ticks=0)
 
     # ---- episode and actuation control -------------------------------------------------
     def reset(self, episode_id: str, now: float) -> None:
@@ -240,7 +240,8 @@ class ChunkExecutor:
     def _starved(self, now: float, reason: str, request: bool, measured, measured_ee) -> TickResult:
         """No action for `now`: lockstep waits (the simulator stays frozen), free-running holds."""
         if now != self.last_starved:                       # lockstep re-ticks the same state
-            self.counters["starved_ticks"] += 1
+            # before the episode's first chunk every mode waits: counted apart from starvation
+            self.counters["starved_ticks" if self.current_chunk is not None else "startup_ticks"] += 1
             self.last_starved = now
         if self.lockstep:
             return TickResult(None, None, reason, request_chunk=request)

@@ -53,6 +53,7 @@ class ExecutorNode(Node):
         self.stats_file = p("stats_file", "").value
         self.command_log: list[tuple] = []
         self.tick_wall_times: list[float] = []
+        self.lateness_s: list[float] = []     # wall-clock loop: wake-up time - deadline
         try:
             self.core = ChunkExecutor(self.robot, mode=p("mode", "").value or None, lockstep=self.lockstep,
                                       dry_run=bool(p("dry_run", False).value),
@@ -100,6 +101,13 @@ class ExecutorNode(Node):
                 # the loop thread needs the GIL promptly when its deadline comes
                 sys.setswitchinterval(float(p("gil_switch_interval_s", 0.0005).value))
                 self.thread_priority = int(p("control_thread_priority", 0).value)
+                if self.thread_priority > 1:
+                    # the spinning thread shares the GIL with the loop: keep it from being preempted
+                    # by other processes while it holds it (one level below the loop)
+                    try:
+                        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.thread_priority - 1))
+                    except (PermissionError, OSError):
+                        pass
                 self.control_thread = threading.Thread(target=self.control_loop, name="control", daemon=True)
                 self.control_thread.start()
         self.create_timer(float(p("status_period_s", 0.5).value), self.publish_status)
@@ -235,6 +243,8 @@ class ExecutorNode(Node):
                 time.sleep(delay)
             elif delay < -period:           # overran by more than a period: skip, do not burst
                 deadline = time.monotonic()
+            if len(self.lateness_s) < 200_000:
+                self.lateness_s.append(time.monotonic() - deadline)
             try:
                 self.run_tick(self.now())
             except Exception as exc:  # noqa: BLE001  (a failing tick must not end the loop silently)
@@ -314,6 +324,7 @@ class ExecutorNode(Node):
         periods = np.diff(np.asarray(self.tick_wall_times[-100_000:])) if len(self.tick_wall_times) > 2 else []
         jitter = np.abs(np.asarray(periods) - self.core.control_dt) * 1e3 if len(periods) else np.zeros(0)
         p50, p95 = self.core.latency_percentiles()
+        late = np.asarray(self.lateness_s) * 1e3
         return {"mode": self.core.mode, "merge": self.core.settings.merge,
                 "interpolation": self.core.settings.interpolation, "lockstep": self.lockstep,
                 "control_dt": self.core.control_dt, "counters": dict(self.core.counters),
@@ -327,6 +338,8 @@ class ExecutorNode(Node):
                 "loop_jitter_ms": {"p50": float(np.percentile(jitter, 50)) if len(jitter) else None,
                                    "p99": float(np.percentile(jitter, 99)) if len(jitter) else None,
                                    "ticks": int(len(jitter) + 1)},
+                "deadline_lateness_ms": {"p50": float(np.percentile(late, 50)) if len(late) else None,
+                                         "p99": float(np.percentile(late, 99)) if len(late) else None},
                 "commands": self.command_log}
 
     def close(self) -> None:

@@ -177,7 +177,7 @@ class SimBridgeNode(Node):
                 return
             self.advance(values)
         else:
-            self.latest_command, self.latest_command_time = values, time.monotonic()
+            self.latest_command, self.latest_command_time = values, to_sec(msg.header.stamp)
 
     def on_joint_command(self, msg) -> None:
         """JointTrajectory or JointState joint positions for the panda_reach arm."""
@@ -204,7 +204,7 @@ class SimBridgeNode(Node):
             self.advance(sample_trajectory(current, stamp, times, points, self.sim_time + self.sim.dt))
         else:  # a zero stamp means "start now", as for a JointTrajectoryController
             self.latest_trajectory = (current, stamp or self.sim_time, times, points)
-            self.latest_command_time = time.monotonic()
+            self.latest_command_time = stamp or self.sim_time
 
     def on_reset(self, request, response):
         task = request.task or self.sim.task
@@ -234,8 +234,9 @@ class SimBridgeNode(Node):
                 action = sample_trajectory(*self.latest_trajectory, self.sim_time + self.sim.dt)
             self.advance(action)
             return
+        # in sim time: at a low real-time factor a wall-clock timeout would call every command stale
         fresh = (self.latest_command is not None
-                 and time.monotonic() - self.latest_command_time <= self.command_timeout_s)
+                 and self.sim_time - self.latest_command_time <= self.command_timeout_s + 1e-9)
         if fresh:
             action = self.latest_command
         else:  # commands stopped: hold the arm still, keep the last grip

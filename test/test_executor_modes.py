@@ -170,7 +170,7 @@ def test_sync_starves_while_the_policy_thinks(sawyer):
 def test_async_never_starves_when_latency_is_below_the_horizon(sawyer, delay_steps, mode):
     """0 starved ticks whenever the inference delay d is at most the executed horizon: with one
     request in flight a chunk of horizon H yields H - d fresh actions per d ticks (H = 8: d <= 4)."""
-    ex = ChunkExecutor(sawyer, mode=mode, lockstep=False, overrides={"latency_warmup": 0})
+    ex = ChunkExecutor(sawyer, mode=mode, lockstep=False, overrides={"latency_warmup": 0, "latency_margin_s": 0.0})
     results = run_loop(ex, delay_s=delay_steps * DT, n_ticks=300)
     first = next(i for i, r in enumerate(results) if r.executed is not None)
     assert first == delay_steps                                # only the very first chunk is waited for
@@ -180,14 +180,14 @@ def test_async_never_starves_when_latency_is_below_the_horizon(sawyer, delay_ste
 
 
 def test_async_starvation_beyond_the_executed_horizon_is_counted(sawyer):
-    ex = ChunkExecutor(sawyer, mode="async", lockstep=False, overrides={"latency_warmup": 0})
+    ex = ChunkExecutor(sawyer, mode="async", lockstep=False, overrides={"latency_warmup": 0, "latency_margin_s": 0.0})
     results = run_loop(ex, delay_s=6 * DT, n_ticks=200)
     starved = sum(r.executed is None for r in results)
     assert ex.counters["starved_ticks"] > 0 and ex.counters["starved_ticks"] + ex.counters["startup_ticks"] == starved
 
 
 def test_async_requests_early_by_measured_latency(sawyer):
-    ex = ChunkExecutor(sawyer, mode="async", lockstep=False, overrides={"latency_warmup": 0})
+    ex = ChunkExecutor(sawyer, mode="async", lockstep=False, overrides={"latency_warmup": 0, "latency_margin_s": 0.0})
     results = run_loop(ex, delay_s=3 * DT, n_ticks=120)
     requests = [i for i, r in enumerate(results) if r.request_chunk]
     gaps = np.diff(requests[3:])
@@ -196,7 +196,7 @@ def test_async_requests_early_by_measured_latency(sawyer):
 
 
 def test_rtc_prefix_is_the_plan_that_runs_during_inference(sawyer):
-    ex = ChunkExecutor(sawyer, mode="async_rtc", lockstep=False, overrides={"latency_warmup": 0})
+    ex = ChunkExecutor(sawyer, mode="async_rtc", lockstep=False, overrides={"latency_warmup": 0, "latency_margin_s": 0.0})
     ex.reset("ep", 0.0)
     ex.set_armed(True)
     for _ in range(5):
@@ -218,7 +218,7 @@ def test_rtc_prefix_is_the_plan_that_runs_during_inference(sawyer):
 def test_rtc_boundaries_are_smoother_than_naive_replacement(sawyer):
     scores = {}
     for mode, honour in (("async", False), ("async_rtc", True)):
-        ex = ChunkExecutor(sawyer, mode=mode, lockstep=False, overrides={"latency_warmup": 0, "merge": "replace"})
+        ex = ChunkExecutor(sawyer, mode=mode, lockstep=False, overrides={"latency_warmup": 0, "merge": "replace", "latency_margin_s": 0.0})
         results = run_loop(ex, delay_s=3 * DT, n_ticks=400, chunk_error=0.05, honour_prefix=honour)
         done = [r for r in results if r.executed is not None]
         cmds = np.array([r.command for r in done])

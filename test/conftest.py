@@ -29,3 +29,18 @@ def record_episodes(out: Path, domain_id: int, tasks: str, seeds: str, max_steps
     result = run_graph("sim_demo", overrides, out / "logs", timeout_s=180)
     assert result["error"] is None, result["error"]
     return result
+
+
+def stop_peer(executor, node, context, proc, log) -> None:
+    """Tear down a test's rclpy peer and the node process it talked to."""
+    import subprocess
+
+    executor.shutdown()
+    node.destroy_node()
+    context.try_shutdown()
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()

@@ -18,6 +18,7 @@ import yaml
 from vla_policy_node.core.embodiment import EmbodimentConfigError, load_embodiment
 from vla_policy_node.core.imagination_monitor import ImaginationMonitor, MonitorSettings
 from vla_policy_node.core.monitor_figures import monitor_figures
+from conftest import stop_peer
 
 DOMAIN_ID = 71
 DT = 1.0 / 80.0                    # metaworld_sawyer control period
@@ -261,15 +262,7 @@ def test_node_publishes_divergence_across_processes(frames, ros_domain, tmp_path
         assert off.divergence > 0.05 and off.ssim == pytest.approx(1.0 - off.divergence, abs=1e-6)
         assert (off.exceeded, off.action) == (True, "hold")
     finally:
-        executor.shutdown()
-        node.destroy_node()
-        context.try_shutdown()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_peer(executor, node, context, proc, log)
 
 
 # ---- closed loop ------------------------------------------------------------------------------

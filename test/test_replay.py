@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, record_episodes
+from conftest import ROOT, record_episodes, stop_peer
 
 from vla_policy_node.core.replay import Pacer, match_commands, parse_remaps, plan_topics, task_and_seed
 from vla_policy_node.data.bags import read_bag
@@ -127,15 +127,7 @@ def test_replay_publishes_with_clock_and_sim_time_follows(bag, recorded, monkeyp
         assert states and states[-1].reason == "finished", (tmp_path / "replay.log").read_text()
         final_clock = now()
     finally:
-        executor.shutdown()
-        node.destroy_node()
-        context.try_shutdown()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_peer(executor, node, context, proc, log)
 
     rec_joints = recorded["/joint_states"]
     assert len(joints) == len(rec_joints)                                  # reliable: every message

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-POSITION_SPACES = ("joint_position", "ee_absolute")
+from .motion_limiter import POSITION_SPACES
 
 
 class ChunkRejected(ValueError):

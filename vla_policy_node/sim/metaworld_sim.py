@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .rendering import close_renderer
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
@@ -150,12 +152,8 @@ class MetaWorldSim:
         return np.asarray(u.tcp_center, dtype=np.float64), np.array([wxyz[1], wxyz[2], wxyz[3], wxyz[0]])
 
     def close(self) -> None:
-        if self.renderer is not None:
-            try:
-                self.renderer.close()
-            except Exception:  # noqa: BLE001  (EGL teardown errors at exit are harmless)
-                pass
-            self.renderer = None
+        close_renderer(self.renderer)
+        self.renderer = None
         if self.env is not None:
             self.env.close()
             self.env = None

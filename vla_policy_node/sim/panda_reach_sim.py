@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .rendering import close_renderer
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
@@ -242,9 +244,5 @@ class PandaReachSim:
         return self.data.site_xpos[self.site].copy(), np.array([wxyz[1], wxyz[2], wxyz[3], wxyz[0]])
 
     def close(self) -> None:
-        if self.renderer is not None:
-            try:
-                self.renderer.close()
-            except Exception:  # noqa: BLE001  (EGL teardown errors at exit are harmless)
-                pass
-            self.renderer = None
+        close_renderer(self.renderer)
+        self.renderer = None

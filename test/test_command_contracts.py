@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import yaml
+from scipy.spatial.transform import Rotation
 
-from vla_policy_node.core.embodiment import EmbodimentConfigError, config_root, load_embodiment, load_robot
+from vla_policy_node.core.embodiment import EmbodimentConfigError, load_embodiment, load_robot, urdf_file
 from vla_policy_node.core.joint_trajectory import JointCommandError, joint_vector, sample_trajectory
-from vla_policy_node.core.kinematics import KinematicChain, quat_to_matrix, rotation_angle
+from vla_policy_node.core.kinematics import KinematicChain
 from vla_policy_node.data.bags import read_bag
 
 JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
@@ -156,7 +157,7 @@ def bag_messages(out) -> dict:
 
 
 def panda_chain() -> KinematicChain:
-    return KinematicChain(config_root().parent / "urdf" / "panda_arm.urdf", "panda_link0", "panda_link8")
+    return KinematicChain(urdf_file("panda_arm.urdf"), "panda_link0", "panda_link8")
 
 
 def stamp(msg) -> float:
@@ -215,7 +216,7 @@ def check_pose_targets_solved(messages: dict, commands: list) -> None:
         position, quat = chain.fk(msg.points[0].positions)
         p, q = pose.position, pose.orientation
         assert np.linalg.norm(position - [p.x, p.y, p.z]) < 1e-3
-        assert rotation_angle(quat_to_matrix(quat), quat_to_matrix([q.x, q.y, q.z, q.w])) < 2e-3
+        assert (Rotation.from_quat(quat).inv() * Rotation.from_quat([q.x, q.y, q.z, q.w])).magnitude() < 2e-3
 
 
 def test_safety_gate_saw_no_command_outside_limits(run):

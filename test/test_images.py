@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vla_policy_node.core.images import ImageEncodingError, decode, to_model_input
+from vla_policy_node.core.images import ImageEncodingError, decode, resize_rgb, to_model_input
 
 
 def test_rgb_bgr_mono_decode_to_rgb():
@@ -37,3 +37,15 @@ def test_crop_then_resize():
     assert out.shape == (224, 224, 3) and out.min() == 200
     with pytest.raises(ImageEncodingError, match="exceeds"):
         to_model_input(img, (224, 224), crop=(0, 300, 480, 480))
+
+
+def test_resize_one_frame_or_a_stack():
+    """Shrinking averages pixel areas (a 2x2 checkerboard becomes its mean grey); a stack resizes frame by frame."""
+    board = np.indices((64, 64)).sum(axis=0) % 2 * 200
+    frame = np.repeat(board[:, :, None], 3, axis=2).astype(np.uint8)
+    small = resize_rgb(frame, (32, 32))
+    assert small.shape == (32, 32, 3) and small.dtype == np.uint8 and (small == 100).all()
+    stack = resize_rgb(np.stack([frame, frame // 2]), (16, 24))
+    assert stack.shape == (2, 16, 24, 3) and (stack[0] == 100).all() and (stack[1] == 50).all()
+    assert resize_rgb(small, (64, 48)).shape == (64, 48, 3)
+    np.testing.assert_array_equal(resize_rgb(frame, (64, 64)), frame)

@@ -5,14 +5,20 @@ import time
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from vla_policy_node.core.cartesian_ik import PoseCommandSolver
-from vla_policy_node.core.embodiment import config_root, load_robot
-from vla_policy_node.core.kinematics import KinematicChain, KinematicsError, quat_to_matrix, rotation_angle
+from vla_policy_node.core.embodiment import load_robot, urdf_file
+from vla_policy_node.core.kinematics import KinematicChain, KinematicsError, urdf_joint_limits
 
-URDF = config_root().parent / "urdf" / "panda_arm.urdf"
+URDF = urdf_file("panda_arm.urdf")
 JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
 READY = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+
+
+def angle_between(quat_a, quat_b) -> float:
+    """Angle (rad) of the rotation from one (x, y, z, w) quaternion to another."""
+    return float((Rotation.from_quat(quat_a).inv() * Rotation.from_quat(quat_b)).magnitude())
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +39,14 @@ def test_chain_from_urdf(chain):
     position, quat = chain.fk(np.zeros(7))
     # all joints at zero: the arm stands straight up, the flange 0.333 + 0.316 + 0.384 - 0.107 m high
     np.testing.assert_allclose(position, [0.088, 0.0, 0.926], atol=1e-6)
-    assert abs(np.linalg.norm(quat) - 1.0) < 1e-12
+    assert abs(np.linalg.norm(quat) - 1.0) < 1e-12 and quat[3] >= 0
+
+
+def test_joint_limits_from_the_urdf():
+    limits = urdf_joint_limits(URDF)
+    assert list(limits) == JOINTS
+    assert (limits["panda_joint4"].lower, limits["panda_joint4"].upper) == (-3.0718, -0.0698)
+    assert (limits["panda_joint7"].velocity, limits["panda_joint7"].effort) == (2.61, 12.0)
 
 
 def test_ik_round_trip_on_random_reachable_poses(chain):
@@ -50,7 +63,7 @@ def test_ik_round_trip_on_random_reachable_poses(chain):
         assert result.success, result.message
         reached, reached_quat = chain.fk(result.q)
         assert np.linalg.norm(reached - position) < 1e-3
-        assert rotation_angle(quat_to_matrix(reached_quat), quat_to_matrix(quat)) < np.radians(0.1)
+        assert angle_between(reached_quat, quat) < np.radians(0.1)
         assert chain.within_limits(result.q)
         solved += 1
         iterations.append(result.iterations)
@@ -105,8 +118,12 @@ def test_unreachable_pose_fails_clearly(chain):
 
 
 def test_chain_errors_name_urdf_and_link(tmp_path):
-    with pytest.raises(KinematicsError, match="no link 'tool0'"):
+    with pytest.raises(KinematicsError, match="tip_link: no link 'tool0'"):
         KinematicChain(URDF, "panda_link0", "tool0")
+    with pytest.raises(KinematicsError, match="base_link: no link 'panda_joint1'"):      # a joint, not a link
+        KinematicChain(URDF, "panda_joint1", "panda_link8")
+    with pytest.raises(KinematicsError, match="no movable joint between 'panda_link8' and 'panda_link0'"):
+        KinematicChain(URDF, "panda_link8", "panda_link0")
     with pytest.raises(KinematicsError, match="not the chain"):
         KinematicChain(URDF, "panda_link0", "panda_link8", JOINTS[:6])
     with pytest.raises(KinematicsError, match="URDF not found"):
@@ -131,7 +148,7 @@ def test_fk_agrees_with_mujoco():
         position, quat = chain.fk(q)
         sim_position, sim_quat = sim.ee_pose()
         np.testing.assert_allclose(position, sim_position, atol=1e-9)
-        assert rotation_angle(quat_to_matrix(quat), quat_to_matrix(sim_quat)) < 1e-6
+        assert angle_between(quat, sim_quat) < 1e-6
     sim.close()
 
 

@@ -33,11 +33,8 @@ class NodeSpec:
 @dataclass
 class GraphSpec:
     name: str
-    description: str
-    robot: str
-    robot_file: Path
+    robot: str                        # robot file name in config/robots/ (or a path to one)
     nodes: list[NodeSpec]
-    path: Path
 
 
 _NODE_KEYS = {"name", "executable", "parameters", "use_sim_time", "exit_ends_graph", "set"}
@@ -81,7 +78,7 @@ def load_graph(name_or_path: str, robot: str | None = None) -> GraphSpec:
     robot_file = resolve_robot(robot)
     if not robot_file.is_file():
         raise GraphConfigError(f"{path}: robot: no robot file {robot_file}")
-    return GraphSpec(raw["name"], raw.get("description", ""), robot, robot_file, nodes, path)
+    return GraphSpec(raw["name"], robot, nodes)
 
 
 def node_parameter(spec: NodeSpec, key: str, default=None):

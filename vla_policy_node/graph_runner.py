@@ -2,7 +2,9 @@
 
 Each node runs as its own OS process (its console entry point) with --ros-args parameters,
 exactly what `ros2 launch` starts from the same description. The runner waits for the node that
-ends the graph (the evaluator), stops the others, and reports each process's peak memory.
+ends the graph (the evaluator), stops the others, and reports each process's peak memory: the
+largest resident set size sampled every `SAMPLE_PERIOD_S` (psutil reads the current RSS of another
+process, not its kernel high-water mark, so a spike shorter than one period can be missed).
 """
 
 from __future__ import annotations
@@ -17,18 +19,19 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from .graph import GraphConfigError, load_graph, node_parameter
 
+SAMPLE_PERIOD_S = 0.5        # how often the runner checks the nodes and samples their memory
 
-def peak_rss_mb(pid: int) -> float | None:
-    """Peak resident set size so far (VmHWM) of a live process, MiB."""
+
+def rss_mb(process: psutil.Process) -> float | None:
+    """Current resident set size of a process, MiB (None once it has exited)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
+        return process.memory_info().rss / 2**20
+    except psutil.Error:
         return None
-    return None
 
 
 def find_executable(name: str) -> str:
@@ -84,7 +87,7 @@ def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = Non
     env.setdefault("PYOPENGL_PLATFORM", env["MUJOCO_GL"])
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    procs, logs, peaks = {}, {}, {}
+    procs, logs, peaks, sampled = {}, {}, {}, {}
     started = time.monotonic()
     try:
         for spec in graph.nodes:
@@ -93,11 +96,12 @@ def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = Non
             out = None if spec.exit_ends_graph else log
             procs[spec.name] = subprocess.Popen(node_command(spec, overrides), env=env, stdout=out,
                                                 stderr=subprocess.STDOUT if out else None)
+            sampled[spec.name] = psutil.Process(procs[spec.name].pid)
         enders = [s.name for s in graph.nodes if s.exit_ends_graph]
         failed = None
         while True:
-            for n, proc in procs.items():
-                rss = peak_rss_mb(proc.pid)
+            for n, process in sampled.items():
+                rss = rss_mb(process)
                 if rss is not None:
                     peaks[n] = max(peaks.get(n, 0.0), rss)
             done = [n for n in enders if procs[n].poll() is not None]
@@ -111,7 +115,7 @@ def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = Non
             if timeout_s and time.monotonic() - started > timeout_s:
                 failed = f"graph did not finish within {timeout_s:.0f} s"
                 break
-            time.sleep(0.5)
+            time.sleep(SAMPLE_PERIOD_S)
     finally:
         for proc in procs.values():
             if proc.poll() is None:

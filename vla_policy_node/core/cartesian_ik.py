@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .embodiment import config_root
+from .embodiment import urdf_file
 from .kinematics import IKResult, KinematicChain
 
 
@@ -24,7 +24,14 @@ class IKCounters:
     failures: int = 0                 # IK did not converge
     refused: int = 0                  # converged, but too far from the measured joints
     iterations: int = 0               # summed over solves
-    times_ms: list = field(default_factory=list)
+    times_ms: list = field(default_factory=list)   # solve times of the last 1000 solves
+
+    def as_dict(self) -> dict:
+        """Counts, mean iterations per solve and the median solve time (ms); None where nothing was solved."""
+        times = list(self.times_ms)
+        return {"solves": self.solves, "failures": self.failures, "refused": self.refused,
+                "mean_iterations": self.iterations / self.solves if self.solves else None,
+                "p50_ms": float(np.percentile(times, 50)) if times else None}
 
 
 class PoseCommandSolver:
@@ -48,7 +55,7 @@ class PoseCommandSolver:
             index = {n: i for i, n in enumerate(lim.joint_names)}
             lower = [lim.joint_position_min[index[n]] for n in joints]
             upper = [lim.joint_position_max[index[n]] for n in joints]
-        chain = KinematicChain(config_root().parent / "urdf" / kin.urdf, kin.base_link, kin.tip_link, joints,
+        chain = KinematicChain(urdf_file(kin.urdf), kin.base_link, kin.tip_link, joints,
                                lower, upper)
         return cls(chain, ik.position_only, ik.max_iterations, ik.tolerance_m, ik.tolerance_rad, ik.max_joint_step)
 

@@ -425,65 +425,38 @@ def load_embodiment(path: str | Path) -> Embodiment:
     return Embodiment(config, path, act, st)
 
 
-def urdf_limits(urdf_path: Path) -> dict[str, tuple[float, float, float]]:
-    """joint name -> (lower, upper, velocity) for the revolute/prismatic joints of a URDF."""
-    import xml.etree.ElementTree as ET
-    out = {}
-    for joint in ET.parse(urdf_path).getroot().iter("joint"):
-        limit = joint.find("limit")
-        if joint.get("type") in ("revolute", "prismatic") and limit is not None:
-            out[joint.get("name")] = (float(limit.get("lower", "-inf")), float(limit.get("upper", "inf")),
-                                      float(limit.get("velocity", "inf")))
-    return out
-
-
 def _check_urdf_limits(limits: LimitsConfig) -> None:
     """Explicit joint limits must name URDF joints and lie within the URDF's limits."""
-    urdf = config_root().parent / "urdf" / limits.urdf
+    from .kinematics import urdf_joint_limits
+    urdf = urdf_file(limits.urdf)
     if not urdf.is_file():
         raise ValueError(f"limits.urdf: '{limits.urdf}' not found in {urdf.parent}")
-    known = urdf_limits(urdf)
+    known = urdf_joint_limits(urdf)
     for i, name in enumerate(limits.joint_names):
         if name not in known:
             raise ValueError(f"limits.joint_names[{i}]: joint '{name}' not in {limits.urdf}")
-        lo, hi, vel = known[name]
-        checks = [("joint_position_min", lambda v: v >= lo - 1e-9, f">= {lo}"),
-                  ("joint_position_max", lambda v: v <= hi + 1e-9, f"<= {hi}"),
-                  ("joint_velocity_max", lambda v: 0 < v <= vel + 1e-9, f"in (0, {vel}]")]
+        lim = known[name]
+        checks = [("joint_position_min", lambda v: v >= lim.lower - 1e-9, f">= {lim.lower}"),
+                  ("joint_position_max", lambda v: v <= lim.upper + 1e-9, f"<= {lim.upper}"),
+                  ("joint_velocity_max", lambda v: 0 < v <= lim.velocity + 1e-9, f"in (0, {lim.velocity}]")]
         for key, ok, bound in checks:
             values = getattr(limits, key)
             if values and not ok(values[i]):
                 raise ValueError(f"limits.{key}[{i}]: {values[i]} for {name} must be {bound} ({limits.urdf})")
 
 
-def urdf_chain(urdf_path: Path, base_link: str, tip_link: str) -> list[str]:
-    """Movable joints from base_link down to tip_link of a URDF, base first; ValueError naming what is missing."""
-    import xml.etree.ElementTree as ET
-    root = ET.parse(urdf_path).getroot()
-    links = {link.get("name") for link in root.iter("link")}
-    for key, link in (("base_link", base_link), ("tip_link", tip_link)):
-        if link not in links:
-            raise ValueError(f"kinematics.{key}: no link '{link}' in {urdf_path.name}")
-    parent_joint = {j.find("child").get("link"): j for j in root.iter("joint")}
-    chain, link = [], tip_link
-    while link != base_link:
-        joint = parent_joint.get(link)
-        if joint is None:
-            raise ValueError(f"kinematics.tip_link: '{tip_link}' is not below base_link '{base_link}' "
-                             f"in {urdf_path.name}")
-        if joint.get("type") != "fixed":
-            chain.append(joint.get("name"))
-        link = joint.find("parent").get("link")
-    return chain[::-1]
-
-
 def _check_kinematics(config: EmbodimentConfig) -> None:
     """The kinematic chain exists in the URDF and its joints are the robot's commanded joints."""
+    from .kinematics import KinematicsError, chain_joints, urdf_model
     kin = config.kinematics
-    urdf = config_root().parent / "urdf" / kin.urdf
+    urdf = urdf_file(kin.urdf)
     if not urdf.is_file():
         raise ValueError(f"kinematics.urdf: '{kin.urdf}' not found in {urdf.parent}")
-    chain = urdf_chain(urdf, kin.base_link, kin.tip_link)
+    try:
+        model = urdf_model(urdf)
+        chain = [model.names[j] for j in chain_joints(model, kin.base_link, kin.tip_link, kin.urdf)]
+    except KinematicsError as exc:
+        raise ValueError(f"kinematics.{exc}") from None
     joints = config.output.joint_names or (config.action.names if config.action.space == "joint_position" else [])
     if joints and sorted(joints) != sorted(chain):
         key = "output.joint_names" if config.output.joint_names else "action.names"
@@ -510,6 +483,11 @@ def config_root() -> Path:
         if share.is_dir():
             return share
     raise FileNotFoundError(f"config folder not found in {here} or {', '.join(map(str, candidates))}")
+
+
+def urdf_file(name: str) -> Path:
+    """A robot description in the urdf/ folder beside config/."""
+    return config_root().parent / "urdf" / name
 
 
 def resolve_robot(name_or_path: str) -> Path:

@@ -1,4 +1,5 @@
-"""Image buffers <-> numpy, and the crop/resize that maps a camera frame to the model input."""
+"""Image buffers <-> numpy, the one image resize of the package, and the crop/resize that maps a
+camera frame to the model input. Images are RGB uint8, (H, W, 3); sizes are (height, width) in px."""
 
 from __future__ import annotations
 
@@ -29,6 +30,23 @@ def decode(encoding: str, height: int, width: int, step: int, data, where: str =
     return np.ascontiguousarray(img)
 
 
+def resize_rgb(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) or (N, H, W, 3) uint8 -> the same at size (height, width): pixel-area averaging when
+    shrinking (no aliasing), bilinear when enlarging. Frames already at `size` are returned as they are."""
+    frames = np.asarray(frames, dtype=np.uint8)
+    h, w = frames.shape[-3:-1]
+    out_h, out_w = size
+    if (h, w) == (out_h, out_w):
+        return np.ascontiguousarray(frames)
+    interpolation = cv2.INTER_AREA if out_h <= h and out_w <= w else cv2.INTER_LINEAR
+    if frames.ndim == 3:
+        return cv2.resize(frames, (out_w, out_h), interpolation=interpolation)
+    out = np.empty((len(frames), out_h, out_w, frames.shape[-1]), np.uint8)
+    for i, frame in enumerate(frames):
+        out[i] = cv2.resize(frame, (out_w, out_h), interpolation=interpolation)
+    return out
+
+
 def to_model_input(img: np.ndarray, input_size: tuple[int, int], crop=None) -> np.ndarray:
     """Crop (top, left, height, width) then resize to (height, width); returns RGB uint8."""
     if crop is not None:
@@ -36,8 +54,4 @@ def to_model_input(img: np.ndarray, input_size: tuple[int, int], crop=None) -> n
         if top + h > img.shape[0] or left + w > img.shape[1]:
             raise ImageEncodingError(f"crop {tuple(crop)} exceeds image of {img.shape[0]}x{img.shape[1]}")
         img = img[top: top + h, left: left + w]
-    out_h, out_w = input_size
-    if img.shape[:2] != (out_h, out_w):
-        interp = cv2.INTER_AREA if img.shape[0] > out_h else cv2.INTER_LINEAR
-        img = cv2.resize(img, (out_w, out_h), interpolation=interp)
-    return np.ascontiguousarray(img)
+    return resize_rgb(img, input_size)

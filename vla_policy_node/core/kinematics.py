@@ -1,7 +1,9 @@
-"""Forward and inverse kinematics of one serial chain of a URDF (base_link -> tip_link), with Pinocchio.
+"""A URDF through Pinocchio's model: joint limits, and forward / inverse kinematics of one serial
+chain (base_link -> tip_link). The URDF is parsed here only; every caller reads it through this module.
 
 Poses are of the tip link's frame expressed in the base link's frame: position (m) and
-quaternion (x, y, z, w). Joint vectors (rad, or m for prismatic joints) follow `joint_names`.
+quaternion (x, y, z, w), the ROS and scipy `Rotation.as_quat` order, with w >= 0. Joint vectors
+(rad, or m for prismatic joints) follow `joint_names`.
 IK is damped least squares on the SE(3) log error (or on the position error only), warm-started
 from a given configuration (the measured joints), projected onto the joint limits after every
 step; it reports failure, with the residual error, when it does not converge.
@@ -13,10 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 
 class KinematicsError(ValueError):
     """A URDF chain that cannot be built (missing link, unsupported joint, names that do not match)."""
+
+
+@dataclass(frozen=True)
+class JointLimits:
+    """One revolute (rad) or prismatic (m) joint's limits as the URDF states them."""
+    lower: float
+    upper: float
+    velocity: float               # rad/s or m/s
+    effort: float                 # N m or N
 
 
 @dataclass
@@ -29,25 +41,45 @@ class IKResult:
     message: str = ""
 
 
-def quat_to_matrix(quat_xyzw) -> np.ndarray:
-    """Unit quaternion (x, y, z, w) -> 3x3 rotation matrix (normalized first)."""
-    x, y, z, w = np.asarray(quat_xyzw, dtype=np.float64) / np.linalg.norm(quat_xyzw)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-
-
-def matrix_to_quat(rotation) -> np.ndarray:
-    """3x3 rotation matrix -> unit quaternion (x, y, z, w) with w >= 0."""
+def urdf_model(urdf: str | Path):
+    """Pinocchio's model of a URDF (KinematicsError when the file is missing)."""
     import pinocchio as pin
-    q = pin.Quaternion(np.asarray(rotation, dtype=np.float64)).coeffs()   # Eigen order x, y, z, w
-    return -q if q[3] < 0 else q.copy()
+
+    if not Path(urdf).is_file():
+        raise KinematicsError(f"{urdf}: URDF not found")
+    return pin.buildModelFromUrdf(str(urdf))
 
 
-def rotation_angle(r_a, r_b) -> float:
-    """Angle (rad) of the rotation between two rotation matrices."""
-    cos = (np.trace(np.asarray(r_a).T @ np.asarray(r_b)) - 1.0) / 2.0
-    return float(np.arccos(np.clip(cos, -1.0, 1.0)))
+def urdf_joint_limits(urdf: str | Path) -> dict[str, JointLimits]:
+    """Joint name -> limits of every one-coordinate (revolute or prismatic) joint of a URDF."""
+    model = urdf_model(urdf)
+    return {model.names[j]: JointLimits(float(model.lowerPositionLimit[model.idx_qs[j]]),
+                                        float(model.upperPositionLimit[model.idx_qs[j]]),
+                                        float(model.velocityLimit[model.idx_vs[j]]),
+                                        float(model.effortLimit[model.idx_vs[j]]))
+            for j in range(1, model.njoints) if model.nqs[j] == 1}
+
+
+def chain_joints(model, base_link: str, tip_link: str, where: str = "URDF") -> list[int]:
+    """Ids of the movable joints of `model` from base_link down to tip_link, base first;
+    KinematicsError naming the key (base_link / tip_link) and `where` otherwise."""
+    import pinocchio as pin
+
+    for key, link in (("base_link", base_link), ("tip_link", tip_link)):
+        if not model.existFrame(link, pin.FrameType.BODY):
+            raise KinematicsError(f"{key}: no link '{link}' in {where}")
+    base_joint = model.frames[model.getFrameId(base_link, pin.FrameType.BODY)].parentJoint
+    path, j = [], model.frames[model.getFrameId(tip_link, pin.FrameType.BODY)].parentJoint
+    while j != base_joint and j != 0:
+        path.append(j)
+        j = model.parents[j]
+    if j != base_joint or not path:
+        raise KinematicsError(f"tip_link: no movable joint between '{base_link}' and '{tip_link}' in {where}")
+    for j in path:
+        if model.nqs[j] != 1 or model.nvs[j] != 1:
+            raise KinematicsError(f"urdf: joint '{model.names[j]}' in {where} has {model.nqs[j]} position coordinates; "
+                                  "only revolute and prismatic joints with limits are supported")
+    return sorted(path)
 
 
 class KinematicChain:
@@ -61,20 +93,8 @@ class KinematicChain:
         import pinocchio as pin
 
         urdf = Path(urdf)
-        if not urdf.is_file():
-            raise KinematicsError(f"{urdf}: URDF not found")
-        full = pin.buildModelFromUrdf(str(urdf))
-        for link in (base_link, tip_link):
-            if not full.existFrame(link):
-                raise KinematicsError(f"{urdf}: no link '{link}'")
-        chain = self._chain_joints(full, full.frames[full.getFrameId(base_link)].parentJoint,
-                                   full.frames[full.getFrameId(tip_link)].parentJoint)
-        if not chain:
-            raise KinematicsError(f"{urdf}: no movable joint between '{base_link}' and '{tip_link}'")
-        for j in chain:
-            if full.nqs[j] != 1 or full.nvs[j] != 1:
-                raise KinematicsError(f"{urdf}: joint '{full.names[j]}' has {full.nqs[j]} position coordinates; "
-                                      "only revolute and prismatic joints with limits are supported")
+        full = urdf_model(urdf)
+        chain = chain_joints(full, base_link, tip_link, str(urdf))
         locked = [j for j in range(1, full.njoints) if j not in chain]
         self.model = pin.buildReducedModel(full, locked, pin.neutral(full)) if locked else full
         self.data = self.model.createData()
@@ -94,20 +114,9 @@ class KinematicChain:
             self.lower = np.maximum(self.lower, np.asarray(lower, dtype=np.float64))
         if upper is not None:
             self.upper = np.minimum(self.upper, np.asarray(upper, dtype=np.float64))
-        self._base = self.model.getFrameId(base_link)
-        self._tip = self.model.getFrameId(tip_link)
+        self._base = self.model.getFrameId(base_link, pin.FrameType.BODY)
+        self._tip = self.model.getFrameId(tip_link, pin.FrameType.BODY)
         self._pin = pin
-
-    @staticmethod
-    def _chain_joints(model, base_joint: int, tip_joint: int) -> list[int]:
-        path = []
-        j = tip_joint
-        while j != base_joint and j != 0:
-            path.append(j)
-            j = model.parents[j]
-        if j != base_joint:
-            return []
-        return sorted(path)
 
     @property
     def dof(self) -> int:
@@ -125,7 +134,7 @@ class KinematicChain:
     def fk(self, q) -> tuple[np.ndarray, np.ndarray]:
         """Tip pose in the base frame: position (m), quaternion (x, y, z, w)."""
         pose = self._tip_in_base(self._to_pin(q))
-        return pose.translation.copy(), matrix_to_quat(pose.rotation)
+        return pose.translation.copy(), Rotation.from_matrix(pose.rotation).as_quat(canonical=True)
 
     def within_limits(self, q, tol: float = 1e-9) -> bool:
         q = np.asarray(q, dtype=np.float64)
@@ -145,7 +154,7 @@ class KinematicChain:
                 return IKResult(np.asarray(q_seed, dtype=np.float64) if q_seed is not None else
                                 (self.lower + self.upper) / 2, False, 0, np.inf, np.inf,
                                 f"target quaternion {list(quaternion)} has no orientation (norm {norm:.3g})")
-            r_target = quat_to_matrix(quaternion)
+            r_target = Rotation.from_quat(quaternion).as_matrix()          # x, y, z, w
         q = np.clip(np.asarray(q_seed if q_seed is not None else (self.lower + self.upper) / 2, dtype=np.float64),
                     self.lower, self.upper)
         q_pin = self._to_pin(q)
@@ -153,8 +162,9 @@ class KinematicChain:
         dim = 3 if position_only else 6
         for it in range(max_iterations + 1):
             pose = self._tip_in_base(q_pin)
+            tip_to_target = pose.actInv(target)
             pos_err = float(np.linalg.norm(p_target - pose.translation))
-            rot_err = 0.0 if position_only else rotation_angle(pose.rotation, r_target)
+            rot_err = 0.0 if position_only else float(np.linalg.norm(pin.log3(tip_to_target.rotation)))
             if pos_err <= tol_position and rot_err <= tol_orientation:
                 return IKResult(q_pin[self._idx].copy(), True, it, pos_err, rot_err)
             if it == max_iterations:
@@ -166,7 +176,6 @@ class KinematicChain:
                                                pin.ReferenceFrame.LOCAL_WORLD_ALIGNED)[:3]
                 jac = o_base.rotation.T @ jac
             else:
-                tip_to_target = pose.actInv(target)
                 err = pin.log6(tip_to_target).vector                                  # tip frame
                 jac = pin.computeFrameJacobian(self.model, self.data, q_pin, self._tip, pin.ReferenceFrame.LOCAL)
                 jac = pin.Jlog6(tip_to_target.inverse()) @ jac

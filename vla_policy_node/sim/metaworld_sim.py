@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from .rendering import close_renderer
 
@@ -69,7 +70,6 @@ class MetaWorldSim:
         self.env = None
         self.renderer = None
         self.task = ""
-        self.seed = 0
         self.step_index = 0
         self.success = False
         self.env_state = np.zeros(39)
@@ -93,7 +93,7 @@ class MetaWorldSim:
                 raise ValueError(f"unknown MetaWorld task '{task}': {exc}") from None
             obs, _ = env.reset(seed=int(seed))
         self.close()
-        self.env, self.task, self.seed = env, name.removesuffix("-v3"), int(seed)
+        self.env, self.task = env, name.removesuffix("-v3")
         model = env.unwrapped.model
         missing = [c for c in self.cameras if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, c) < 0]
         if missing:
@@ -148,8 +148,8 @@ class MetaWorldSim:
     def ee_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """Tool centre point position (m) and hand orientation quaternion (x, y, z, w), world frame."""
         u = self.env.unwrapped
-        wxyz = np.asarray(u.data.body("hand").xquat, dtype=np.float64)
-        return np.asarray(u.tcp_center, dtype=np.float64), np.array([wxyz[1], wxyz[2], wxyz[3], wxyz[0]])
+        hand = Rotation.from_quat(u.data.body("hand").xquat, scalar_first=True)     # MuJoCo: w, x, y, z
+        return np.asarray(u.tcp_center, dtype=np.float64), hand.as_quat()
 
     def close(self) -> None:
         close_renderer(self.renderer)

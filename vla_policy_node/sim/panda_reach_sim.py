@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from .rendering import close_renderer
 
@@ -69,26 +70,16 @@ def default_instruction(task: str) -> str:
     return INSTRUCTIONS.get(task, task.replace("-", " "))
 
 
-def urdf_path() -> Path:
-    from ..core.embodiment import config_root
-    return config_root().parent / "urdf" / "panda_arm.urdf"
-
-
 def build_model(urdf: Path | None = None):
-    """Compile the Panda URDF plus links, actuators, table, target and cameras into an MjModel."""
-    import xml.etree.ElementTree as ET
-
+    """Compile the Panda URDF plus links, actuators, table, target and cameras into an MjModel.
+    MuJoCo's own URDF import builds the bodies and joints (a simulation needs an MjSpec, which
+    Pinocchio's model cannot give) and reads the joint ranges and efforts (`actfrcrange`, N m)."""
     import mujoco
 
-    urdf = Path(urdf or urdf_path())
-    text = urdf.read_text()
-    root = ET.fromstring(text)
-    efforts = {j.get("name"): float(j.find("limit").get("effort", "inf"))
-               for j in root.iter("joint") if j.find("limit") is not None}
-    # Keep panda_link8 (a fixed child) as its own body: the flange frame.
-    text = text.replace(f'<robot name="{root.get("name")}">',
-                        f'<robot name="{root.get("name")}"><mujoco><compiler fusestatic="false"/></mujoco>', 1)
-    spec = mujoco.MjSpec.from_string(text)
+    from ..core.embodiment import urdf_file
+
+    spec = mujoco.MjSpec.from_file(str(urdf or urdf_file("panda_arm.urdf")))
+    spec.compiler.fusestatic = False           # keep panda_link8 (a fixed child) as its own body: the flange
     spec.option.timestep = PHYSICS_DT
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
     spec.compiler.inertiafromgeom = mujoco.mjtInertiaFromGeom.mjINERTIAFROMGEOM_TRUE
@@ -112,7 +103,7 @@ def build_model(urdf: Path | None = None):
         joint.armature, joint.damping = 0.1, 1.0
     joints = {j.name: j for j in spec.joints}
     for i, name in enumerate(JOINTS):      # ctrl[i]: position target (rad), ctrl[7 + i]: velocity (rad/s)
-        joints[name].actfrcrange, joints[name].actfrclimited = [-efforts[name], efforts[name]], True
+        joints[name].actfrclimited = True
         act = spec.add_actuator(name=f"{name}_position", target=name, trntype=mujoco.mjtTrn.mjTRN_JOINT)
         act.gaintype, act.biastype = mujoco.mjtGain.mjGAIN_FIXED, mujoco.mjtBias.mjBIAS_AFFINE
         act.gainprm[0] = _KP[i]
@@ -164,7 +155,7 @@ class PandaReachSim:
         self.lower = self.model.jnt_range[[self.model.joint(n).id for n in JOINTS], 0]
         self.upper = self.model.jnt_range[[self.model.joint(n).id for n in JOINTS], 1]
         self.site = self.model.site("flange").id
-        self.task, self.seed = "", 0
+        self.task = ""
         self.step_index, self.success = 0, False
         self.target = np.zeros(3)
 
@@ -196,7 +187,7 @@ class PandaReachSim:
         self.data.ctrl[:7] = q0          # hold the start pose
         self.data.mocap_pos[0] = self.target
         mujoco.mj_forward(self.model, self.data)
-        self.task, self.seed = task, int(seed)
+        self.task = task
         self.step_index, self.success = 0, False
         return self
 
@@ -236,12 +227,9 @@ class PandaReachSim:
         return list(JOINTS), self.data.qpos[self.qadr].copy(), self.data.qvel[self.dadr].copy()
 
     def ee_pose(self) -> tuple[np.ndarray, np.ndarray]:
-        """Flange (panda_link8) position (m) and orientation quaternion (x, y, z, w), base frame."""
-        import mujoco
-
-        wxyz = np.empty(4)
-        mujoco.mju_mat2Quat(wxyz, self.data.site_xmat[self.site])
-        return self.data.site_xpos[self.site].copy(), np.array([wxyz[1], wxyz[2], wxyz[3], wxyz[0]])
+        """Flange (panda_link8) position (m) and orientation quaternion (x, y, z, w; w >= 0), base frame."""
+        rotation = Rotation.from_matrix(self.data.site_xmat[self.site].reshape(3, 3))
+        return self.data.site_xpos[self.site].copy(), rotation.as_quat(canonical=True)
 
     def close(self) -> None:
         close_renderer(self.renderer)

@@ -1,4 +1,5 @@
-"""Executor core: time-indexed queue, sync re-planning, safety gate, holds, e-stop latch, dry-run."""
+"""Executor core: time-indexed queue, sync re-planning, safety gate, holds, e-stop latch, dry-run,
+reaction to the imagination monitor, statistics."""
 
 import numpy as np
 import pytest
@@ -6,6 +7,9 @@ import pytest
 from vla_policy_node.core.action_queue import ActionQueue, Chunk
 from vla_policy_node.core.embodiment import load_robot
 from vla_policy_node.core.executor import ChunkExecutor
+from vla_policy_node.core.executor_stats import ExecutorStats
+from vla_policy_node.core.hold import hold_command
+from vla_policy_node.core.monitor_reaction import MonitorReaction
 from vla_policy_node.core.safety import ChunkRejected, SafetyGate
 
 DT = 0.0125
@@ -142,3 +146,111 @@ def test_chunk_stamped_at_episode_start_accepted_despite_float_rounding(sawyer):
     ex.reset("ep", start_from_clock)
     ex.set_armed(True)
     assert ex.on_chunk(chunk(t0_from_stamp, ramp(), episode="ep"), t0_from_stamp)[0]
+
+
+# ---- holding still (core/hold.py), shared by the executor and the sim bridge --------------------
+
+def test_delta_space_holds_with_a_zero_step_and_keeps_the_gripper():
+    np.testing.assert_array_equal(hold_command("ee_delta", 4, 3, np.array([0.3, -0.2, 0.1, 0.8])), [0, 0, 0, 0.8])
+    np.testing.assert_array_equal(hold_command("ee_delta", 4, 3, None), np.zeros(4))          # no grip yet
+    np.testing.assert_array_equal(hold_command("joint_delta", 2, None, np.array([0.3, 0.8])), np.zeros(2))
+
+
+def test_position_space_holds_the_last_command_else_the_measured_state():
+    last = np.array([0.1, 0.2])
+    held = hold_command("joint_position", 2, None, last, measured=np.array([9.0, 9.0]))
+    np.testing.assert_array_equal(held, last)
+    held[0] = 5.0
+    assert last[0] == 0.1                                       # a copy: the last command is not changed
+    np.testing.assert_array_equal(hold_command("ee_absolute", 2, None, None, np.array([0.4, 0.5])), [0.4, 0.5])
+    assert hold_command("joint_position", 2, None, None) is None
+
+
+def test_executor_holds_through_the_shared_hold():
+    panda = ChunkExecutor(load_robot("panda_ros2_control"), lockstep=False)
+    measured = np.linspace(-0.5, 0.5, panda.dim)
+    np.testing.assert_array_equal(panda.hold_target(measured), measured)      # nothing sent yet
+    panda.last_command = measured + 0.1
+    np.testing.assert_array_equal(panda.hold_target(measured), measured + 0.1)
+
+
+def test_hold_reason_as_the_status_reports_it(sawyer):
+    ex = ChunkExecutor(sawyer, lockstep=True)
+    ex.reset("ep", 0.0)
+    assert ex.hold_reason == "disarmed"
+    ex.set_armed(True)
+    assert ex.hold_reason == ""
+    ex.tick(0.0, 0.0)                                           # nothing queued: asks for a chunk
+    assert ex.hold_reason == "waiting for chunk"
+    ex.emergency_stop(True, False, "operator")
+    assert ex.hold_reason == "e-stop"
+
+
+# ---- reaction to the imagination monitor (core/monitor_reaction.py) -----------------------------
+
+@pytest.fixture
+def executing(sawyer):
+    ex = ChunkExecutor(sawyer, lockstep=False)
+    ex.reset("ep", 0.0)
+    ex.set_armed(True)
+    assert ex.on_chunk(chunk(0.0, ramp(scale=0.01)), 0.0)[0]
+    return ex
+
+
+def test_three_exceeded_frames_in_a_row_replan_once(executing):
+    reaction = MonitorReaction(executing, consecutive=3)
+    assert [reaction.on_verdict("ep", True, "replan", 0.0) for _ in range(3)] == ["", "", "applied"]
+    assert reaction.counts == {"replan": 1, "hold": 0}
+    assert executing.force_request and len(executing.queue) == 8           # replan keeps the plan
+    assert reaction.on_verdict("ep", True, "replan", 0.0) == ""            # the count starts again
+
+
+def test_a_frame_within_the_threshold_resets_the_count(executing):
+    reaction = MonitorReaction(executing, consecutive=3)
+    verdicts = [True, True, False, True, True]
+    assert [reaction.on_verdict("ep", v, "hold", 0.0) for v in verdicts] == [""] * 5
+    assert len(executing.queue) == 8
+    assert reaction.on_verdict("ep", True, "hold", 0.0) == "applied"
+    assert reaction.counts == {"replan": 0, "hold": 1} and len(executing.queue) == 0   # hold drops the plan
+
+
+def test_other_episodes_and_action_none_never_react(executing):
+    reaction = MonitorReaction(executing, consecutive=1)
+    assert reaction.on_verdict("older-episode", True, "hold", 0.0) == ""
+    assert reaction.on_verdict("ep", True, "none", 0.0) == ""
+    assert reaction.counts == {"replan": 0, "hold": 0} and len(executing.queue) == 8
+
+
+def test_dry_run_and_disarmed_executors_do_not_act(sawyer):
+    dry = ChunkExecutor(sawyer, lockstep=False, dry_run=True)
+    dry.reset("ep", 0.0)
+    dry.set_armed(True)
+    dry.on_chunk(chunk(0.0, ramp(scale=0.01)), 0.0)
+    reaction = MonitorReaction(dry, consecutive=2)
+    assert [reaction.on_verdict("ep", True, "hold", 0.0) for _ in range(2)] == ["", "dry_run"]
+    assert len(dry.queue) == 8 and not dry.force_request and reaction.counts["hold"] == 0
+    disarmed = ChunkExecutor(sawyer, lockstep=False)
+    disarmed.reset("ep", 0.0)
+    assert MonitorReaction(disarmed, consecutive=1).on_verdict("ep", True, "replan", 0.0) == ""
+    with pytest.raises(ValueError, match="monitor_consecutive must be >= 1, got 0"):
+        MonitorReaction(dry, consecutive=0)
+
+
+# ---- statistics for the stats_file (core/executor_stats.py) -------------------------------------
+
+def test_stats_log_commands_and_loop_timing(executing):
+    stats = ExecutorStats()
+    result = executing.tick(0.0, 0.0)
+    stats.on_command(0.0, result.command, result.executed, result.hold_reason)
+    stats.on_command(DT, np.array([0.0, 0.0, 0.0, 0.25]), None, "waiting for chunk")
+    for k in range(5):
+        stats.on_tick(k * DT + (0.001 if k == 2 else 0.0))               # one tick 1 ms late
+    stats.on_lateness(0.002)
+    out = stats.summary(executing, {"replan": 1, "hold": 0}, 2, 3, None, 0)
+    assert out["commands"][0][2:] == (1, 0, 1, "")                        # chunk 1, index 0, one source
+    assert out["commands"][1] == (round(DT, 6), [0.0, 0.0, 0.0, 0.25], -1, -1, 0, "waiting for chunk")
+    assert out["loop_jitter_ms"]["ticks"] == 5 and out["loop_jitter_ms"]["p99"] == pytest.approx(1.0, abs=0.05)
+    assert out["deadline_lateness_ms"]["p50"] == pytest.approx(2.0)
+    assert (out["lockstep"], out["control_dt"], out["counters"]["commands_sent"]) == (False, DT, 1)
+    assert (out["monitor_reactions"], out["commands_resent"], out["request_retries"]) == ({"replan": 1, "hold": 0},
+                                                                                         2, 3)

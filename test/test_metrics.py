@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from vla_policy_node.evaluation.metrics import action_errors, auroc, correlation, gripper_accuracy, psnr, ssim
+from vla_policy_node.core.metrics import action_errors, auroc, correlation, gripper_accuracy, psnr, ssim
 
 
 def _scene(size: int) -> np.ndarray:

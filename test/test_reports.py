@@ -73,9 +73,10 @@ def test_report_files_and_json_rows(first_run):
     assert "real_frames" not in row and "imagined_frames" not in row
     assert len(row["divergence"]["series"]) == 5
     md = (out / "report.md").read_text()
-    for text in ("videovla on metaworld_sawyer", "| door-open | 2 | 0.500", "## Extra figures", "a note for the reader",
+    for text in ("videovla on metaworld_sawyer", "## Extra figures", "a note for the reader",
                  "door-open_s2", "plots/latency_histogram.png", "videos/drawer-open_s1.mp4"):
         assert text in md
+    assert "| door-open | 2 | 0.500 |" in " ".join(md.split())          # table cells, padding aside
 
 
 def test_report_rows_lead_training_to_their_bags(first_run):
@@ -163,22 +164,68 @@ def test_index_gains_one_row_per_run(first_run):
     assert len(rows) == 2 and rows[1]["success_rate"] == 1.0
 
 
-def test_closed_loop_records_keep_their_report_fields(tmp_path):
-    """The closed-loop evaluator's records convert without losing what core/report.py wrote."""
-    from vla_policy_node.core.report import EpisodeRecord as ClosedLoopRecord
-    from vla_policy_node.core.report import write_report
-    from vla_policy_node.evaluation.reports import from_closed_loop_record
+# ---- the evaluator's run description (evaluation/closed_loop_report.py) --------------------------
 
-    records = [ClosedLoopRecord("door-open", 3, "open the door", True, 120, 1.5, 12.0, "success", "bags/door-open_s3"),
-               ClosedLoopRecord("door-open", 4, "open the door", False, 300, 3.75, 30.0, "step_limit", "")]
-    meta = {"policy": {"backend": "oracle"}, "robot": "r"}
-    old = json.loads(write_report(tmp_path / "old", records, meta).read_text())
-    paths = write_run_report(tmp_path / "new", meta,
-                             [from_closed_loop_record(r, latencies_ms=[12.0, 14.0]) for r in records])
-    new = json.loads(paths["report_json"].read_text())
-    for key in ("episodes", "successes", "success_rate"):
-        assert new["summary"][key] == old["summary"][key]
-    assert new["summary"]["per_task"]["door-open"]["mean_steps_to_success"] == 120
-    for old_row, new_row in zip(old["episodes"], new["episodes"]):
-        assert {k: new_row[k] for k in old_row} == old_row            # every field of the old rows, same values
-    assert new["episodes"][0]["time_to_success_s"] == 1.5 and new["episodes"][1]["time_to_success_s"] is None
+def _closed_loop_episode(name: str, success: bool, replay: dict | None = None):
+    """An episode as the evaluator ends it: tracker (3 steps from t=2 s), log (two compared frames)."""
+    from vla_policy_node.core.episode_log import EpisodeLog
+    from vla_policy_node.evaluation.closed_loop_report import episode_record, monitor_row
+    from vla_policy_node.evaluation.episode_tracker import EpisodeTracker
+
+    tracker, log = EpisodeTracker(2.0), EpisodeLog(2.0)
+    tracker.on_success(False)
+    for k in (1, 2, 3):
+        tracker.on_env_state(2.0 + k * DT, k)
+    tracker.on_success(success)
+    divergence = (0.05, 0.1) if success else (0.3, 0.4)
+    for k, d in enumerate(divergence):
+        log.add_divergence(2.0 + (k + 1) * DT, 30.0 - 10 * d, 1.0 - d, d, d > 0.2, "replan")
+    log.latencies_ms += [20.0, 30.0]
+    record = episode_record(name, "door-open", 100, "open the door", tracker, log, "success" if success else "timeout",
+                            "", 4.0, DT, extra=None if replay is None else {"replay": replay})
+    return record, monitor_row(record.success, log)
+
+
+def test_closed_loop_episode_record_and_run_description():
+    from vla_policy_node.core.progress import StageThresholds
+    from vla_policy_node.evaluation.closed_loop_report import EvaluationProtocol, run_description
+
+    (ok, ok_row), (failed, failed_row) = _closed_loop_episode("a", True), _closed_loop_episode("b", False)
+    assert (ok.steps, ok.time_to_success_s, ok.progress_score) == (3, pytest.approx(3 * DT), 1.0)
+    assert failed.time_to_success_s is None and failed.progress_score == 0.0
+    assert ok.extra["duration_s"] == round(3 * DT, 4) and ok.extra["divergence_exceeded"] == 0
+    assert failed.extra["divergence_exceeded"] == 2 and failed.extra["monitor_actions"] == {"replan": 2}
+    assert failed_row == {"success": False, "divergence": [0.3, 0.4], "times": pytest.approx([DT, 2 * DT]),
+                          "psnr": [27.0, 26.0], "ssim": pytest.approx([0.7, 0.6])}
+    protocol = EvaluationProtocol("closed_loop", True, 90.0, ["door-open"], [5, 100], 300, 100, "warn", False,
+                                  StageThresholds())
+    run = run_description(protocol, {"executor": True}, [ok_row, failed_row], [ok, failed], "videovla",
+                          "metaworld_sawyer", "sim_demo", ["/clock"], replay_bag="never used in closed loop")
+    assert list(run) == ["mode", "policy", "robot", "graph", "protocol", "recorded_topics", "summary",
+                         "index_metrics", "notes", "tables"]
+    assert run["summary"]["monitor"]["failure_auroc"]["max_divergence"] == 1.0
+    assert run["index_metrics"] == {"divergence_auroc_max": 1.0, "imagined_psnr_db": pytest.approx(27.875),
+                                    "progress_score_mean": 0.5}
+    assert run["notes"][0].startswith("imagination monitor: divergence = 1 - SSIM")
+    assert run["notes"][1].startswith("seeds [5] are below min_eval_seed=100")
+    assert list(run["tables"]) == ["Imagination monitor"] and "replay_bag" not in run["summary"]
+
+
+def test_replay_run_description_scores_the_dry_run_commands():
+    from vla_policy_node.core.progress import StageThresholds
+    from vla_policy_node.evaluation.closed_loop_report import EvaluationProtocol, run_description
+
+    score = {"matched": 40, "commanded": 44, "recorded": 50, "coverage": 0.8, "l1": 0.02, "l2": 0.03,
+             "per_dim_l1": {"dx": 0.01, "grip": 0.05}}
+    record, row = _closed_loop_episode("door-open_s100", True, replay=score)
+    protocol = EvaluationProtocol("replay", True, 90.0, [], [], 300, 100, "warn", True, StageThresholds())
+    run = run_description(protocol, {}, [], [record], "videovla", "metaworld_sawyer", "replay", [], "bags/x")
+    assert run["notes"] == ["imagination monitor: no imagined frame met a real frame (the backend does not "
+                            "imagine, or policy.decode_imagined is false, or no imagination_monitor node ran)"]
+    assert {k: run["summary"][k] for k in ("replay_action_l1", "replay_commands_matched", "replay_coverage",
+                                           "replay_bag")} == {"replay_action_l1": 0.02, "replay_commands_matched": 40,
+                                                              "replay_coverage": 0.8, "replay_bag": "bags/x"}
+    assert run["index_metrics"]["action_l1"] == 0.02
+    table = run["tables"]["Replay: dry-run commands vs recorded commands (L1 per dimension)"]
+    assert table == [{"episode": "door-open_s100", "L1 dx": 0.01, "L1 grip": 0.05, "L1 all": 0.02, "matched": 40,
+                      "recorded": 50}]

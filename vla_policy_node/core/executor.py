@@ -25,6 +25,7 @@ import numpy as np
 
 from .action_queue import ActionQueue, Chunk, QueuedAction
 from .embodiment import ExecutorConfig
+from .hold import hold_command
 from .latency import LatencyEstimator
 from .motion_limiter import POSITION_SPACES, MotionLimiter
 from .safety import ChunkRejected, SafetyGate
@@ -132,6 +133,16 @@ class ChunkExecutor:
             self.estop, self.estop_reason = False, ""
             return True, "e-stop cleared; arm again to actuate"
         return False, "e-stop stays latched: send clear=true to release it"
+
+    @property
+    def hold_reason(self) -> str:
+        """Why the robot holds still, as ExecutorStatus reports it: "e-stop", "disarmed",
+        "waiting for chunk", or "" (executing)."""
+        if self.estop:
+            return "e-stop"
+        if not self.armed:
+            return "disarmed"
+        return "waiting for chunk" if self.awaiting_chunk else ""
 
     def replan(self, now: float, drop_plan: bool = False) -> bool:
         """Ask for a new chunk at the next tick (e.g. the imagined future diverged from the real
@@ -250,15 +261,8 @@ class ChunkExecutor:
         return result
 
     def hold_target(self, measured: np.ndarray | None) -> np.ndarray | None:
-        """The command that keeps the robot still (before smoothing)."""
-        if self.space not in POSITION_SPACES:
-            cmd = np.zeros(self.dim)
-            if self.gripper_index is not None and self.last_command is not None:
-                cmd[self.gripper_index] = self.last_command[self.gripper_index]  # keep the grasp
-            return cmd
-        if self.last_command is not None:
-            return self.last_command.copy()
-        return None if measured is None else np.asarray(measured, dtype=np.float64)
+        """The command that keeps the robot still (before smoothing), core/hold.py."""
+        return hold_command(self.space, self.dim, self.gripper_index, self.last_command, measured)
 
     def _hold(self, reason: str, measured=None, measured_ee=None) -> TickResult:
         if self.lockstep and reason in ("disarmed", "e-stop"):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..evaluation.metrics import psnr, ssim
+from .metrics import psnr, ssim
 from .images import to_model_input
 
 ACTIONS = ("none", "replan", "hold")

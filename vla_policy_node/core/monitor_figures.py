@@ -5,7 +5,8 @@ Two questions, on the episodes whose imagined frames met real ones:
   episode) as a score for failure (label 1 = failed). 0.5 is chance; nan with one outcome only.
   Failed episodes run to the step limit while successful ones stop early, so the whole-episode
   figure mixes imagination with episode length; `failure_auroc_common_window` scores every
-  episode on the same span only (its first `window_s` seconds: the shortest episode's).
+  episode on the same early span only: its first `window_s` seconds (default: the shortest
+  episode's span), an early warning that episode length cannot inform.
 - VideoVLA's claim that imagination quality goes with task success: Pearson (point-biserial) and
   Spearman correlation of the per-episode mean PSNR / SSIM with success (1/0).
 """
@@ -16,13 +17,14 @@ import math
 
 import numpy as np
 
-from ..evaluation.metrics import auroc, correlation
+from .metrics import auroc, correlation
 
 
-def monitor_figures(episodes: list[dict]) -> dict:
+def monitor_figures(episodes: list[dict], window_s: float | None = None) -> dict:
     """episodes: one dict per episode with success (bool), divergence (list of values), times
     (s from the episode start of each divergence value), psnr and ssim (lists of values, PSNR in
-    dB; +inf entries are left out of means)."""
+    dB; +inf entries are left out of means). window_s: the early window (s) of the common-window
+    AUROC; None: the shortest episode's span."""
     scored = [e for e in episodes if len(e["divergence"])]
     failed = [int(not e["success"]) for e in scored]
     success = [float(e["success"]) for e in scored]
@@ -33,8 +35,9 @@ def monitor_figures(episodes: list[dict]) -> dict:
         values = [v for v in values if math.isfinite(v)]
         return float(np.mean(values)) if values else math.nan
 
-    window_s = min(max(e["times"]) for e in scored) if scored else math.nan
-    early = [[v for t, v in zip(e["times"], e["divergence"]) if t <= window_s] for e in scored]
+    if window_s is None:
+        window_s = min(max(e["times"]) for e in scored) if scored else math.nan
+    early = [[v for t, v in zip(e["times"], e["divergence"]) if t <= window_s] or [math.nan] for e in scored]
     psnr = [finite_mean(e["psnr"]) for e in scored]
     ssim = [finite_mean(e["ssim"]) for e in scored]
     return {"episodes": len(scored), "failures": int(sum(failed)),

@@ -9,9 +9,9 @@ One writer for closed-loop and offline runs. `write_run_report` lays out
     <out_dir>/videos/<name>.mp4  real frame left, imagined frame for that time right
     <index_dir>/index.json, index.md   one row per run, so checkpoints or executor modes compare side by side
 
-report.json keeps the layout of `core/report.py` (run description at the top level, `summary` with
-episodes / successes / success_rate / per_task, `episodes` rows with task, seed, success, steps,
-instruction, bag), so `data.dataset.load_dataset` and existing readers work on it unchanged.
+report.json holds the run description at the top level, `summary` with episodes / successes /
+success_rate / per_task, and `episodes` rows with task, seed, success, steps, instruction, bag:
+what `data.dataset.load_dataset` reads to train on an evaluator's output.
 
 Keys of `summary` (the caller's run description) the writer understands, all optional:
     policy: {backend, checkpoint}, robot, mode (closed_loop | offline), executor: {mode}
@@ -36,8 +36,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tabulate import tabulate
 
-from .metrics import auroc, correlation
+from ..core.metrics import auroc, correlation
 
 VIDEO_PANEL_PX = 256          # small frames are up-scaled to at least this height per panel
 VIDEO_MAX_FPS = 20.0          # playback rate cap: 80 Hz control-rate frames play slowed down
@@ -72,19 +73,6 @@ class EpisodeRecord:
     bag: str = ""
     reason: str = ""                                # success | step_limit | timeout | error: ... | recorded
     extra: dict = field(default_factory=dict)       # more per-episode figures, copied into the row
-
-
-def from_closed_loop_record(record, **fields) -> EpisodeRecord:
-    """A `core.report.EpisodeRecord` of the closed-loop evaluator as a run-report record; `fields`
-    add what the closed loop measured besides (latencies_ms, divergence, frames, ...)."""
-    values = dict(name=f"{record.task}_s{record.seed}", task=record.task, seed=record.seed,
-                  success=record.success, steps=record.steps,
-                  time_to_success_s=record.duration_s if record.success else None,
-                  progress_score=1.0 if record.success else math.nan, instruction=record.instruction,
-                  bag=record.bag, reason=record.reason,
-                  extra={"duration_s": record.duration_s, "wall_time_s": record.wall_time_s})
-    values.update(fields)
-    return EpisodeRecord(**values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,16 +321,13 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def markdown_table(rows: Sequence[dict]) -> list[str]:
-    """Rows of dicts -> markdown table lines (columns = union of keys, in first-seen order)."""
+    """Rows of dicts -> GitHub markdown table lines (columns = union of keys, in first-seen order;
+    cells formatted by `_fmt`, a "|" inside a cell shown as "/")."""
     if not rows:
         return ["(none)"]
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(_fmt(row.get(c)).replace("|", "/") for c in columns) + " |")
-    return lines
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    cells = [[_fmt(row.get(c)).replace("|", "/") for c in columns] for row in rows]
+    return tabulate(cells, headers=columns, tablefmt="github", disable_numparse=True).splitlines()
 
 
 def render_markdown(report: dict, skipped_plots: dict[str, str], plots: dict[str, Path],

@@ -17,11 +17,12 @@ Both modes keep, per episode, the imagination monitor's divergence series, the i
 and real camera frames (subsampled), chunk latencies and a stage progress score, and write
 report.json / report.md / plots / videos through evaluation.reports.write_run_report, with the
 monitor figures (failure AUROC of divergence, image quality vs success) in summary.monitor.
+The scoring lives in evaluation/ (episode_tracker, replay_scoring, closed_loop_report); this node
+calls services, follows topics and records bags.
 """
 
 from __future__ import annotations
 
-import math
 import shutil
 import threading
 import time
@@ -42,12 +43,12 @@ from vla_msgs.srv import ResetEpisode, SetArmed, SetInstruction
 
 from ..core import images
 from ..core.episode_log import EpisodeLog
-from ..core.monitor_figures import monitor_figures
-from ..core.progress import STAGES, StageThresholds, StageTracker
-from ..core.protocol import check_training_seeds, resolve_seeds, training_seeds
-from ..core.replay import match_commands
+from ..core.progress import StageThresholds, StageTracker
+from ..core.protocol import check_training_seeds, resolve_seeds
 from ..data.bags import BagWriter, make_typestore
-from ..evaluation.metrics import action_errors
+from ..evaluation.closed_loop_report import EvaluationProtocol, episode_record, monitor_row, run_description
+from ..evaluation.episode_tracker import EpisodeTracker
+from ..evaluation.replay_scoring import replay_score
 from ..evaluation.reports import EpisodeRecord, write_run_report
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, load_robot_or_exit, message_class,
                      run_node, to_sec)
@@ -55,56 +56,6 @@ from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, lo
 RECORD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
 # Every command of a replayed episode is scored: deep enough that none is dropped while a callback runs.
 COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-MODES = ("closed_loop", "replay")
-METAWORLD_STATE_DIM = 39       # stage progress reads MetaWorld's observation layout (core/progress.py)
-
-
-class EpisodeTracker:
-    """Success, step count and stage progress of the running episode, from the simulator's topics.
-
-    The simulator publishes success=False on reset and the topic is ordered, so a True counts
-    only after the first False of this episode. `success_stamp` is the simulator time of the last
-    state before the first success (s, the graph's clock)."""
-
-    def __init__(self, start: float, stages: StageTracker | None = None):
-        self.start = start
-        self.steps = 0
-        self.last_stamp = start
-        self.success = False
-        self.success_stamp: float | None = None
-        self.stages = stages
-        self._flag = False
-        self._env_state = None
-        self._seen_reset = False
-        self.changed = threading.Event()
-
-    def on_env_state(self, stamp: float, step: int, values=None) -> None:
-        if stamp >= self.start - 1e-9:
-            self.steps, self.last_stamp = max(self.steps, step), max(self.last_stamp, stamp)
-            if self.stages is not None and values is not None and len(values) == METAWORLD_STATE_DIM:
-                self._env_state = values
-                self.stages.update(values, self._flag)
-            self.changed.set()
-
-    def on_success(self, value: bool) -> None:
-        if not value:
-            self._seen_reset = True
-        elif self._seen_reset and not self.success:
-            self.success, self.success_stamp = True, self.last_stamp
-            self.changed.set()
-        self._flag = bool(value) and self._seen_reset
-        if self.stages is not None and self._env_state is not None:
-            self.stages.update(self._env_state, self._flag)
-
-    @property
-    def staged(self) -> bool:
-        """Stage progress was measured (a MetaWorld state was seen)."""
-        return self.stages is not None and self._env_state is not None
-
-    @property
-    def progress_score(self) -> float:
-        """Stage progress score (core/progress.py); without stages 1 for success, else 0."""
-        return self.stages.score if self.staged else float(self.success)
 
 
 class EvaluatorNode(Node):
@@ -112,35 +63,37 @@ class EvaluatorNode(Node):
         super().__init__("evaluator", **kwargs)
         p = self.declare_parameter
         self.robot = load_robot_or_exit(self, p("robot", "metaworld_sawyer").value)
-        self.tasks = list(p("tasks", ["button-press", "drawer-open", "window-open"]).value)
-        self.seeds = [int(s) for s in p("seeds", [100, 101, 102]).value]
-        self.max_steps = int(p("max_steps", 300).value)
-        self.episode_timeout_s = float(p("episode_timeout_s", 120.0).value)
+        tasks = list(p("tasks", ["button-press", "drawer-open", "window-open"]).value)
+        seeds = [int(s) for s in p("seeds", [100, 101, 102]).value]
+        max_steps = int(p("max_steps", 300).value)
+        episode_timeout_s = float(p("episode_timeout_s", 120.0).value)
         self.output_dir = Path(p("output_dir", "artifacts/demo").value)
         self.record = bool(p("record", True).value)
         self.record_topics = list(p("record_topics", [""]).value)
         self.bag_storage = p("bag_storage", "sqlite3").value
         self.graph_name = p("graph", "").value
-        self.lockstep = bool(p("lockstep", True).value)
-        self.mode = p("mode", "closed_loop").value
-        self.episodes_per_task = int(p("episodes_per_task", 0).value)
-        self.min_eval_seed = int(p("min_eval_seed", 100).value)
-        self.training_seed_policy = p("training_seeds", "warn").value
+        lockstep = bool(p("lockstep", True).value)
+        mode = p("mode", "closed_loop").value
+        episodes_per_task = int(p("episodes_per_task", 0).value)
+        min_eval_seed = int(p("min_eval_seed", 100).value)
+        training_seed_policy = p("training_seeds", "warn").value
         self.lockstep_nodes = [n for n in p("lockstep_nodes", ["sim_bridge", "executor"]).value if n]
-        self.stage_progress = bool(p("stage_progress", True).value)
+        stage_progress = bool(p("stage_progress", True).value)
         self.max_video_frames = int(p("max_video_frames", 80).value)
         self.video_frame_stride = int(p("video_frame_stride", 2).value)
         self.max_imagined_chunks = int(p("max_imagined_chunks", 80).value)
         self.replay_settle_s = float(p("replay_settle_s", 1.0).value)
         self.index_dir = p("index_dir", "").value or None
         try:
-            if self.mode not in MODES:
-                raise ValueError(f"parameter mode: '{self.mode}' unknown; use one of {', '.join(MODES)}")
-            self.stage_thresholds = StageThresholds(float(p("approach_radius_m", 0.12).value),
-                                                    float(p("approach_release_m", 0.15).value),
-                                                    float(p("contact_displacement_m", 0.01).value))
-            if self.mode == "closed_loop":
-                self.seeds = resolve_seeds(self.seeds, self.episodes_per_task)
+            thresholds = StageThresholds(float(p("approach_radius_m", 0.12).value),
+                                         float(p("approach_release_m", 0.15).value),
+                                         float(p("contact_displacement_m", 0.01).value))
+            self.protocol = EvaluationProtocol(
+                mode=mode, lockstep=lockstep, episode_timeout_s=episode_timeout_s, tasks=tasks,
+                seeds=resolve_seeds(seeds, episodes_per_task) if mode == "closed_loop" else seeds,
+                max_steps=max_steps, min_eval_seed=min_eval_seed, training_seeds=training_seed_policy,
+                stage_progress=stage_progress, stage_thresholds=thresholds,
+                early_window_s=float(p("early_window_s", 1.0).value) or None)
         except ValueError as exc:
             self.get_logger().fatal(str(exc))
             raise SystemExit(2) from None
@@ -179,7 +132,7 @@ class EvaluatorNode(Node):
         self.create_subscription(ImaginedFuture, TOPICS["imagined"], self.on_imagined, RELIABLE_QOS)
         self.create_subscription(ActionChunk, TOPICS["action_chunk"], self.on_chunk, RELIABLE_QOS)
         self.create_subscription(Image, self.camera.topic, self.on_image, SENSOR_QOS)
-        if self.mode == "replay":
+        if self.protocol.mode == "replay":
             self.create_subscription(ActionCommand, TOPICS["dry_run_command"],
                                      lambda m: self.on_command(self.commanded, m), COMMAND_QOS)
             if cfg.output.contract == "sim":
@@ -336,14 +289,14 @@ class EvaluatorNode(Node):
             seen[node_name] = value
             if value is None:
                 self.get_logger().warning(f"parameter lockstep: node '{node_name}' did not answer; not checked")
-            elif bool(value) != self.lockstep:
-                flag = "true" if self.lockstep else "false"
-                raise ValueError(f"parameter lockstep: evaluator has {self.lockstep}, node '{node_name}' runs "
+            elif bool(value) != self.protocol.lockstep:
+                flag = "true" if self.protocol.lockstep else "false"
+                raise ValueError(f"parameter lockstep: evaluator has {self.protocol.lockstep}, node '{node_name}' runs "
                                  f"lockstep={value}; set them together, e.g. --set {node_name}.lockstep:={flag}")
         return seen
 
     def begin_episode(self, episode_id: str, start: float) -> EpisodeTracker:
-        stages = StageTracker(self.stage_thresholds) if self.stage_progress else None
+        stages = StageTracker(self.protocol.stage_thresholds) if self.protocol.stage_progress else None
         tracker = EpisodeTracker(start, stages)
         self.log = EpisodeLog(start, self.max_video_frames, self.video_frame_stride, self.max_imagined_chunks)
         self.episode_id = episode_id
@@ -355,23 +308,10 @@ class EvaluatorNode(Node):
                     extra: dict | None = None) -> EpisodeRecord:
         """Close the episode's log and build its report record (success/steps default to the tracker's)."""
         log, self.log = self.log, None
-        success = tracker.success if success is None else success
-        steps = tracker.steps if steps is None else steps
-        start = tracker.start
-        quality = log.quality()
-        row = {"duration_s": round(tracker.last_stamp - start, 4), "wall_time_s": round(wall_s, 3), **quality}
-        if tracker.staged:
-            row["stages"] = tracker.stages.summary()["stages"]
-        row.update(extra or {})
-        self.monitor_rows.append({"success": success, "divergence": [v for _, v in log.divergence],
-                                  "times": [t for t, _ in log.divergence], "psnr": log.psnr, "ssim": log.ssim})
-        return EpisodeRecord(
-            name=name, task=task, seed=seed, success=success, steps=steps,
-            time_to_success_s=None if tracker.success_stamp is None else round(tracker.success_stamp - start, 4),
-            progress_score=tracker.progress_score, latencies_ms=list(log.latencies_ms),
-            divergence=list(log.divergence), real_frames=log.frames, imagined_frames=list(log.imagined.items),
-            frame_times_s=log.frame_times_s, frame_dt_s=self.robot.config.action.dt,
-            imagined_offsets_s=log.imagined_offsets_s, instruction=instruction, bag=bag, reason=reason, extra=row)
+        record = episode_record(name, task, seed, instruction, tracker, log, reason, bag, wall_s,
+                                self.robot.config.action.dt, success, steps, extra)
+        self.monitor_rows.append(monitor_row(record.success, log))
+        return record
 
     def publish_result(self, episode_id: str, record: EpisodeRecord) -> None:
         result = EpisodeResult(episode_id=episode_id, task=record.task, instruction=record.instruction,
@@ -400,13 +340,13 @@ class EvaluatorNode(Node):
         tracker = self.begin_episode(episode_id, start)
         self.call("set_armed", SetArmed.Request(armed=True))
         reason = "timeout"
-        while time.monotonic() - wall_start < self.episode_timeout_s:
+        while time.monotonic() - wall_start < self.protocol.episode_timeout_s:
             tracker.changed.wait(0.5)
             tracker.changed.clear()
             if tracker.success:
                 reason = "success"
                 break
-            if tracker.steps >= self.max_steps:
+            if tracker.steps >= self.protocol.max_steps:
                 reason = "step_limit"
                 break
         self.call("set_armed", SetArmed.Request(armed=False))
@@ -428,21 +368,6 @@ class EvaluatorNode(Node):
         now = self.replay_state.reason if self.replay_state is not None else "nothing received"
         raise RuntimeError(f"{TOPICS['replay_episode']}: replay not {' or '.join(reasons)} after {timeout_s:.0f} s "
                            f"({now}); is a replay node running?")
-
-    def replay_score(self) -> dict:
-        """L1 (and L2) per action dimension of the dry-run commands against the recorded commands."""
-        names = list(self.robot.config.action.names)
-        times, pred, target = match_commands(self.commanded, self.recorded_commands, 0.5 * self.robot.config.action.dt)
-        recorded = len({round(t, 6) for t, _ in self.recorded_commands})
-        commanded = len({round(t, 6) for t, _ in self.commanded})
-        score = {"matched": len(times), "commanded": commanded, "recorded": recorded,
-                 "coverage": len(times) / recorded if recorded else math.nan}
-        if len(times) == 0:
-            return {**score, "l1": math.nan, "l2": math.nan, "per_dim_l1": {n: math.nan for n in names}}
-        errors = action_errors(pred[:, None, :], target[:, None, :], names=names)
-        return {**score, "l1": errors["l1"], "l2": errors["l2"],
-                "per_dim_l1": {n: v["l1"] for n, v in errors["per_dim"].items()},
-                "per_dim_l2": {n: v["l2"] for n, v in errors["per_dim"].items()}}
 
     def run_replay(self) -> EpisodeRecord:
         """One recorded episode through the live graph, scored against the recording."""
@@ -473,12 +398,13 @@ class EvaluatorNode(Node):
         future = self.replay_start.call_async(Trigger.Request())
         future.add_done_callback(lambda _: done.set())
         done.wait(10.0)
-        finished = self.wait_replay(("finished",), self.episode_timeout_s)
+        finished = self.wait_replay(("finished",), self.protocol.episode_timeout_s)
         time.sleep(self.replay_settle_s)             # the graph answers the last recorded states
         self.call("set_armed", SetArmed.Request(armed=False))
         self.collect_commands = False
         self.close_bag()
-        score = self.replay_score()
+        score = replay_score(self.commanded, self.recorded_commands, list(self.robot.config.action.names),
+                             self.robot.config.action.dt)
         self.get_logger().info(f"replay {episode_id}: action L1 {score['l1']:.4f} over {score['matched']} commands "
                                f"({score['commanded']} commanded, {score['recorded']} recorded)")
         record = self.end_episode(episode_id, task, seed, instruction, tracker, "recorded", bag,
@@ -488,72 +414,11 @@ class EvaluatorNode(Node):
         return record
 
     # ---- the run ------------------------------------------------------------------------
-    def protocol(self, lockstep_seen: dict) -> dict:
-        t = self.stage_thresholds
-        out = {"mode": self.mode, "time": "lockstep" if self.lockstep else "free_running", "lockstep": self.lockstep,
-               "lockstep_of_nodes": lockstep_seen, "episode_timeout_s": self.episode_timeout_s}
-        if self.mode == "closed_loop":
-            used = training_seeds(self.seeds, self.min_eval_seed)
-            out.update({"tasks": self.tasks, "seeds": self.seeds, "episodes_per_task": len(self.seeds),
-                        "max_steps": self.max_steps, "min_eval_seed": self.min_eval_seed,
-                        "training_seeds": self.training_seed_policy, "training_seeds_used": used,
-                        "held_out": not used})
-        out["progress"] = {"stages": list(STAGES) if self.stage_progress else [],
-                           "approach_radius_m": t.approach_radius_m, "approach_release_m": t.approach_release_m,
-                           "contact_displacement_m": t.contact_displacement_m,
-                           "score": "mean over stages: 1 first try, 0.5 after a retry, 0 not reached"
-                           if self.stage_progress else "1 success, 0 failure"}
-        return out
-
     def write_report(self, episodes: list[EpisodeRecord], lockstep_seen: dict) -> None:
-        monitor = monitor_figures(self.monitor_rows)
-        notes = []
-        if not monitor["episodes"]:
-            notes.append("imagination monitor: no imagined frame met a real frame (the backend does not imagine, "
-                         "or policy.decode_imagined is false, or no imagination_monitor node ran)")
-        else:
-            notes.append("imagination monitor: divergence = 1 - SSIM of each imagined frame against the real frame "
-                         "at its time (resized to the imagined resolution); failure AUROC uses the per-episode max "
-                         "and mean divergence (0.5 = chance). Failed episodes run to the step limit, so the "
-                         "whole-episode AUROC also reflects episode length; the common-window AUROC compares every "
-                         "episode over the same first seconds only")
-        protocol = self.protocol(lockstep_seen)
-        if protocol.get("training_seeds_used"):
-            notes.append(f"seeds {protocol['training_seeds_used']} are below min_eval_seed={self.min_eval_seed} "
-                         "(demonstration range): not a held-out evaluation")
-        summary = {"monitor": monitor}
-        index = {"divergence_auroc_max": monitor["failure_auroc"]["max_divergence"],
-                 "imagined_psnr_db": monitor["mean_psnr_db"],
-                 "progress_score_mean": float(np.mean([e.progress_score for e in episodes])) if episodes else None}
-        auc, corr = monitor["failure_auroc"], monitor["quality_success_correlation"]
-        tables = {"Imagination monitor": [{
-            "episodes scored": monitor["episodes"], "failures": monitor["failures"],
-            "frames compared": monitor["compared_frames"], "mean PSNR (dB)": monitor["mean_psnr_db"],
-            "mean SSIM": monitor["mean_ssim"], "failure AUROC (max divergence)": auc["max_divergence"],
-            "failure AUROC (mean divergence)": auc["mean_divergence"],
-            "failure AUROC, first s of every episode": monitor["failure_auroc_common_window"]["window_s"],
-            "... (max divergence)": monitor["failure_auroc_common_window"]["max_divergence"],
-            "... (mean divergence)": monitor["failure_auroc_common_window"]["mean_divergence"],
-            "PSNR vs success (Pearson)": corr["psnr_db"]["pearson"],
-            "SSIM vs success (Pearson)": corr["ssim"]["pearson"]}]}
-        if self.mode == "replay" and episodes:
-            scores = [e.extra["replay"] for e in episodes]
-            summary["replay_action_l1"] = scores[0]["l1"] if len(scores) == 1 else \
-                float(np.nanmean([s["l1"] for s in scores]))
-            summary["replay_commands_matched"] = int(sum(s["matched"] for s in scores))
-            summary["replay_coverage"] = scores[0]["coverage"] if len(scores) == 1 else \
-                float(np.nanmean([s["coverage"] for s in scores]))
-            index["action_l1"] = summary["replay_action_l1"]
-            tables["Replay: dry-run commands vs recorded commands (L1 per dimension)"] = [
-                {"episode": e.name, **{f"L1 {n}": v for n, v in e.extra["replay"]["per_dim_l1"].items()},
-                 "L1 all": e.extra["replay"]["l1"], "matched": e.extra["replay"]["matched"],
-                 "recorded": e.extra["replay"]["recorded"]} for e in episodes]
-            bag = self.remote_parameter("replay", "bag", 2.0)
-            if bag:
-                summary["replay_bag"] = bag
-        run = {"mode": self.mode, "policy": {"backend": self.backend}, "robot": self.robot.name,
-               "graph": self.graph_name, "protocol": protocol, "recorded_topics": self.recorded,
-               "summary": summary, "index_metrics": index, "notes": notes, "tables": tables}
+        replay_bag = self.remote_parameter("replay", "bag", 2.0) \
+            if self.protocol.mode == "replay" and episodes else None
+        run = run_description(self.protocol, lockstep_seen, self.monitor_rows, episodes, self.backend,
+                              self.robot.name, self.graph_name, self.recorded, replay_bag)
         written = write_run_report(self.output_dir, run, episodes, self.index_dir)
         self.get_logger().info(f"report written to {written['report_json']}")
 
@@ -561,8 +426,9 @@ class EvaluatorNode(Node):
         episodes = []
         lockstep_seen = {}
         try:
-            if self.mode == "closed_loop":
-                message = check_training_seeds(self.seeds, self.min_eval_seed, self.training_seed_policy)
+            if self.protocol.mode == "closed_loop":
+                message = check_training_seeds(self.protocol.seeds, self.protocol.min_eval_seed,
+                                               self.protocol.training_seeds)
                 if message:
                     self.get_logger().warning(message)
             lockstep_seen = self.check_time_protocol()
@@ -575,11 +441,11 @@ class EvaluatorNode(Node):
         try:
             if self.record:
                 self.subscribe_recorded_topics()
-            if self.mode == "replay":
+            if self.protocol.mode == "replay":
                 episodes.append(self.run_replay())
             else:
-                for task in self.tasks:
-                    for seed in self.seeds:
+                for task in self.protocol.tasks:
+                    for seed in self.protocol.seeds:
                         episodes.append(self.run_episode(task, seed))
         except Exception as exc:
             self.get_logger().error(f"evaluation aborted: {exc}")

@@ -29,6 +29,8 @@ from vla_msgs.srv import EmergencyStop, ResetEpisode, SetArmed
 
 from ..core.action_queue import Chunk
 from ..core.executor import ChunkExecutor
+from ..core.executor_stats import ExecutorStats
+from ..core.monitor_reaction import MonitorReaction
 from ..core.motion_limiter import POSITION_SPACES
 from ..core.state import StateAssemblyError, assemble_state
 from .command_contracts import CommandPublisher
@@ -51,9 +53,7 @@ class ExecutorNode(Node):
         overrides = {k: v for k, v in overrides.items() if v is not None and v != "" and v != -1.0}
         self.lock = threading.RLock()
         self.stats_file = p("stats_file", "").value
-        self.command_log: list[tuple] = []
-        self.tick_wall_times: list[float] = []
-        self.lateness_s: list[float] = []     # wall-clock loop: wake-up time - deadline
+        self.activity = ExecutorStats()
         try:
             self.core = ChunkExecutor(self.robot, mode=p("mode", "").value or None, lockstep=self.lockstep,
                                       dry_run=bool(p("dry_run", False).value),
@@ -79,9 +79,7 @@ class ExecutorNode(Node):
         self.feedback_pub = self.create_publisher(ExecutionFeedback, TOPICS["feedback"], RELIABLE_QOS)
         self.dry_run_pub = self.create_publisher(ActionCommand, TOPICS["dry_run_command"], RELIABLE_QOS)
         self.create_subscription(ImaginationDivergence, TOPICS["divergence"], self.on_divergence, RELIABLE_QOS)
-        self.monitor_reactions = {"replan": 0, "hold": 0}
-        self.monitor_consecutive = max(1, int(p("monitor_consecutive", 3).value))
-        self.exceeded_run = 0
+        self.monitor_reaction = MonitorReaction(self.core, max(1, int(p("monitor_consecutive", 3).value)))
         self.status_pub = self.create_publisher(ExecutorStatus, TOPICS["executor_status"], LATCHED_QOS)
         self.create_subscription(ActionChunk, TOPICS["action_chunk"], self.on_chunk, RELIABLE_QOS)
         self.create_subscription(JointState, cfg.state.joint_states_topic, self.on_joint_state, RELIABLE_QOS)
@@ -157,23 +155,15 @@ class ExecutorNode(Node):
             self.lockstep_tick()
 
     def on_divergence(self, msg: ImaginationDivergence) -> None:
-        """The imagination monitor saw the world leave the imagined future: react after
-        `monitor_consecutive` exceeded frames in a row (one frame near the threshold flickers)."""
-        if msg.episode_id != self.core.episode_id:
-            return
-        self.exceeded_run = self.exceeded_run + 1 if msg.exceeded else 0
-        if self.exceeded_run < self.monitor_consecutive or msg.action not in ("replan", "hold"):
-            return
-        self.exceeded_run = 0
-        if self.core.dry_run:
-            self.get_logger().info(f"{TOPICS['divergence']}: would {msg.action} (dry run)", throttle_duration_sec=1.0)
-            return
+        """The imagination monitor's verdict on one imagined frame (core/monitor_reaction.py)."""
         with self.lock:
-            if not self.core.replan(self.now(), drop_plan=msg.action == "hold"):
-                return
-        self.monitor_reactions[msg.action] += 1
-        self.get_logger().warning(f"{TOPICS['divergence']}: divergence {msg.divergence:.3f} > {msg.threshold:.3f} "
-                                  f"on chunk {msg.chunk_id}: {msg.action}", throttle_duration_sec=1.0)
+            outcome = self.monitor_reaction.on_verdict(msg.episode_id, msg.exceeded, msg.action, self.now())
+        if outcome == "dry_run":
+            self.get_logger().info(f"{TOPICS['divergence']}: would {msg.action} (dry run)", throttle_duration_sec=1.0)
+        elif outcome == "applied":
+            self.get_logger().warning(f"{TOPICS['divergence']}: divergence {msg.divergence:.3f} > "
+                                      f"{msg.threshold:.3f} on chunk {msg.chunk_id}: {msg.action}",
+                                      throttle_duration_sec=1.0)
 
     def on_reset(self, request, response):
         with self.lock:
@@ -243,8 +233,7 @@ class ExecutorNode(Node):
                 time.sleep(delay)
             elif delay < -period:           # overran by more than a period: skip, do not burst
                 deadline = time.monotonic()
-            if len(self.lateness_s) < 200_000:
-                self.lateness_s.append(time.monotonic() - deadline)
+            self.activity.on_lateness(time.monotonic() - deadline)
             try:
                 self.run_tick(self.now())
             except Exception as exc:  # noqa: BLE001  (a failing tick must not end the loop silently)
@@ -268,9 +257,7 @@ class ExecutorNode(Node):
     def run_tick(self, now: float) -> bool:
         """Run the core for time `now`; publish the command and feedback. True if a command was sent."""
         if self.control_thread is not None:      # loop jitter is a wall-clock figure
-            self.tick_wall_times.append(time.perf_counter())
-            if len(self.tick_wall_times) > 200_000:
-                del self.tick_wall_times[:100_000]
+            self.activity.on_tick(time.perf_counter())
         measured, measured_ee = self.measured() if self.core.space in POSITION_SPACES or \
             self.core.gate.workspace is not None else (None, None)
         with self.lock:
@@ -284,12 +271,7 @@ class ExecutorNode(Node):
             else:
                 self.commands.publish(result.command, now)
             self.last_sent = result.command
-            item = result.executed
-            if len(self.command_log) < 500_000:
-                self.command_log.append((round(now, 6), [round(float(v), 6) for v in result.command],
-                                         -1 if item is None else int(item.chunk_id),
-                                         -1 if item is None else int(item.index),
-                                         0 if item is None else len(item.sources), result.hold_reason))
+            self.activity.on_command(now, result.command, result.executed, result.hold_reason)
         self.ticks_since_feedback += 1
         if result.request_chunk or self.ticks_since_feedback >= self.feedback_every:
             self.publish_feedback(now, result.request_chunk)
@@ -320,27 +302,11 @@ class ExecutorNode(Node):
         self.ticks_since_feedback = 0
 
     def stats(self) -> dict:
-        """Counters, latency, control-loop period jitter and the command log (for benchmarks)."""
-        periods = np.diff(np.asarray(self.tick_wall_times[-100_000:])) if len(self.tick_wall_times) > 2 else []
-        jitter = np.abs(np.asarray(periods) - self.core.control_dt) * 1e3 if len(periods) else np.zeros(0)
-        p50, p95 = self.core.latency_percentiles()
-        late = np.asarray(self.lateness_s) * 1e3
-        return {"mode": self.core.mode, "merge": self.core.settings.merge,
-                "interpolation": self.core.settings.interpolation, "lockstep": self.lockstep,
-                "control_dt": self.core.control_dt, "counters": dict(self.core.counters),
-                "gate": self.core.gate.counters.as_dict(), "queue": {"skipped_stale": self.core.queue.skipped_stale,
-                                                                    "expired": self.core.queue.expired},
-                "latency_s": {"p50": p50, "p95": p95, "samples": len(self.core.latency)},
-                "monitor_reactions": dict(self.monitor_reactions), "commands_resent": self.commands_resent,
-                "request_retries": self.request_retries,
-                "ik": _ik_counters(getattr(self.commands, "ik", None)),
-                "control_thread_priority": self.thread_priority,
-                "loop_jitter_ms": {"p50": float(np.percentile(jitter, 50)) if len(jitter) else None,
-                                   "p99": float(np.percentile(jitter, 99)) if len(jitter) else None,
-                                   "ticks": int(len(jitter) + 1)},
-                "deadline_lateness_ms": {"p50": float(np.percentile(late, 50)) if len(late) else None,
-                                         "p99": float(np.percentile(late, 99)) if len(late) else None},
-                "commands": self.command_log}
+        """Counters, latency, control-loop period jitter and the command log (core/executor_stats.py)."""
+        ik = self.commands.ik
+        return self.activity.summary(self.core, self.monitor_reaction.counts, self.commands_resent,
+                                     self.request_retries, None if ik is None else ik.counters.as_dict(),
+                                     self.thread_priority)
 
     def close(self) -> None:
         self.running = False
@@ -354,11 +320,9 @@ class ExecutorNode(Node):
     def publish_status(self) -> None:
         c, gate = self.core.counters, self.core.gate.counters
         p50, p95 = self.core.latency_percentiles()
-        holding = self.core.estop or not self.core.armed or self.core.awaiting_chunk
-        reason = "e-stop" if self.core.estop else "disarmed" if not self.core.armed else \
-            "waiting for chunk" if self.core.awaiting_chunk else ""
+        reason = self.core.hold_reason
         msg = ExecutorStatus(mode=self.core.mode, contract=self.commands.contract, armed=self.core.armed,
-                             estop=self.core.estop, dry_run=self.core.dry_run, holding=holding,
+                             estop=self.core.estop, dry_run=self.core.dry_run, holding=bool(reason),
                              hold_reason=reason,
                              queue_depth=len(self.core.queue), commands_sent=c["commands_sent"],
                              chunks_received=c["chunks_received"],
@@ -368,17 +332,6 @@ class ExecutorNode(Node):
                              latency_ms_p50=p50 * 1e3, latency_ms_p95=p95 * 1e3)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(msg)
-
-
-def _ik_counters(solver) -> dict | None:
-    """Inverse-kinematics figures of a Cartesian contract that needs joints (None otherwise)."""
-    if solver is None:
-        return None
-    c = solver.counters
-    times = list(c.times_ms)
-    return {"solves": c.solves, "failures": c.failures, "refused": c.refused,
-            "mean_iterations": c.iterations / c.solves if c.solves else None,
-            "p50_ms": float(np.percentile(times, 50)) if times else None}
 
 
 def main(args=None):

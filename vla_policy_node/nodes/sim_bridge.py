@@ -29,7 +29,9 @@ from trajectory_msgs.msg import JointTrajectory
 from vla_msgs.msg import ActionCommand, StateVector
 from vla_msgs.srv import ResetEpisode
 
+from ..core.hold import hold_command
 from ..core.joint_trajectory import JointCommandError, check_times, joint_vector, sample_trajectory
+from ..core.motion_limiter import POSITION_SPACES
 from ..sim import panda_reach_sim
 from ..sim.metaworld_sim import MetaWorldSim, default_instruction
 from .common import (RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit, run_node, to_sec,
@@ -57,7 +59,11 @@ class SimBridgeNode(Node):
         self.cameras = [(c, m) for c, m in zip(cams, mujoco_cameras) if m]   # "": camera not simulated
         width, height = int(p("image_width", 128).value), int(p("image_height", 128).value)
         max_steps = int(p("max_steps", 500).value)
+        self.action = self.robot.config.action
         if self.sim_name == "metaworld":
+            if self.action.space in POSITION_SPACES:
+                raise SystemExit(f"{self.robot.path}: action.space '{self.action.space}': the metaworld simulation "
+                                 "takes a displacement per step (ee_delta), not positions")
             self.sim = MetaWorldSim(mujoco_cameras, width=width, height=height,
                                     flip_vertical=bool(p("flip_vertical", True).value), max_steps=max_steps)
             self.instruction_for = default_instruction
@@ -68,7 +74,8 @@ class SimBridgeNode(Node):
             except ValueError as exc:
                 raise SystemExit(f"parameter mujoco_cameras: {exc}") from None
             self.instruction_for = panda_reach_sim.default_instruction
-        self.action_names = self.robot.config.action.names
+        self.action_names = self.action.names
+        self.gripper_index = self.action.gripper.index if self.action.gripper else None
         self.joint_command_type = self.joint_contract() if self.sim_name == "panda_reach" else None
         self.latest_trajectory = None     # free-running joint contracts: (targets then, start s, times s, points)
 
@@ -239,11 +246,8 @@ class SimBridgeNode(Node):
                  and self.sim_time - self.latest_command_time <= self.command_timeout_s + 1e-9)
         if fresh:
             action = self.latest_command
-        else:  # commands stopped: hold the arm still, keep the last grip
-            action = np.zeros(len(self.action_names))
-            gripper = self.robot.config.action.gripper
-            if self.latest_command is not None and gripper is not None:
-                action[gripper.index] = self.latest_command[gripper.index]
+        else:  # commands stopped: hold still as the executor would (a zero step, the last grip kept)
+            action = hold_command(self.action.space, self.action.dim, self.gripper_index, self.latest_command)
         self.advance(action)
 
     def close(self) -> None:

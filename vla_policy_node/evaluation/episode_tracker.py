@@ -1,0 +1,64 @@
+"""Success, step count and stage progress of the running episode, from the simulator's topics (no rclpy).
+
+The simulator publishes its privileged state (env_state: stamp, step index, values) after every
+step and its success flag, which is False on reset. Stamps are in s on the graph's clock (sim
+time in simulation).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from ..core.progress import StageTracker
+
+METAWORLD_STATE_DIM = 39       # stage progress reads MetaWorld's observation layout (core/progress.py)
+
+
+class EpisodeTracker:
+    """Success, step count and stage progress of one episode that started at `start` (s).
+
+    The success topic is ordered, so a True counts only after the first False of this episode
+    (a True still in flight from the previous episode does not). `success_stamp` is the stamp of
+    the last state before the first success. Stage progress is measured only from MetaWorld's
+    39-D state; `changed` is set on every state or success that concerns this episode."""
+
+    def __init__(self, start: float, stages: StageTracker | None = None):
+        self.start = start
+        self.steps = 0
+        self.last_stamp = start
+        self.success = False
+        self.success_stamp: float | None = None
+        self.stages = stages
+        self._flag = False
+        self._env_state = None
+        self._seen_reset = False
+        self.changed = threading.Event()
+
+    def on_env_state(self, stamp: float, step: int, values=None) -> None:
+        """A simulator state; states stamped before the episode's start are ignored."""
+        if stamp >= self.start - 1e-9:
+            self.steps, self.last_stamp = max(self.steps, step), max(self.last_stamp, stamp)
+            if self.stages is not None and values is not None and len(values) == METAWORLD_STATE_DIM:
+                self._env_state = values
+                self.stages.update(values, self._flag)
+            self.changed.set()
+
+    def on_success(self, value: bool) -> None:
+        if not value:
+            self._seen_reset = True
+        elif self._seen_reset and not self.success:
+            self.success, self.success_stamp = True, self.last_stamp
+            self.changed.set()
+        self._flag = bool(value) and self._seen_reset
+        if self.stages is not None and self._env_state is not None:
+            self.stages.update(self._env_state, self._flag)
+
+    @property
+    def staged(self) -> bool:
+        """Stage progress was measured (a MetaWorld state was seen)."""
+        return self.stages is not None and self._env_state is not None
+
+    @property
+    def progress_score(self) -> float:
+        """Stage progress score (core/progress.py); without stages 1 for success, else 0."""
+        return self.stages.score if self.staged else float(self.success)

@@ -18,6 +18,7 @@ from conftest import ROOT, record_episodes, stop_peer
 
 from vla_policy_node.core.replay import Pacer, match_commands, parse_remaps, plan_topics, task_and_seed
 from vla_policy_node.data.bags import read_bag
+from vla_policy_node.evaluation.replay_scoring import replay_score
 
 DOMAIN_ID = 73
 SHIPPED_BAG = ROOT / "artifacts" / "data" / "bags" / "button-press_s0"   # from `make data`, if present
@@ -77,6 +78,27 @@ def test_commands_pair_by_stamp_within_tolerance():
     assert pred.tolist() == [[0.5, 0.0], [2.0, 1.0], [5.0, 0.0]]
     empty = match_commands([], recorded, 0.5 * dt)
     assert empty[0].size == 0 and empty[1].shape == (0, 0)
+
+
+def test_replay_score_coverage_and_l1_of_the_paired_commands():
+    dt = 0.1
+    commanded = [(0.0, [1.0, 0.0]), (0.1, [1.0, 1.0]), (0.2, [0.0, 0.0]), (0.2, [0.0, 0.5])]   # 0.2 re-sent
+    recorded = [(0.0, [0.0, 0.0]), (0.1, [1.0, 1.0]), (0.3, [0.0, 0.0])]       # 0.2 vs 0.3: not paired
+    score = replay_score(commanded, recorded, ["x", "grip"], dt)
+    assert (score["matched"], score["commanded"], score["recorded"]) == (2, 3, 3)
+    assert score["coverage"] == pytest.approx(2 / 3)
+    assert score["l1"] == pytest.approx(0.25)                   # |1 - 0| once over 2 pairs x 2 dimensions
+    assert score["l2"] == pytest.approx(0.5)
+    assert score["per_dim_l1"] == {"x": pytest.approx(0.5), "grip": 0.0}
+    assert score["per_dim_l2"] == {"x": pytest.approx(np.sqrt(0.5)), "grip": 0.0}
+
+
+def test_replay_score_without_pairs_is_nan():
+    apart = replay_score([(0.0, [1.0])], [(0.5, [1.0])], ["x"], 0.1)
+    assert (apart["matched"], apart["coverage"]) == (0, 0.0)
+    assert np.isnan(apart["l1"]) and np.isnan(apart["l2"]) and np.isnan(apart["per_dim_l1"]["x"])
+    nothing_recorded = replay_score([(0.0, [1.0])], [], ["x"], 0.1)
+    assert nothing_recorded["recorded"] == 0 and np.isnan(nothing_recorded["coverage"])
 
 
 # ---- the replay node, across processes ---------------------------------------------------------
@@ -180,7 +202,8 @@ def test_replay_graph_dry_run_is_scored_against_the_recording(bag, recorded, tmp
     rec_stamps = {round(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9, 6)
                   for _, m in recorded["/vla/sim/command"]}
     assert score["recorded"] == len(rec_stamps)
-    assert score["matched"] >= 0.8 * score["recorded"] and score["commanded"] >= score["matched"]
+    # paced playback: every recorded state waited for its answer, so (almost) every command pairs
+    assert score["matched"] >= 0.95 * score["recorded"] and score["commanded"] >= score["matched"]
     # The oracle reads the recorded simulator state, so it commands what was recorded (up to timing).
     assert 0.0 <= score["l1"] < 0.05 and set(score["per_dim_l1"]) == {"dx", "dy", "dz", "gripper"}
     assert report["summary"]["replay_action_l1"] == pytest.approx(score["l1"])
@@ -192,3 +215,19 @@ def test_replay_graph_dry_run_is_scored_against_the_recording(bag, recorded, tmp
     assert all(len(m.values) == 4 and np.all(np.isfinite(m.values)) for _, m in dry)
     assert sum(round(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9, 6) in rec_stamps for _, m in dry) \
         >= score["matched"]
+
+
+def test_step_gate_holds_the_next_state_until_the_last_one_is_answered():
+    from vla_policy_node.core.replay import StepGate
+
+    gate = StepGate(timeout_s=5.0)
+    assert not gate.waiting                                   # nothing published yet
+    gate.state_published(1.0125)
+    assert gate.waiting
+    gate.answer(1.0)                                          # an answer to an older state does not count
+    assert gate.waiting
+    gate.answer(1.0125 - 1e-9)                                # the same stamp, float-rounded
+    assert not gate.waiting
+    gate.state_published(1.025)
+    gate.timed_out()                                          # no answer: counted, playback goes on
+    assert not gate.waiting and (gate.states, gate.timeouts) == (2, 1)

@@ -2,7 +2,8 @@
 
 Bag time is the time a message was recorded (the recorder's clock: sim time for the evaluator's
 bags). Playback maps bag time to wall time at `rate` bag seconds per wall second, from the
-moment playback starts; /clock follows bag time.
+moment playback starts; /clock follows bag time. Paced playback (StepGate) also holds each
+recorded robot state until the graph answered the previous one, so slow policies miss nothing.
 """
 
 from __future__ import annotations
@@ -65,6 +66,35 @@ class Pacer:
 
     def bag_at(self, wall_s: float) -> float:
         return self.bag_start_s + (wall_s - self.wall_start_s) * self.rate
+
+
+class StepGate:
+    """Paced replay: the next recorded robot state is held back until the graph has answered the
+    previous one (a command stamped with its time), as the simulator waits in lockstep. Times in
+    s on the recording's clock; `tolerance_s` absorbs float rounding of stamps."""
+
+    def __init__(self, timeout_s: float, tolerance_s: float = 1e-6):
+        self.timeout_s, self.tolerance_s = float(timeout_s), float(tolerance_s)
+        self.pending: float | None = None         # stamp of the last state published
+        self.answered = float("-inf")             # newest stamp a command answered
+        self.states = self.timeouts = 0
+
+    def state_published(self, stamp_s: float) -> None:
+        self.pending = float(stamp_s)
+        self.states += 1
+
+    def answer(self, stamp_s: float) -> None:
+        self.answered = max(self.answered, float(stamp_s))
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the next state must wait: the last one published has no answer yet."""
+        return self.pending is not None and self.answered < self.pending - self.tolerance_s
+
+    def timed_out(self) -> None:
+        """Give up on the pending state (counted): the graph did not answer within timeout_s."""
+        self.timeouts += 1
+        self.pending = None
 
 
 _EPISODE_NAME = re.compile(r"^(?P<task>.+)_s(?P<seed>\d+)$")

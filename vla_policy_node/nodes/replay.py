@@ -5,6 +5,11 @@ through an rclpy publisher of the recorded type (looked up by its 'pkg/msg/Name'
 selected, excluded or renamed. /clock follows bag time (the recording clock), so nodes with
 use_sim_time=true run on the recording's time, at `rate` bag seconds per wall second.
 
+With `pace` (the replay graph sets it), playback also waits before each recorded message on `pace_state_topic`
+until the graph answered the previous state (a message on `pace_answer_topic` stamped with that
+state's time, at most `pace_timeout_s` wall s), as the simulator does in lockstep: every recorded
+step gets its command whatever the policy's latency. /clock holds still while it waits.
+
 Playback starts paused: it waits until every topic in `wait_for_subscribers` has a subscriber
 (at most `wait_timeout_s`), then `start_delay_s`; with `wait_for_start` it also waits for a call
 of the /vla/replay/start service (std_srvs/Trigger; the evaluator calls it after resetting the
@@ -23,9 +28,9 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rosbags.rosbag2 import Reader
 from rosgraph_msgs.msg import Clock
 from std_srvs.srv import Trigger
-from vla_msgs.msg import EpisodeResult
+from vla_msgs.msg import ActionCommand, EpisodeResult
 
-from ..core.replay import Pacer, parse_remaps, plan_topics, task_and_seed
+from ..core.replay import Pacer, StepGate, parse_remaps, plan_topics, task_and_seed
 from ..data.bags import make_typestore
 from .common import LATCHED_QOS, SERVICES, TOPICS, message_class, run_node, to_stamp
 
@@ -88,6 +93,9 @@ class ReplayNode(Node):
         self.wait_timeout_s = float(p("wait_timeout_s", 30.0).value)
         self.start_delay_s = float(p("start_delay_s", 1.0).value)
         self.wait_for_start = bool(p("wait_for_start", False).value)
+        self.pace_topic = p("pace_state_topic", "/joint_states").value if bool(p("pace", False).value) else ""
+        self.gate = StepGate(float(p("pace_timeout_s", 10.0).value))
+        answer_topic = p("pace_answer_topic", TOPICS["dry_run_command"]).value
         self.bag = Path(bag)
         if not bag or not (self.bag / "metadata.yaml").is_file():
             self.get_logger().fatal(f"parameter bag: '{bag}' is not a rosbag2 folder (no metadata.yaml)")
@@ -114,6 +122,11 @@ class ReplayNode(Node):
             qos = REPLAY_LATCHED_QOS if t.source in latched or t.target in latched else REPLAY_QOS
             self.pubs[t.source] = self.create_publisher(cls, t.target, qos)
         self.clock_pub = self.create_publisher(Clock, "/clock", CLOCK_QOS) if self.publish_clock else None
+        if self.pace_topic:
+            self.create_subscription(ActionCommand, answer_topic,
+                                     lambda m: self.gate.answer(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9),
+                                     REPLAY_QOS)
+        self.typestore = make_typestore()
         self.episode_pub = self.create_publisher(EpisodeResult, TOPICS["replay_episode"], LATCHED_QOS)
         self.start_requested = threading.Event()
         self.create_service(Trigger, SERVICES["replay_start"], self.on_start)
@@ -125,7 +138,8 @@ class ReplayNode(Node):
         self.worker.start()
         self.get_logger().info(f"replay of {self.bag} ({self.description.duration_s:.3f} s, "
                                f"{sum(t.count for t in self.plan)} messages on {len(self.pubs)} topics) at rate "
-                               f"{self.rate:g}; waiting for subscribers {self.wait_for or '(none)'}"
+                               f"{self.rate:g}{', paced by ' + self.pace_topic if self.pace_topic else ''}; "
+                               f"waiting for subscribers {self.wait_for or '(none)'}"
                                + (" and /vla/replay/start" if self.wait_for_start else ""))
 
     # ---- control ------------------------------------------------------------------------
@@ -198,11 +212,36 @@ class ReplayNode(Node):
                     if self.stopping.wait(min(ahead, self.clock_period_s)):
                         return
                 self.tick_clock(bag_s)
+                if conn.topic == self.pace_topic:
+                    if not self.wait_for_answer():
+                        return
+                    pacer = Pacer(self.rate, bag_s, time.monotonic())     # the wait does not count as lag
                 self.pubs[conn.topic].publish(bytes(raw))
                 self.published += 1
+                if conn.topic == self.pace_topic:
+                    stamp = self.typestore.deserialize_cdr(raw, conn.msgtype).header.stamp
+                    self.gate.state_published(stamp.sec + stamp.nanosec * 1e-9)
+        if self.pace_topic and not self.wait_for_answer():
+            return
         self.tick_clock(self.clock_s)
         self.publish_state("finished", time.monotonic() - wall_start)
-        self.get_logger().info(f"replay of {self.bag.name} finished: {self.published} messages")
+        paced = f", {self.gate.timeouts} of {self.gate.states} states unanswered after " \
+                f"{self.gate.timeout_s:g} s" if self.pace_topic else ""
+        self.get_logger().info(f"replay of {self.bag.name} finished: {self.published} messages{paced}")
+
+    def wait_for_answer(self) -> bool:
+        """Paced: hold playback (and /clock) until the last state was answered; False when stopping."""
+        deadline = time.monotonic() + self.gate.timeout_s
+        while self.gate.waiting:
+            if time.monotonic() > deadline:
+                self.get_logger().warning(f"{self.pace_topic} t={self.gate.pending:.4f}: no answer within "
+                                          f"{self.gate.timeout_s:g} s; playing on")
+                self.gate.timed_out()
+                break
+            self.tick_clock(self.clock_s)
+            if self.stopping.wait(self.clock_period_s):
+                return False
+        return True
 
     def close(self) -> None:
         self.stopping.set()

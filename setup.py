@@ -1,5 +1,6 @@
 """ament_python package vla_policy_node (also pip-installable for the graph without a ROS install)."""
 
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -28,8 +29,8 @@ setup(
         (f"share/{PACKAGE}/config/graphs", glob("config/graphs/*.yaml")),
         (f"share/{PACKAGE}/config/params", glob("config/params/*.yaml")),
         (f"share/{PACKAGE}/urdf", glob("urdf/*.urdf")),
-        *[(f"share/{PACKAGE}/{d}", [f for f in glob(f"{d}/*") if not f.endswith("training_state.pt")])
-          for d in glob("checkpoints/*") + glob("checkpoints/*/vae")],
+        *[(f"share/{PACKAGE}/{d}", [f for f in glob(f"{d}/*") if os.path.isfile(f) and not f.endswith("training_state.pt")])
+          for d in glob("checkpoints/*") + glob("checkpoints/*/*") if os.path.isdir(d)],
     ],
     install_requires=["setuptools"],
     zip_safe=False,
@@ -41,6 +42,7 @@ setup(
         "console_scripts": [f"{name}={target}" for name, target in NODES.items()] + [
             "vla-graph=vla_policy_node.graph_runner:main",
             "vla-train=vla_policy_node.train:main",
+            "vla-bench=vla_policy_node.bench.cli:main",
             "vla-eval=vla_policy_node.evaluation.cli:main",
         ],
     },

@@ -44,3 +44,32 @@ def stop_peer(executor, node, context, proc, log) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+def tiny_videovla_checkpoint(path: Path, backend: str = "videovla", action_head_std: float = 0.0, **config) -> Path:
+    """Save a small untrained checkpoint of the videovla family (or bc) for the Sawyer robot file."""
+    import numpy as np
+    import torch
+
+    from vla_policy_node.models.bc import BCConfig
+    from vla_policy_node.models.components.diffusion import make_scheduler
+    from vla_policy_node.models.components.text_encoder import TextEncoder
+    from vla_policy_node.models.components.vae import FrameCodec, build_small_vae
+    from vla_policy_node.models.videovla import VideoVLAConfig, VideoVLAPipeline
+    from vla_policy_node.models.videovla.modeling_videovla import VideoVLATransformer
+
+    torch.manual_seed(0)
+    cfg = (BCConfig if backend == "bc" else VideoVLAConfig)(
+        **{"hidden_size": 32, "num_layers": 2, "num_heads": 2, "image_size": 32, "latent_size": 4, **config})
+    network = VideoVLATransformer(**cfg.transformer_config())
+    if action_head_std:
+        for p in network.action_out.parameters():
+            torch.nn.init.normal_(p, std=action_head_std)
+    codec = FrameCodec(build_small_vae(cfg.latent_channels, cfg.image_size // cfg.latent_size, width=8),
+                       cfg.image_size, 1.0)
+    meta = {"backend": backend, "embodiment": "metaworld_sawyer", "action_names": ["dx", "dy", "dz", "gripper"]}
+    VideoVLAPipeline(cfg, network, codec, TextEncoder(max_tokens=cfg.text_tokens), make_scheduler(cfg.objective),
+                     "quantile", {"q01": np.full(4, -1.0), "q99": np.full(4, 1.0)},
+                     {"q01": np.array([-0.5, 0.3, 0.0, -0.03]), "q99": np.array([0.5, 1.0, 0.7, 0.03])},
+                     meta).save_pretrained(path)
+    return path

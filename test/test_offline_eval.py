@@ -189,33 +189,37 @@ def test_offline_eval_scores_the_policy_on_both_storages(offline_run, sim_episod
 
 
 def test_report_numbers_match_the_model_run_directly(offline_run, sim_episode):
-    """Recompute the two episodes' chunks with the model's batched predict (same seed, same batch)."""
-    from vla_policy_node.models.backend import PolicyInput, make_backend
+    """Recompute the two episodes' chunks with the backend's batched predict (same seed, same batch)."""
+    from vla_policy_node.evaluation.offline import OpenLoopEvaluator
+    from vla_policy_node.models.registry import make_backend
 
     proc, out, made = offline_run
     assert proc.returncode == 0, proc.stderr
     robot = load_robot("metaworld_sawyer")
     episodes = [load_episode(made[n], robot, TOPIC_MAP) for n in ("sqlite", "mcap")]
+    for e in episodes:
+        e.instruction = sim_episode[1]              # these bags record none; the run was given it
     policy = make_backend("videovla", robot, checkpoint=str(CHECKPOINT), num_inference_steps=2)
     queries = [(e, k) for e in episodes for k in (0, 8, 16)]
-    generator = torch.Generator().manual_seed(0)
-    result = policy.model.predict_batch(np.stack([e.frames["corner"][k] for e, k in queries]),
-                                        [sim_episode[1]] * len(queries), np.stack([e.states[k] for e, k in queries]),
-                                        num_inference_steps=2, generator=generator, scheduler=policy.scheduler)
-    assert result["imagined"].shape == (6, 2, 64, 64, 3) and result["actions"].shape == (6, 8, 4)
+    policy.decode_imagined = True
+    policy.reset("", seed=0)
+    outs = policy.predict_batch([OpenLoopEvaluator.observation(e, k) for e, k in queries])
+    assert outs[0].imagined_frames["corner"].shape == (len(policy.future_offsets), 64, 64, 3)
+    assert outs[0].actions.shape == (8, 4)
     report = json.loads((out / "report.json").read_text())
     for i, (row, ep) in enumerate(zip(report["episodes"], episodes)):
-        pred = result["actions"][3 * i: 3 * i + 3]
+        pred = np.stack([o.actions for o in outs[3 * i: 3 * i + 3]])
         target = np.stack([ep.actions[k: k + 8] for k in (0, 8, 16)])
         assert row["action_l1"] == pytest.approx(np.abs(pred - target).mean(), rel=1e-4)
     # the batched path is the single-observation path: one observation, same seed -> same chunk
-    e = episodes[0]
+    observation = OpenLoopEvaluator.observation(episodes[0], 8)
+    policy.decode_imagined = False
     policy.reset(sim_episode[1], seed=3)
-    single = policy.predict(PolicyInput(0.0, sim_episode[1], {"corner": e.frames["corner"][8]}, e.states[8]))
-    batched = policy.model.predict_batch(e.frames["corner"][8:9], [sim_episode[1]], e.states[8:9], 2,
-                                         torch.Generator().manual_seed(3), decode_imagined=False)
-    np.testing.assert_allclose(batched["actions"][0], single.actions, atol=1e-5)
-    assert batched["imagined"] is None
+    single = policy.predict(observation)
+    policy.reset(sim_episode[1], seed=3)
+    batched = policy.predict_batch([observation])[0]
+    np.testing.assert_allclose(batched.actions, single.actions, atol=1e-5)
+    assert batched.imagined_frames is None and single.imagined_frames is None
 
 
 def test_damaged_and_incomplete_bags_are_listed_with_the_reason(offline_run):

@@ -7,30 +7,22 @@ import time
 import numpy as np
 import pytest
 import rclpy
+from conftest import tiny_videovla_checkpoint
 import torch
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from vla_msgs.msg import ActionChunk, ExecutionFeedback, ImaginedFuture, Observation
 
-from vla_policy_node.models.text_encoder import TextEncoder
-from vla_policy_node.models.video_vae import FrameCodec, build_small_vae
-from vla_policy_node.models.videovla import VideoVLAConfig, VideoVLATransformer
-from vla_policy_node.models.videovla_policy import VideoVLAModel
+from vla_policy_node.core.embodiment import load_robot
+from vla_policy_node.models.backend import PolicyInput
+from vla_policy_node.models.registry import make_backend
 from vla_policy_node.nodes.common import RELIABLE_QOS, SENSOR_QOS, image_msg, to_stamp
 from vla_policy_node.nodes.policy import PolicyNode
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt")
-    cfg = VideoVLAConfig(hidden_size=32, num_layers=2, num_heads=2, image_size=32, latent_size=4)
-    codec = FrameCodec(build_small_vae(4, 8, width=8), 32, 1.0)
-    VideoVLAModel(cfg, VideoVLATransformer(cfg), codec, TextEncoder(max_tokens=16), "quantile",
-                  {"q01": np.full(4, -1.0), "q99": np.full(4, 1.0)},
-                  {"q01": np.full(4, -1.0), "q99": np.full(4, 1.0)},
-                  {"action_names": ["dx", "dy", "dz", "gripper"]}).save_pretrained(path)
-    return path
+    return tiny_videovla_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 def test_policy_node_answers_request_with_chunk(checkpoint):
@@ -75,13 +67,19 @@ def test_policy_node_answers_request_with_chunk(checkpoint):
         assert chunk.episode_id == "e7" and chunk.obs_seq == 3 and chunk.backend == "videovla"
         assert (chunk.header.stamp.sec, chunk.header.stamp.nanosec) == (12, 500_000_000)
         assert chunk.horizon == 8 and chunk.action_dim == 4 and abs(chunk.dt - 0.0125) < 1e-9
-        actions = np.asarray(chunk.actions).reshape(8, 4)
-        assert np.all(np.isfinite(actions)) and np.all(np.abs(actions) <= 1.0)
-        assert len(chunk.actions_normalized) == 32 and chunk.inference_ms > 0
+        # the chunk is the backend's for this observation (same checkpoint, same episode seed)
+        backend = make_backend("videovla", load_robot("metaworld_sawyer"), checkpoint=str(checkpoint))
+        backend.reset("open the drawer", seed=1)
+        expected = backend.predict(PolicyInput(12.5, "open the drawer", {"corner": frame}, np.array(obs.state)))
+        np.testing.assert_allclose(np.asarray(chunk.actions).reshape(8, 4), expected.actions, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(chunk.actions_normalized).reshape(8, 4), expected.actions_normalized,
+                                   atol=1e-5)
+        assert chunk.inference_ms > 0
         end = time.monotonic() + 2
         while time.monotonic() < end and not imagined:
             executor.spin_once(timeout_sec=0.05)
         assert imagined and imagined[0].chunk_id == chunk.chunk_id and len(imagined[0].frames) == 2
+        assert list(imagined[0].frame_offsets) == pytest.approx([o * 0.0125 for o in backend.future_offsets])
         stale = ExecutionFeedback(episode_id="other", request_chunk=True, action_dim=4)
         fb_pub.publish(stale)                                # requests of another episode are ignored
         n = len(chunks)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from vla_policy_node.core.embodiment import load_robot
-from vla_policy_node.models.backend import PolicyInput, available_backends, make_backend
+from vla_policy_node.models.backend import PolicyInput
+from vla_policy_node.models.registry import available_backends, make_backend
 from vla_policy_node.sim.metaworld_sim import MetaWorldSim
 
 

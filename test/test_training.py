@@ -9,7 +9,8 @@ from conftest import record_episodes
 
 from vla_policy_node.core.embodiment import load_robot
 from vla_policy_node.data.dataset import load_dataset
-from vla_policy_node.models.backend import PolicyInput, make_backend
+from vla_policy_node.models.backend import PolicyInput
+from vla_policy_node.models.registry import make_backend
 from vla_policy_node.train import main as train_main
 
 TINY = ["--hidden-size", "32", "--num-layers", "2", "--image-size", "32", "--batch-size", "16",

@@ -5,17 +5,24 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_videovla_checkpoint
 
 from vla_policy_node.core.embodiment import load_robot
-from vla_policy_node.models.backend import PolicyInput, make_backend
+from vla_policy_node.models.backend import PolicyInput
+from vla_policy_node.models.registry import make_backend
 from vla_policy_node.models.checkpoint import CheckpointError
-from vla_policy_node.models.text_encoder import TextEncoder
-from vla_policy_node.models.video_vae import FrameCodec, build_small_vae
-from vla_policy_node.models.videovla import (VideoVLAConfig, VideoVLATransformer, patchify, sample, training_loss,
-                                             unpatchify)
-from vla_policy_node.models.videovla_policy import VideoVLAModel
+from vla_policy_node.models.components.diffusion import TrainingNoise, make_scheduler
+from vla_policy_node.models.components.text_encoder import TextEncoder
+from vla_policy_node.models.components.vae import FrameCodec, build_small_vae
+from vla_policy_node.models.videovla import VideoVLAConfig, VideoVLAPipeline
+from vla_policy_node.models.videovla.modeling_videovla import (VideoVLATransformer, patchify, sample, training_loss,
+                                                               unpatchify)
 
 TINY = dict(hidden_size=32, num_layers=2, num_heads=2, image_size=32, latent_size=4)
+
+
+def network(cfg):
+    return VideoVLATransformer(**cfg.transformer_config())
 
 
 def inputs(cfg, b=2, seed=0):
@@ -29,14 +36,15 @@ def inputs(cfg, b=2, seed=0):
 def test_denoiser_shapes_and_determinism(objective):
     torch.manual_seed(0)
     cfg = VideoVLAConfig(objective=objective, **TINY)
-    model = VideoVLATransformer(cfg).eval()
+    model = network(cfg).eval()
+    scheduler = make_scheduler(objective)
     text, v1, state = inputs(cfg)
-    fut, act = sample(model, text, v1, state, 3, generator=torch.Generator().manual_seed(1))
+    fut, act = sample(model, scheduler, text, v1, state, 3, generator=torch.Generator().manual_seed(1))
     assert fut.shape == (2, cfg.num_future, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
     assert act.shape == (2, cfg.horizon, cfg.action_dim) and torch.isfinite(act).all()
-    fut2, act2 = sample(model, text, v1, state, 3, generator=torch.Generator().manual_seed(1))
+    fut2, act2 = sample(model, scheduler, text, v1, state, 3, generator=torch.Generator().manual_seed(1))
     assert torch.equal(act, act2) and torch.equal(fut, fut2)
-    _, act3 = sample(model, text, v1, state, 3, generator=torch.Generator().manual_seed(2))
+    _, act3 = sample(model, scheduler, text, v1, state, 3, generator=torch.Generator().manual_seed(2))
     assert not torch.equal(act, act3)
 
 
@@ -51,21 +59,23 @@ def test_patchify_round_trip():
 def test_prefix_inpainting_returns_prefix_exactly_and_conditions_the_rest(objective):
     torch.manual_seed(0)
     cfg = VideoVLAConfig(objective=objective, **TINY)
-    model = VideoVLATransformer(cfg).eval()
+    model = network(cfg).eval()
     for p in model.action_out.parameters():         # a non-trivial action head
         torch.nn.init.normal_(p, std=0.5)
+    scheduler = make_scheduler(objective)
     text, v1, state = inputs(cfg, b=1)
     prefix = torch.linspace(-0.9, 0.9, 3 * cfg.action_dim).reshape(1, 3, cfg.action_dim)
-    _, act = sample(model, text, v1, state, 5, prefix=prefix, generator=torch.Generator().manual_seed(3))
+    _, act = sample(model, scheduler, text, v1, state, 5, prefix=prefix, generator=torch.Generator().manual_seed(3))
     assert torch.equal(act[:, :3], prefix)
-    _, free = sample(model, text, v1, state, 5, generator=torch.Generator().manual_seed(3))
+    _, free = sample(model, scheduler, text, v1, state, 5, generator=torch.Generator().manual_seed(3))
     assert not torch.allclose(free[:, 3:], act[:, 3:])  # the prefix changed what follows
 
 
 def test_training_step_lowers_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     cfg = VideoVLAConfig(**TINY)
-    model = VideoVLATransformer(cfg)
+    model = network(cfg)
+    noise = TrainingNoise(cfg.objective)
     text, v1, state = inputs(cfg, b=8)
     future = torch.randn(8, cfg.num_future, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
     actions = torch.randn(8, cfg.horizon, cfg.action_dim).clamp(-1, 1)
@@ -73,7 +83,8 @@ def test_training_step_lowers_loss_on_a_fixed_batch():
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for step in range(60):
-        out = training_loss(model, text, v1, future, actions, mask, state, generator=torch.Generator().manual_seed(0))
+        out = training_loss(model, noise, text, v1, future, actions, mask, state,
+                            generator=torch.Generator().manual_seed(0))
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
@@ -83,29 +94,17 @@ def test_training_step_lowers_loss_on_a_fixed_batch():
 
 def test_no_video_loss_ablation_ignores_video_error():
     cfg = VideoVLAConfig(video_loss_weight=0.0, **TINY)
-    model = VideoVLATransformer(cfg)
+    model = network(cfg)
     text, v1, state = inputs(cfg, b=4)
     future = torch.randn(4, cfg.num_future, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
-    out = training_loss(model, text, v1, future, torch.zeros(4, cfg.horizon, 4), torch.ones(4, cfg.horizon), state)
+    out = training_loss(model, TrainingNoise("ddpm"), text, v1, future, torch.zeros(4, cfg.horizon, 4),
+                        torch.ones(4, cfg.horizon), state, video_loss_weight=cfg.video_loss_weight)
     assert torch.allclose(out["loss"], out["action_loss"]) and out["video_loss"] > 0
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt")
-    cfg = VideoVLAConfig(**TINY)
-    vae = build_small_vae(cfg.latent_channels, cfg.image_size // cfg.latent_size, width=8)
-    codec = FrameCodec(vae, cfg.image_size, 1.7)
-    stats_a = {"q01": np.full(4, -1.0), "q99": np.full(4, 1.0)}
-    stats_s = {"q01": np.array([-0.5, 0.3, 0.0, -0.03]), "q99": np.array([0.5, 1.0, 0.7, 0.03])}
-    meta = {"embodiment": "metaworld_sawyer", "action_names": ["dx", "dy", "dz", "gripper"]}
-    model = VideoVLAModel(cfg, VideoVLATransformer(cfg), codec, TextEncoder(max_tokens=cfg.text_tokens),
-                          "quantile", stats_a, stats_s, meta)
-    for p in model.transformer.action_out.parameters():
-        torch.nn.init.normal_(p, std=0.3)
-    model.save_pretrained(path)
-    return path
+    return tiny_videovla_checkpoint(tmp_path_factory.mktemp("ckpt"), action_head_std=0.3)
 
 
 def observation(seed=0):
@@ -169,3 +168,36 @@ def test_checkpoint_for_other_actions_refused(checkpoint, tmp_path):
     (other / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="trained for actions"):
         make_backend("videovla", load_robot("metaworld_sawyer"), checkpoint=str(other))
+
+
+def test_rtc_prefix_makes_the_shipped_policy_continue_its_plan():
+    """Real-time chunking on the shipped checkpoint and rendered MetaWorld frames: a chunk computed
+    with the plan's next actions as its prefix continues that plan: the step from the prefix to the
+    first new action is smaller than the jump a chunk computed without the prefix makes when it
+    replaces the plan (naive replacement), summed over scenes and sampling seeds."""
+    from vla_policy_node.sim.metaworld_sim import MetaWorldSim, default_instruction
+
+    robot = load_robot("metaworld_sawyer")
+    policy = make_backend("videovla", robot, checkpoint="checkpoints/videovla_metaworld")
+    sim = MetaWorldSim(["corner2"], width=128, height=128)
+    executed, overlap = 2, 2                      # actions run from the old plan, prefix length
+    rtc_jumps, naive_jumps = [], []
+    try:
+        for task, seed in [("drawer-open", 150), ("button-press", 151), ("door-open", 152), ("plate-slide", 153)]:
+            sim.reset(task, seed)
+            names, positions, _ = sim.joint_state()
+            state = np.append(sim.ee_pose()[0], positions[names.index("r_close")])   # the robot file's order
+            instruction = default_instruction(task)
+            obs = PolicyInput(0.0, instruction, {"corner": sim.render()["corner2"]}, state)
+            for s in range(3):
+                policy.reset(instruction, seed=10 * s)
+                plan = policy.predict(obs).actions_normalized
+                prefix = plan[executed: executed + overlap]
+                rtc = policy.predict(obs, prefix=prefix).actions_normalized
+                free = policy.predict(obs).actions_normalized
+                np.testing.assert_array_equal(rtc[:overlap], prefix)          # the prefix is kept exactly
+                rtc_jumps.append(np.abs(rtc[overlap] - rtc[overlap - 1])[:3].sum())
+                naive_jumps.append(np.abs(free[executed] - plan[executed - 1])[:3].sum())
+    finally:
+        sim.close()
+    assert np.mean(rtc_jumps) < 0.7 * np.mean(naive_jumps), (np.mean(rtc_jumps), np.mean(naive_jumps))

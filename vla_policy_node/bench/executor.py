@@ -1,4 +1,4 @@
-"""`make bench`: executor figures written to artifacts/bench/executor.json.
+"""`vla-bench executor`: executor figures written to artifacts/bench/executor.json.
 
 1. Execution modes, closed loop through the full graph on the embedded MetaWorld simulation
    running *free* (sim time advancing on its own at a fixed real-time factor, so the robot really
@@ -32,9 +32,9 @@ MODES = {
 
 
 def run_mode(name: str, settings: dict, args, out_dir: Path) -> dict:
-    from .core.embodiment import load_robot
-    from .core.smoothness import boundary_jerk
-    from .graph_runner import run_graph
+    from ..core.embodiment import load_robot
+    from ..core.smoothness import boundary_jerk
+    from ..graph_runner import run_graph
 
     robot = load_robot("metaworld_sawyer")
     stats_file = out_dir / "executor_stats.json"
@@ -103,7 +103,8 @@ def paired_completion_ratio(results: dict, mode: str, base: str = "sync") -> flo
 LOAD_SCRIPT = """
 import sys, time
 from vla_policy_node.core.embodiment import load_robot
-from vla_policy_node.models.backend import make_backend, PolicyInput
+from vla_policy_node.models.backend import PolicyInput
+from vla_policy_node.models.registry import make_backend
 import numpy as np
 robot = load_robot('metaworld_sawyer')
 policy = make_backend('videovla', robot, checkpoint=sys.argv[1])
@@ -127,9 +128,9 @@ def control_jitter(args, out_dir: Path) -> dict:
     from vla_msgs.msg import ActionChunk, ExecutionFeedback
     from vla_msgs.srv import ResetEpisode
 
-    from .core.embodiment import load_robot
-    from .graph_runner import find_executable
-    from .nodes.common import RELIABLE_QOS, SERVICES, TOPICS, to_sec, to_stamp
+    from ..core.embodiment import load_robot
+    from ..graph_runner import find_executable
+    from ..nodes.common import RELIABLE_QOS, SERVICES, TOPICS, to_sec, to_stamp
 
     robot = load_robot("panda_ros2_control")
     cfg = robot.config
@@ -210,10 +211,8 @@ def control_jitter(args, out_dir: Path) -> dict:
             "policy_inferences_in_parallel": (out_dir / "policy_load.log").read_text().strip().splitlines()[-1]}
 
 
-def main(argv=None) -> int:
-    from .models.checkpoint import resolve_checkpoint
-
-    p = argparse.ArgumentParser(prog="vla-bench-executor", description=__doc__.splitlines()[0])
+def build_argparser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = p or argparse.ArgumentParser(prog="vla-bench executor", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default="checkpoints/videovla_metaworld")
     p.add_argument("--backend", default="videovla")
     p.add_argument("--out", default="artifacts/bench/executor.json")
@@ -230,7 +229,12 @@ def main(argv=None) -> int:
     p.add_argument("--jitter-priority", type=int, default=50,
                    help="SCHED_FIFO priority of the executor's loop thread (0 = normal scheduling)")
     p.add_argument("--skip-modes", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def run(args) -> int:
+    from ..models.checkpoint import resolve_checkpoint
+
     args.tasks = args.tasks.split(",")
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.checkpoint = str(resolve_checkpoint(args.checkpoint))
@@ -270,6 +274,3 @@ def main(argv=None) -> int:
     print(f"bench: wrote {out_path}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

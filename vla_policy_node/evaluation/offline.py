@@ -27,8 +27,9 @@ import yaml
 from tqdm import tqdm
 
 from ..core.embodiment import load_robot
+from ..core.metrics import action_errors, correlation, gripper_accuracy, psnr, ssim
 from ..data.dataset import DatasetError, Episode, load_episode
-from .metrics import action_errors, correlation, gripper_accuracy, psnr, ssim
+from ..models.backend import PolicyInput, PolicyOutput
 from .reports import EpisodeRecord, write_run_report
 
 
@@ -125,15 +126,6 @@ class _EpisodeScores:
         return len(self.pred) == len(self.queries)
 
 
-def _to_model_resolution(codec, frames: np.ndarray, batch: int = 256) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> (T, S, S, 3) uint8 resized exactly as the model sees its input."""
-    out = []
-    for i in range(0, len(frames), batch):
-        x = codec.to_pixels(torch.as_tensor(frames[i: i + batch]))
-        out.append(((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, codec.image_size, codec.image_size, 3), np.uint8)
-
-
 def _target_chunk(actions: np.ndarray, k: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
     """Recorded actions[k:k+horizon], padded with the last action; mask True for recorded steps."""
     idx = k + np.arange(horizon)
@@ -141,45 +133,74 @@ def _target_chunk(actions: np.ndarray, k: int, horizon: int) -> tuple[np.ndarray
 
 
 class OpenLoopEvaluator:
-    """Batched open-loop prediction over episodes and scoring against the recording."""
+    """Open-loop prediction over episodes, batched across episodes for stateless backends and
+    episode by episode (reset, then update with the recorded actions and observations) for
+    stateful ones, and scoring against the recording."""
 
-    def __init__(self, policy, robot, stride: int, steps: int | None, batch: int, seed: int,
-                 actions_only: bool = False):
+    def __init__(self, policy, robot, stride: int, batch: int, seed: int, actions_only: bool = False):
         self.policy, self.robot = policy, robot
-        self.model = policy.model
-        cfg = self.model.config
-        self.camera, self.horizon = cfg.camera, cfg.horizon
-        self.offsets = [] if actions_only else list(cfg.future_offsets)     # imagined frames scored
-        self.stride, self.steps, self.batch = int(stride), steps or cfg.num_inference_steps, int(batch)
-        self.generator = torch.Generator(device=self.model.device).manual_seed(int(seed))
+        self.horizon = robot.config.action.horizon
+        imagines = not actions_only and bool(policy.future_offsets) and policy.imagined_camera is not None
+        policy.decode_imagined = imagines
+        self.camera = policy.imagined_camera if imagines else robot.config.cameras[0].name
+        self.offsets = list(policy.future_offsets) if imagines else []     # imagined frames scored
+        self.stride, self.batch, self.seed = int(stride), int(batch), int(seed)
         self.pending: list[tuple[_EpisodeScores, int]] = []
+        self.imagined_size: tuple[int, int] = (0, 0)
         self.model_wall_s = 0.0
         self.chunks = 0
+        policy.reset("", seed=self.seed)
+
+    @staticmethod
+    def observation(episode: Episode, k: int) -> PolicyInput:
+        return PolicyInput(float(episode.stamps[k]), episode.instruction,
+                           {name: frames[k] for name, frames in episode.frames.items()}, episode.states[k])
 
     def add(self, episode: Episode, keep_video: bool) -> _EpisodeScores:
         frames = episode.frames[self.camera]
-        model_frames = _to_model_resolution(self.model.codec, frames) if self.offsets else frames[:0]
+        model_frames = self.policy.imagined_view(frames) if self.offsets else frames[:0]
+        self.imagined_size = tuple(model_frames.shape[1:3])
         scores = _EpisodeScores(episode, list(range(0, len(episode), self.stride)), model_frames, keep_video)
-        self.pending += [(scores, k) for k in scores.queries]
+        if self.policy.stateful:
+            self._run_episode(scores)
+        else:
+            self.pending += [(scores, k) for k in scores.queries]
         return scores
+
+    def _keep(self, s: _EpisodeScores, k: int, out: PolicyOutput, latency_ms: float) -> None:
+        s.pred[k] = out.actions
+        s.imagined[k] = out.imagined_frames[self.camera] if self.offsets else []
+        s.latency_ms[k] = latency_ms
+
+    def _run_episode(self, s: _EpisodeScores) -> None:
+        """A stateful backend sees the episode in order: what executed since its last chunk (the
+        recorded commands) and the observation after it, then predicts."""
+        ep = s.episode
+        self.policy.reset(ep.instruction, seed=self.seed, task=ep.task)
+        previous = None
+        for k in s.queries:
+            t0 = time.perf_counter()
+            obs = self.observation(ep, k)
+            if previous is not None:
+                self.policy.update(ep.actions[previous:k], obs)
+            out = self.policy.predict(obs)
+            wall = time.perf_counter() - t0
+            self.model_wall_s += wall
+            self.chunks += 1
+            self._keep(s, k, out, wall * 1e3)
+            previous = k
 
     def run(self, flush: bool = False) -> None:
         """Predict for pending observations in full batches (and the remainder when flush)."""
         while len(self.pending) >= self.batch or (flush and self.pending):
             items, self.pending = self.pending[: self.batch], self.pending[self.batch:]
             t0 = time.perf_counter()
-            out = self.model.predict_batch(
-                np.stack([s.episode.frames[self.camera][k] for s, k in items]),
-                [s.episode.instruction for s, _ in items], np.stack([s.episode.states[k] for s, k in items]),
-                num_inference_steps=self.steps, generator=self.generator, scheduler=self.policy.scheduler,
-                decode_imagined=bool(self.offsets))
+            outs = self.policy.predict_batch([self.observation(s.episode, k) for s, k in items])
             wall = time.perf_counter() - t0
             self.model_wall_s += wall
             self.chunks += len(items)
-            for i, (s, k) in enumerate(items):
-                s.pred[k] = out["actions"][i]
-                s.imagined[k] = out["imagined"][i] if self.offsets else []
-                s.latency_ms[k] = wall * 1e3 / len(items)       # batched: amortized per chunk
+            for (s, k), out in zip(items, outs):
+                self._keep(s, k, out, wall * 1e3 / len(items))      # batched: amortized per chunk
 
     def score(self, s: _EpisodeScores) -> tuple[EpisodeRecord, dict]:
         """The episode's record for the report and its raw arrays for the run totals."""
@@ -193,7 +214,9 @@ class OpenLoopEvaluator:
         chunk_l1 = [float(np.abs(p - t)[m].mean()) for p, t, m in zip(pred, target, mask)]
 
         frames = s.model_frames
-        per_offset = {o: {"psnr": [], "ssim": [], "copy_psnr": [], "copy_ssim": []} for o in self.offsets}
+        per_offset = {o: {"psnr": [], "ssim": [], "copy_psnr": [], "copy_ssim": [], "ceiling_psnr": [],
+                          "ceiling_ssim": []} for o in self.offsets}
+        raw_frames = ep.frames[self.camera]
         divergence, chunk_divergence = [], []
         for k in s.queries:
             values = []
@@ -206,6 +229,10 @@ class OpenLoopEvaluator:
                 per_offset[o]["ssim"].append(value_ssim)
                 per_offset[o]["copy_psnr"].append(psnr(frames[k], real))
                 per_offset[o]["copy_ssim"].append(ssim(frames[k], real))
+                ceiling = self.policy.reconstruct_future(raw_frames[k: k + 1], raw_frames[k + o: k + o + 1])
+                if ceiling is not None:
+                    per_offset[o]["ceiling_psnr"].append(psnr(ceiling[0], real))
+                    per_offset[o]["ceiling_ssim"].append(ssim(ceiling[0], real))
                 divergence.append((float(t_rel[k + o]), 1.0 - value_ssim))
                 values.append(1.0 - value_ssim)
             chunk_divergence.append(float(np.mean(values)) if values else np.nan)
@@ -252,17 +279,19 @@ def _nanmean(values) -> float:
 
 # ---------------------------------------------------------------------------------------------
 def _make_policy(checkpoint: str, robot, steps: int | None, device: str):
-    from ..models.backend import make_backend
-    from ..models.checkpoint import CheckpointError
+    """The checkpoint's backend; options it does not declare (device, steps) are left out."""
+    from ..models.checkpoint import CheckpointError, read_config
+    from ..models.registry import backend_class
 
     try:
-        policy = make_backend("auto", robot, checkpoint=checkpoint, device=device,
-                              num_inference_steps=steps or 0)
+        cls = backend_class(read_config(checkpoint)["backend"])
+        wanted = {"checkpoint": checkpoint, "device": device, "num_inference_steps": steps or 0}
+        policy = cls(robot, **{k: v for k, v in wanted.items() if k in cls.options})
     except (CheckpointError, KeyError, FileNotFoundError) as exc:
         raise OfflineEvalError(f"checkpoint {checkpoint}: {exc}") from None
-    if not hasattr(getattr(policy, "model", None), "predict_batch"):
-        raise OfflineEvalError(f"checkpoint {checkpoint}: backend '{policy.name}' has no batched open-loop "
-                               "prediction (predict_batch); offline evaluation supports videovla checkpoints")
+    if policy.uses_privileged_state:
+        raise OfflineEvalError(f"checkpoint {checkpoint}: backend '{policy.name}' reads privileged simulator "
+                               "state, which recordings do not hold")
     return policy
 
 
@@ -275,7 +304,7 @@ def _totals(raws: list[dict], names: list[str], offsets: list[int], gripper) -> 
     frames = {}
     for o in offsets:
         merged = {key: [v for r in raws for v in r["per_offset"][o][key]]
-                  for key in ("psnr", "ssim", "copy_psnr", "copy_ssim")}
+                  for key in ("psnr", "ssim", "copy_psnr", "copy_ssim", "ceiling_psnr", "ceiling_ssim")}
         frames[o] = {"n": len(merged["psnr"]), **{key: _nanmean(v) for key, v in merged.items()},
                      "copy_identical": int(np.sum(np.isinf(merged["copy_psnr"]))),
                      "psnr_median": float(np.median(merged["psnr"])) if merged["psnr"] else float("nan")}
@@ -353,8 +382,7 @@ def run_offline(config: OfflineEvalConfig) -> dict:
         if evaluator is None:
             t0 = time.perf_counter()
             policy = _make_policy(config.checkpoint, robot, config.steps, config.device)
-            evaluator = OpenLoopEvaluator(policy, robot, stride, config.steps, config.batch, config.seed,
-                                          config.actions_only)
+            evaluator = OpenLoopEvaluator(policy, robot, stride, config.batch, config.seed, config.actions_only)
             checkpoint_load_s = time.perf_counter() - t0
         evaluated += 1
         open_scores.append(evaluator.add(episode, keep_video=evaluated <= config.videos))
@@ -377,16 +405,19 @@ def run_offline(config: OfflineEvalConfig) -> dict:
 def _run_summary(config, robot, evaluator, stride, records, raws, skipped, wall, load_wall,
                  checkpoint_load_s) -> dict:
     policy = evaluator.policy
-    cfg, act = policy.model.config, robot.config.action
+    act = robot.config.action
+    description = policy.describe()
+    steps = description.get("num_inference_steps")
     real_s = float(sum(r.extra["duration_s"] for r in records))
     speed = {"episodes": len(records), "chunks": evaluator.chunks, "bag_duration_s": real_s,
              "wall_time_s": wall, "bag_read_s": load_wall, "model_s": evaluator.model_wall_s,
              "checkpoint_load_s": checkpoint_load_s,
              "real_time_factor": real_s / wall if wall > 0 else float("nan"),
              "real_time_factor_with_load": real_s / (wall + checkpoint_load_s),
-             "denoising_steps": evaluator.steps, "batch": evaluator.batch, "stride": stride,
+             "denoising_steps": steps, "batch": evaluator.batch, "stride": stride,
              "torch_threads": torch.get_num_threads(), "load_average_1min": os.getloadavg()[0]}
-    summary = {"mode": "offline", "policy": {"backend": policy.name, "checkpoint": str(config.checkpoint)},
+    summary = {"mode": "offline", "policy": {"backend": policy.name, "checkpoint": str(config.checkpoint),
+                                             "description": description},
                "robot": robot.name, "executor": {"mode": "open_loop"},
                "inputs": [str(b) for b in config.bags], "topic_map": config.topic_map or {},
                "offline": {"speed": speed}, "skipped": skipped}
@@ -398,7 +429,7 @@ def _run_summary(config, robot, evaluator, stride, records, raws, skipped, wall,
         last = evaluator.offsets[-1]
         summary["index_metrics"].update({f"imagined_psnr_db@{last}": totals["frames"][last]["psnr"],
                                          f"imagined_ssim@{last}": totals["frames"][last]["ssim"]})
-    summary["index_metrics"].update(steps=evaluator.steps, real_time_factor=speed["real_time_factor"])
+    summary["index_metrics"].update(steps=steps, real_time_factor=speed["real_time_factor"])
     tables = {
         "Action error per dimension (recorded commands as target)": [
             {"dimension": n, "unit": u, "L1": v["l1"], "L2 (RMS)": v["l2"]}
@@ -408,9 +439,11 @@ def _run_summary(config, robot, evaluator, stride, records, raws, skipped, wall,
             {"step": i, "time ahead (s)": i * act.dt, "L1": l1, "L2 (RMS)": l2}
             for i, (l1, l2) in enumerate(zip(errors["per_step"]["l1"], errors["per_step"]["l2"]))]}
     if evaluator.offsets:
-        tables[f"Imagined frames vs recorded frames ({cfg.image_size}x{cfg.image_size})"] = [
+        size = "x".join(map(str, evaluator.imagined_size))
+        tables[f"Imagined frames vs recorded frames ({size})"] = [
             {"offset (steps)": o, "time ahead (s)": o * act.dt, "PSNR (dB)": v["psnr"], "SSIM": v["ssim"],
              "copy-current-frame PSNR (dB)": v["copy_psnr"], "copy-current-frame SSIM": v["copy_ssim"],
+             "codec ceiling PSNR (dB)": v["ceiling_psnr"], "codec ceiling SSIM": v["ceiling_ssim"],
              "n": v["n"], "unchanged frames": v["copy_identical"]}
             for o, v in totals["frames"].items()]
     tables["Speed"] = [{"episodes": speed["episodes"], "chunks": speed["chunks"],
@@ -418,7 +451,7 @@ def _run_summary(config, robot, evaluator, stride, records, raws, skipped, wall,
                         "model (s)": evaluator.model_wall_s, "real-time factor": speed["real_time_factor"],
                         "checkpoint load (s)": checkpoint_load_s,
                         "real-time factor incl. load": speed["real_time_factor_with_load"],
-                        "denoising steps": evaluator.steps, "batch": evaluator.batch, "stride": stride,
+                        "denoising steps": steps, "batch": evaluator.batch, "stride": stride,
                         "torch threads": speed["torch_threads"], "load average": speed["load_average_1min"]}]
     summary["tables"] = tables
     grip = totals["gripper_accuracy"]
@@ -427,13 +460,15 @@ def _run_summary(config, robot, evaluator, stride, records, raws, skipped, wall,
         f"Imagination divergence (1 - SSIM) vs chunk action L1: Pearson {corr['pearson']:.3f}, "
         f"Spearman {corr['spearman']:.3f} over {corr['n']} chunks.",
         "Imagined frames are compared only where the recording has the frame they were imagined for; "
-        "copy-current-frame is the 'nothing moves' baseline a useful world model must beat; PSNR means "
+        "copy-current-frame is the 'nothing moves' baseline a useful world model must beat; the codec "
+        "ceiling decodes the real future frame's latent as the backend decodes its imagined ones (the best "
+        "imagined frame its frame codec can express); PSNR means "
         "leave out frames identical to the current one (infinite PSNR, counted as unchanged frames).",
         perceptual_metric_note()] if evaluator.offsets else [
         "Imagined frames were neither decoded nor scored (--actions-only)."]
     summary["notes"] = [
         f"Open loop: every {stride} steps the policy saw the recorded observation; {evaluator.chunks} chunks "
-        f"of {cfg.horizon} actions, {evaluator.steps} denoising steps, batches of {evaluator.batch}.",
+        f"of {act.horizon} actions, {steps or '-'} denoising steps, batches of {evaluator.batch}.",
         f"Gripper open/close agreement with the recorded command: {grip:.3f} over {totals['gripper_steps']} "
         "steps whose recorded command is decisively open or closed." if grip is not None
         else "No gripper agreement: no gripper in the action space or no decisive open/close command recorded.",

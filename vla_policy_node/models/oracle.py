@@ -13,12 +13,11 @@ import time
 import numpy as np
 
 from ..core.normalization import Normalizer
-from .backend import PolicyBackend, PolicyInput, PolicyOutput, register_backend
+from .backend import PolicyBackend, PolicyInput, PolicyOutput
 
 MOCAP_SCALE = 1.0 / 100.0   # m of hand motion per unit of MetaWorld xyz action
 
 
-@register_backend
 class OracleBackend(PolicyBackend):
     name = "oracle"
     uses_privileged_state = True
@@ -59,3 +58,6 @@ class OracleBackend(PolicyBackend):
             o[18:36] = previous
         inference_ms = (time.perf_counter() - t) * 1e3
         return PolicyOutput(self.normalizer.normalize(actions), actions, None, {"inference_ms": inference_ms})
+
+
+Policy = OracleBackend

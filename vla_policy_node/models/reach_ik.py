@@ -16,11 +16,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
-from ..core.embodiment import config_root
+from ..core.embodiment import urdf_file
 from ..core.kinematics import KinematicChain
 from ..core.normalization import Normalizer
-from .backend import PolicyBackend, PolicyInput, PolicyOutput, register_backend
+from .backend import PolicyBackend, PolicyInput, PolicyOutput
 
 SPEED_M_S = 0.25          # cruise speed of the tip, m/s
 ACCEL_M_S2 = 0.6          # tip acceleration and braking, m/s^2
@@ -59,7 +60,6 @@ def bounded_joint_step(q, v, goal, v_max, a_max, dt: float) -> tuple[np.ndarray,
     return q + v_new * dt, v_new
 
 
-@register_backend
 class ReachIKBackend(PolicyBackend):
     name = "reach_ik"
     uses_privileged_state = True
@@ -101,7 +101,7 @@ class ReachIKBackend(PolicyBackend):
 
         def per_joint(values, default):
             return np.array([values[index[n]] if values and n in index else default for n in names])
-        self.chain = KinematicChain(config_root().parent / "urdf" / kin.urdf, kin.base_link, kin.tip_link, names,
+        self.chain = KinematicChain(urdf_file(kin.urdf), kin.base_link, kin.tip_link, names,
                                     per_joint(lim.joint_position_min, -np.inf), per_joint(lim.joint_position_max, np.inf))
         step = np.asarray(lim.max_step) / self.dt if lim.max_step else np.full(len(names), np.inf)
         self.v_max = LIMIT_MARGIN * np.minimum(per_joint(lim.joint_velocity_max, np.inf), step)
@@ -138,8 +138,7 @@ class ReachIKBackend(PolicyBackend):
 
     def _pose_chunk(self, measured: np.ndarray, target: np.ndarray) -> np.ndarray:
         if self.orientation is None:
-            quat = measured[3:7] / np.linalg.norm(measured[3:7])
-            self.orientation = -quat if quat[3] < 0 else quat
+            self.orientation = Rotation.from_quat(measured[3:7]).as_quat(canonical=True)   # x, y, z, w
         ref, prev = self._reference(measured, RESYNC_M, slice(0, 3))
         points = line_waypoints(ref[:3], (ref[:3] - prev[:3]) / self.dt, target, self.horizon, self.dt,
                                 self.speed, ACCEL_M_S2)
@@ -163,3 +162,6 @@ class ReachIKBackend(PolicyBackend):
             q, v = bounded_joint_step(q, v, goal, self.v_max, self.a_max, self.dt)
             actions[k] = q
         return actions
+
+
+Policy = ReachIKBackend

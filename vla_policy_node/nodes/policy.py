@@ -4,6 +4,10 @@ The executor asks for a chunk through ExecutionFeedback (request_chunk, request_
 policy answers with an ActionChunk computed from the newest observation of the current episode
 captured at or after `request_after`. Inference runs on a worker thread so subscriptions keep
 flowing while the model thinks. The chunk is stamped with the observation's capture time.
+Executed actions reported in the feedback reach the backend (`update`, with the newest real
+observation) on the same worker thread, before its next prediction. Parameters: `robot`,
+`backend` (a registry name, or `auto` to read it from `checkpoint`) and the options the chosen
+backend declares (models/backend.py), each a parameter of the same name.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from vla_msgs.msg import ActionChunk, ExecutionFeedback, ImaginedFuture, Observa
 from vla_msgs.srv import ResetEpisode
 
 from ..core import images
-from ..models.backend import PolicyInput, make_backend
+from ..core.rtc_prefix import align_prefix
+from ..models.backend import PolicyInput
+from ..models.registry import backend_class
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit,
                      run_node, to_sec)
 
@@ -36,12 +42,8 @@ class PolicyNode(Node):
         p = self.declare_parameter
         self.robot = load_robot_or_exit(self, p("robot", "metaworld_sawyer").value)
         self.backend_name = p("backend", "oracle").value
-        options = {"checkpoint": p("checkpoint", "").value, "device": p("device", "cpu").value,
-                   "dtype": p("dtype", "float32").value, "num_inference_steps": p("num_inference_steps", 0).value,
-                   "decode_imagined": p("decode_imagined", False).value}
-        options = {k: v for k, v in options.items() if v}
         try:
-            self.backend = make_backend(self.backend_name, self.robot, **options)
+            self.backend = self.make_backend()
             self.backend_name = self.backend.name
         except (KeyError, ValueError, FileNotFoundError, OSError) as exc:
             self.get_logger().fatal(f"parameter backend='{self.backend_name}': {exc}")
@@ -52,6 +54,7 @@ class PolicyNode(Node):
         self.latest_obs: Observation | None = None
         self.request_after: float | None = None
         self.prefix: tuple[float, np.ndarray] | None = None   # (time of prefix[0], (k, dim) model space)
+        self.executed: list[np.ndarray] = []    # executed actions not yet given to the backend
         self.episode_id = ""
         self.instruction = ""
         self.chunk_id = 0
@@ -70,6 +73,20 @@ class PolicyNode(Node):
         self.publish_status()
         self.get_logger().info(f"policy ready: backend {self.backend_name} for {cfg.name}")
 
+    def make_backend(self):
+        """The backend named by `backend`, built from the parameters it declares as options."""
+        name = self.backend_name
+        checkpoint = self.declare_parameter("checkpoint", "").value
+        if name == "auto":
+            from ..models.checkpoint import read_config
+            name = read_config(checkpoint)["backend"]
+        cls = backend_class(name)
+        options = {}
+        for key, spec in cls.options.items():
+            value = checkpoint if key == "checkpoint" else self.declare_parameter(key, spec.default).value
+            options[key] = type(spec.default)(value) if spec.default is not None else value
+        return cls(self.robot, **options)
+
     # ---- inputs -------------------------------------------------------------------------
     def on_observation(self, msg: Observation) -> None:
         if msg.embodiment != self.robot.name:
@@ -85,7 +102,8 @@ class PolicyNode(Node):
             return
         if msg.executed_count:
             executed = np.asarray(msg.executed_actions, dtype=np.float64).reshape(msg.executed_count, -1)
-            self.backend.update(executed)
+            with self.lock:
+                self.executed.append(executed)
         if msg.request_chunk:
             with self.lock:
                 self.request_after = to_sec(msg.request_after)
@@ -102,6 +120,7 @@ class PolicyNode(Node):
                 self.backend.reset(request.instruction, seed=int(request.seed), task=request.task)
                 self.episode_id, self.instruction = request.episode_id, request.instruction
                 self.request_after, self.latest_obs, self.prefix = None, None, None
+                self.executed.clear()
         except (KeyError, ValueError) as exc:
             response.success, response.message = False, str(exc)
             return response
@@ -127,25 +146,23 @@ class PolicyNode(Node):
                     return
                 self.request_after = None
                 prefix, self.prefix = self.prefix, None
+                executed, self.executed = self.executed, []
                 instruction, episode_id = self.instruction, self.episode_id
             try:
-                self.answer(obs, instruction, episode_id, self.align_prefix(prefix, obs))
+                aligned = None if prefix is None else \
+                    align_prefix(prefix[0], prefix[1], to_sec(obs.header.stamp), self.action.dt)
+                self.answer(obs, instruction, episode_id, aligned, executed)
             except Exception as exc:  # noqa: BLE001  (a failed inference must not kill the model process)
                 self.get_logger().error(f"inference failed on observation {obs.seq}: {exc}")
 
-    def align_prefix(self, prefix: tuple[float, np.ndarray] | None, obs: Observation) -> np.ndarray | None:
-        """The part of the executor's plan that applies from the observation's capture time on:
-        new chunk index i and prefix row j coincide when t_obs + i*dt = t_prefix + j*dt."""
-        if prefix is None:
-            return None
-        start, rows = prefix
-        shift = int(round((to_sec(obs.header.stamp) - start) / self.action.dt))
-        rows = rows[max(0, shift):]
-        return rows if len(rows) and shift >= 0 else None
-
-    def answer(self, obs: Observation, instruction: str, episode_id: str, prefix: np.ndarray | None = None) -> None:
+    def answer(self, obs: Observation, instruction: str, episode_id: str, prefix: np.ndarray | None = None,
+               executed: list[np.ndarray] = ()) -> None:
+        """Give the backend what executed since its last chunk and the observation after it, then
+        predict a chunk for that observation and publish it (and its imagined frames)."""
         t_start = time.perf_counter()
         inputs = observation_to_input(obs, instruction, self.backend.uses_privileged_state)
+        if len(executed):
+            self.backend.update(np.concatenate(executed), inputs)
         t_pre = time.perf_counter()
         out = self.backend.predict(inputs, prefix=prefix)
         t_inf = time.perf_counter()
@@ -174,7 +191,7 @@ class PolicyNode(Node):
 
     def publish_imagined(self, chunk: ActionChunk, frames: dict) -> None:
         """Imagined future frames, published after the chunk (off the critical path)."""
-        offsets = getattr(self.backend, "future_offsets", None) or []
+        offsets = self.backend.future_offsets
         imagined = ImaginedFuture(chunk_id=chunk.chunk_id, camera_names=list(frames))
         imagined.header = chunk.header
         n = min(len(f) for f in frames.values())

@@ -35,6 +35,14 @@ def load_vae(path: str | Path, class_name: str = "AutoencoderKL"):
     return getattr(diffusers, class_name).from_pretrained(Path(path), local_files_only=True)
 
 
+def to_model_pixels(frames_uint8: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, size, size) float in [-1, 1] (antialiased bilinear resize)."""
+    x = frames_uint8.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x
+
+
 class FrameCodec:
     """Frames <-> scaled latents with one VAE at a fixed square resolution."""
 
@@ -50,11 +58,7 @@ class FrameCodec:
 
     def to_pixels(self, frames_uint8: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 -> (B, 3, S, S) in [-1, 1] at the codec's resolution."""
-        x = frames_uint8.to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
-                              align_corners=False)
-        return x
+        return to_model_pixels(frames_uint8.to(self.device), self.image_size)
 
     @torch.no_grad()
     def encode(self, frames_uint8: torch.Tensor) -> torch.Tensor:
@@ -67,12 +71,27 @@ class FrameCodec:
         return latent.float() * self.scaling_factor
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) scaled latents -> (B, S, S, 3) uint8."""
+    def decode_float(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) scaled latents -> (B, 3, S, S) float pixels in [-1, 1] (not clamped)."""
         z = (latents / self.scaling_factor).to(self.vae.dtype)
         if self.temporal:
             z = z.unsqueeze(2)
         x = self.vae.decode(z).sample
         if self.temporal:
             x = x[:, :, 0]
-        return ((x.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+        return x.float()
+
+    @staticmethod
+    def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) float pixels in [-1, 1] -> (B, S, S, 3) uint8."""
+        return ((pixels.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) scaled latents -> (B, S, S, 3) uint8."""
+        return self.to_uint8(self.decode_float(latents))
+
+    @torch.no_grad()
+    def resize(self, frames_uint8: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) uint8 -> (B, S, S, 3) uint8: the frames exactly as the model sees them."""
+        return self.to_uint8(self.to_pixels(frames_uint8))

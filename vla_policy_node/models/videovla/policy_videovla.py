@@ -1,131 +1,193 @@
-"""`videovla` backend: serves a VideoVLA checkpoint (models/videovla.py) behind the policy interface.
+"""`videovla` backend: a VideoVLA checkpoint behind the policy interface.
 
 Per observation: encode the current camera frame to the clean latent V1 with the VAE, take the
 cached instruction tokens, normalize the proprio, jointly denoise future latents and an action
 chunk, unnormalize the actions. Imagined frames are decoded only when asked (decode_imagined).
+With the `delta` future target the network predicts the change of the latent from the current
+one; `residual` decoding adds the decoded change to the current frame, so "nothing moves" is
+exactly the current frame and the VAE's reconstruction error cancels where nothing moves.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..core.normalization import Normalizer
-from .backend import PolicyBackend, PolicyInput, PolicyOutput, register_backend
-from .checkpoint import CheckpointError, load_normalization, read_config, resolve_checkpoint, save_normalization
-from .text_encoder import DEFAULT_TEXT_ENCODER, TextEncoder
-from .video_vae import FrameCodec, load_vae
-from .videovla import VideoVLAConfig, VideoVLATransformer, make_scheduler, sample
+from ...core.normalization import Normalizer
+from ..backend import COMMON_OPTIONS, BackendOption, PolicyBackend, PolicyInput, PolicyOutput
+from ..checkpoint import (CHECKPOINT_FORMAT, CheckpointError, checkpoint_size_mb, load_normalization, own_memory,
+                          read_config, resolve_checkpoint, save_normalization)
+from ..components.diffusion import make_scheduler
+from ..components.text_encoder import DEFAULT_TEXT_ENCODER, TextEncoder
+from ..components.vae import FrameCodec, load_vae
+from .configuration_videovla import VideoVLAConfig
+from .modeling_videovla import VideoVLATransformer, sample
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class VideoVLAModel:
-    """Everything a VideoVLA checkpoint holds: transformer, frame codec, text encoder, statistics."""
+@dataclass
+class VideoVLAPipeline:
+    """Everything a checkpoint of this family holds, and chunk sampling from it."""
+    config: VideoVLAConfig
+    transformer: VideoVLATransformer
+    codec: FrameCodec
+    text_encoder: TextEncoder
+    scheduler: object
+    norm_mode: str
+    action_stats: dict
+    state_stats: dict
+    meta: dict                       # backend, embodiment, action/state names, training record
 
-    def __init__(self, config: VideoVLAConfig, transformer: VideoVLATransformer, codec: FrameCodec,
-                 text_encoder: TextEncoder, norm_mode: str, action_stats: dict, state_stats: dict, meta: dict):
-        self.config, self.transformer, self.codec, self.text_encoder = config, transformer, codec, text_encoder
-        self.action_norm = Normalizer(norm_mode, action_stats)
-        self.state_norm = Normalizer(norm_mode, state_stats)
-        self.norm_mode, self.action_stats, self.state_stats = norm_mode, action_stats, state_stats
-        self.meta = meta
+    def __post_init__(self):
+        self.action_norm = Normalizer(self.norm_mode, self.action_stats)
+        self.state_norm = Normalizer(self.norm_mode, self.state_stats)
 
     @property
     def device(self) -> torch.device:
-        return next(self.transformer.parameters()).device
+        return self.transformer.device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+    # ---- checkpoint ---------------------------------------------------------------------
     def save_pretrained(self, path: str | Path, training: dict | None = None) -> None:
-        from safetensors.torch import save_file
-
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         meta = dict(self.meta)
-        meta.update(backend="videovla", model=asdict(self.config), text_encoder=self.text_encoder.ref,
+        meta.update(format=CHECKPOINT_FORMAT, policy=self.config.to_dict(), text_encoder=self.text_encoder.ref,
                     vae={"path": "vae", "class": self.codec.vae.__class__.__name__,
                          "scaling_factor": self.codec.scaling_factor})
         if training is not None:
             meta["training"] = training
         (path / "config.json").write_text(json.dumps(meta, indent=2))
-        state = {k: v.detach().float().cpu().contiguous() for k, v in self.transformer.state_dict().items()}
-        save_file(state, str(path / "model.safetensors"))
+        self.transformer.save_pretrained(path / "transformer")
         self.codec.vae.save_pretrained(path / "vae")
+        self.scheduler.save_pretrained(path / "scheduler")
         save_normalization(path, self.norm_mode, self.action_stats, self.state_stats)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: str = "float32") -> "VideoVLAModel":
-        from safetensors.torch import load_file
+    def from_pretrained(cls, path: str | Path, backend: str, config_class=VideoVLAConfig, device: str = "cpu",
+                        dtype: str = "float32") -> "VideoVLAPipeline":
+        import diffusers
 
         path = resolve_checkpoint(path)
         meta = read_config(path)
-        if meta["backend"] != "videovla":
-            raise CheckpointError(f"{path}/config.json: backend is '{meta['backend']}', not 'videovla'")
-        config = VideoVLAConfig.from_dict(meta["model"])
-        transformer = VideoVLATransformer(config)
-        weights = path / "model.safetensors"
-        if not weights.is_file():
-            raise CheckpointError(f"{weights}: missing")
-        missing, unexpected = transformer.load_state_dict(load_file(str(weights)), strict=False)
-        if missing or unexpected:
-            raise CheckpointError(f"{weights}: does not match config.json (missing {missing[:3]}, "
-                                  f"unexpected {unexpected[:3]})")
+        if meta["backend"] != backend:
+            raise CheckpointError(f"{path}/config.json: backend is '{meta['backend']}', not '{backend}'")
+        try:
+            config = config_class.from_dict(meta["policy"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}/config.json: key 'policy': {exc}") from None
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype '{dtype}' unknown; use one of {sorted(DTYPES)}")
+        torch_dtype = DTYPES[dtype]
+        for part in ("transformer", "scheduler"):
+            if not (path / part).is_dir():
+                raise CheckpointError(f"{path / part}: missing")
+        try:
+            transformer = VideoVLATransformer.from_pretrained(path / "transformer", local_files_only=True)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{path / 'transformer'}: {exc}") from None
+        if transformer.config.num_future != config.num_future or transformer.config.horizon != config.horizon:
+            raise CheckpointError(f"{path / 'transformer'}: network for {transformer.config.num_future} future frames "
+                                  f"and horizon {transformer.config.horizon} does not match config.json policy "
+                                  f"({config.num_future}, {config.horizon})")
+        own_memory(transformer).to(device, torch_dtype).eval().requires_grad_(False)
+        scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+        scheduler = getattr(diffusers, scheduler_config["_class_name"]).from_config(scheduler_config)
         vae_ref = meta["vae"]
         vae_path = Path(vae_ref["path"]) if Path(vae_ref["path"]).is_absolute() else path / vae_ref["path"]
-        vae = load_vae(vae_path, vae_ref.get("class", "AutoencoderKL"))
-        torch_dtype = DTYPES[dtype]
-        transformer.to(device, torch_dtype).eval().requires_grad_(False)
-        vae.to(device, torch_dtype)
+        vae = load_vae(vae_path, vae_ref.get("class", "AutoencoderKL")).to(device, torch_dtype)
         codec = FrameCodec(vae, config.image_size, float(vae_ref.get("scaling_factor", 1.0)))
         text = TextEncoder(meta.get("text_encoder", DEFAULT_TEXT_ENCODER), config.text_tokens, device, torch_dtype)
         mode, action_stats, state_stats = load_normalization(path, config.action_dim, config.state_dim)
-        return cls(config, transformer, codec, text, mode, action_stats, state_stats, meta)
+        return cls(config, transformer, codec, text, scheduler, mode, action_stats, state_stats, meta)
 
+    # ---- inference ----------------------------------------------------------------------
     @torch.no_grad()
-    def predict_batch(self, frames: np.ndarray, instructions: list[str], states: np.ndarray,
-                      num_inference_steps: int | None = None, generator: torch.Generator | None = None,
-                      decode_imagined: bool = True, scheduler=None) -> dict:
-        """Chunks for B observations in one denoising loop (offline evaluation, batched serving).
+    def __call__(self, frames: np.ndarray, instructions: list[str], states: np.ndarray, num_inference_steps: int,
+                 generator: torch.Generator | None = None, prefix: np.ndarray | None = None,
+                 decode_imagined: bool = False) -> dict:
+        """Chunks for B observations in one denoising loop.
 
-        frames (B, H, W, 3) uint8 RGB from the checkpoint's camera; instructions: B strings (their
-        embeddings are cached); states (B, state_dim) proprio in physical units. Returns
-        actions_normalized (B, horizon, dim) model space in [-1, 1], actions (B, horizon, dim)
-        physical units, imagined (B, num_future, S, S, 3) uint8 frames for config.future_offsets
-        steps ahead (None unless decode_imagined)."""
-        cfg = self.config
-        dtype = next(self.transformer.parameters()).dtype
-        v1 = self.codec.encode(torch.as_tensor(np.asarray(frames, dtype=np.uint8))).to(dtype)
+        frames (B, H, W, 3) uint8 RGB from the configured camera; instructions: B strings
+        (embeddings cached); states (B, state_dim) proprio, physical units; prefix (B, k, dim) in
+        model space or None. Returns actions_normalized (B, horizon, dim) in [-1, 1], actions
+        (B, horizon, dim) physical units, imagined (B, num_future, S, S, 3) uint8 or None, and
+        the times (ms) spent before, in and after the denoising loop."""
+        t0 = time.perf_counter()
+        cfg, dtype = self.config, self.dtype
+        frames = np.array(frames, dtype=np.uint8)        # a writable copy (message buffers are read-only)
+        v1 = self.codec.encode(torch.from_numpy(frames)).to(dtype)
         text = torch.stack([self.text_encoder.encode(s)[0] for s in instructions]).to(dtype)
         state = torch.as_tensor(self.state_norm.normalize(np.asarray(states)), dtype=dtype, device=self.device)
-        future, actions_n = sample(self.transformer, text, v1, state, num_inference_steps or cfg.num_inference_steps,
-                                   generator=generator, scheduler=scheduler or make_scheduler(cfg))
+        prefix_t = None if prefix is None else torch.as_tensor(prefix, dtype=dtype, device=self.device)
+        t1 = time.perf_counter()
+        future, actions_n = sample(self.transformer, self.scheduler, text, v1, state, num_inference_steps,
+                                   prefix=prefix_t, generator=generator)
+        t2 = time.perf_counter()
         actions_n = actions_n.float().cpu().numpy().clip(-1.0, 1.0)
-        imagined = None
-        if decode_imagined:
-            b, f = future.shape[:2]
-            imagined = self.codec.decode(future.reshape(b * f, *future.shape[2:])).cpu().numpy()
-            imagined = imagined.reshape(b, f, *imagined.shape[1:])
+        imagined = self.decode_future(frames, v1, future) if decode_imagined and cfg.num_future else None
         return {"actions_normalized": actions_n, "actions": self.action_norm.unnormalize(actions_n),
-                "imagined": imagined}
+                "imagined": imagined, "timings_ms": {"preprocess_ms": (t1 - t0) * 1e3,
+                                                     "inference_ms": (t2 - t1) * 1e3,
+                                                     "postprocess_ms": (time.perf_counter() - t2) * 1e3}}
+
+    def future_latents(self, v1: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        """Network output (B, F, C, h, w) -> latents of the imagined frames."""
+        if self.config.future_target == "delta":
+            return v1[:, None] + future / self.config.delta_scaling_factor
+        return future
+
+    @torch.no_grad()
+    def decode_future(self, frames: np.ndarray, v1: torch.Tensor, future: torch.Tensor) -> np.ndarray:
+        """(B, F, S, S, 3) uint8 imagined frames from the network output."""
+        latents = self.future_latents(v1, future)
+        b, f = latents.shape[:2]
+        decoded = self.codec.decode_float(latents.reshape(b * f, *latents.shape[2:]))
+        decoded = decoded.reshape(b, f, *decoded.shape[1:])
+        if self.config.imagined_decoding == "residual":
+            current = self.codec.to_pixels(torch.from_numpy(np.array(frames, dtype=np.uint8)))
+            decoded = current[:, None] + decoded - self.codec.decode_float(v1)[:, None]
+        return self.codec.to_uint8(decoded.reshape(b * f, *decoded.shape[2:])).reshape(
+            b, f, self.config.image_size, self.config.image_size, 3).cpu().numpy()
+
+    @torch.no_grad()
+    def reconstruct_future(self, current: np.ndarray, future: np.ndarray) -> np.ndarray:
+        """What decoding would give if the network predicted the real future latent exactly."""
+        z_cur = self.codec.encode(torch.from_numpy(np.array(current, dtype=np.uint8))).to(self.dtype)
+        z_fut = self.codec.encode(torch.from_numpy(np.array(future, dtype=np.uint8))).to(self.dtype)
+        if self.config.future_target == "delta":
+            delta = (z_fut - z_cur) * self.config.delta_scaling_factor
+        else:
+            delta = z_fut
+        return self.decode_future(current, z_cur, delta[:, None])[:, 0]
 
 
-@register_backend
 class VideoVLAPolicy(PolicyBackend):
     name = "videovla"
     supports_prefix = True
+    config_class = VideoVLAConfig
+    options = {**COMMON_OPTIONS,
+               "num_inference_steps": BackendOption(0, "denoising steps (0 = the checkpoint's)"),
+               "decode_imagined": BackendOption(False, "decode the imagined future frames (for the monitor)")}
 
     def __init__(self, embodiment, checkpoint: str = "", device: str = "cpu", dtype: str = "float32",
-                 num_inference_steps: int = 0, decode_imagined: bool = False, **options):
+                 num_inference_steps: int = 0, decode_imagined: bool = False):
         super().__init__(embodiment)
         if not checkpoint:
-            raise CheckpointError("videovla backend needs parameter 'checkpoint' (a checkpoint directory)")
-        self.model = VideoVLAModel.from_pretrained(checkpoint, device, dtype)
-        cfg, emb = self.model.config, embodiment.config
-        names = self.model.meta.get("action_names")
+            raise CheckpointError(f"{self.name} backend needs option 'checkpoint' (a checkpoint directory)")
+        self.checkpoint = str(resolve_checkpoint(checkpoint))
+        self.pipeline = VideoVLAPipeline.from_pretrained(checkpoint, self.name, self.config_class, device, dtype)
+        cfg, emb = self.pipeline.config, embodiment.config
+        names = self.pipeline.meta.get("action_names")
         if names is not None and list(names) != list(emb.action.names):
             raise CheckpointError(f"{checkpoint}: trained for actions {names}, robot file {embodiment.path} "
                                   f"has {emb.action.names}")
@@ -133,38 +195,68 @@ class VideoVLAPolicy(PolicyBackend):
             raise CheckpointError(f"{checkpoint}: needs camera '{cfg.camera}', not in {embodiment.path}")
         self.num_inference_steps = int(num_inference_steps) or cfg.num_inference_steps
         self.decode_imagined = bool(decode_imagined)
-        self.scheduler = make_scheduler(cfg)
-        self.future_offsets = list(cfg.future_offsets)
         self.instruction = ""
-        self.generator = torch.Generator(device=self.model.device)
+        self.generator = torch.Generator(device=self.pipeline.device)
+
+    @property
+    def config(self) -> VideoVLAConfig:
+        return self.pipeline.config
 
     def reset(self, instruction: str, seed: int | None = None, task: str = "") -> None:
         self.instruction = instruction
-        self.model.text_encoder.encode(instruction)      # cache the embedding for the episode
+        if instruction:
+            self.pipeline.text_encoder.encode(instruction)      # cache the embedding for the episode
         self.generator.manual_seed(int(seed or 0))
 
-    def predict(self, obs: PolicyInput, prefix: np.ndarray | None = None) -> PolicyOutput:
-        cfg, m = self.model.config, self.model
-        t0 = time.perf_counter()
-        device, dtype = m.device, next(m.transformer.parameters()).dtype
-        frame = obs.images.get(cfg.camera)
+    def _frame(self, obs: PolicyInput) -> np.ndarray:
+        frame = obs.images.get(self.config.camera)
         if frame is None:
-            raise ValueError(f"observation has no camera '{cfg.camera}' (has {sorted(obs.images)})")
-        v1 = m.codec.encode(torch.tensor(frame)[None]).to(dtype)
-        text, _ = m.text_encoder.encode(obs.instruction or self.instruction)
-        state = torch.as_tensor(m.state_norm.normalize(obs.state[None]), dtype=dtype, device=device)
-        prefix_t = None
+            raise ValueError(f"observation has no camera '{self.config.camera}' (has {sorted(obs.images)})")
+        return frame
+
+    def predict(self, obs: PolicyInput, prefix: np.ndarray | None = None) -> PolicyOutput:
+        prefix_b = None
         if prefix is not None and len(prefix):
-            prefix_t = torch.as_tensor(np.asarray(prefix)[None, : cfg.horizon], dtype=dtype, device=device)
-        t1 = time.perf_counter()
-        future, actions_n = sample(m.transformer, text[None].to(dtype), v1, state, self.num_inference_steps,
-                                   prefix=prefix_t, generator=self.generator, scheduler=self.scheduler)
-        t2 = time.perf_counter()
-        actions_n = actions_n[0].float().cpu().numpy().clip(-1.0, 1.0)
-        out = PolicyOutput(actions_n, m.action_norm.unnormalize(actions_n))
-        if self.decode_imagined:
-            frames = m.codec.decode(future[0]).cpu().numpy()
-            out.imagined_frames = {cfg.camera: frames}
-        out.timings_ms = {"preprocess_ms": (t1 - t0) * 1e3, "inference_ms": (t2 - t1) * 1e3,
-                          "postprocess_ms": (time.perf_counter() - t2) * 1e3}
-        return out
+            prefix_b = np.asarray(prefix)[None, : self.config.horizon]
+        out = self.pipeline(self._frame(obs)[None], [obs.instruction or self.instruction], obs.state[None],
+                            self.num_inference_steps, self.generator, prefix_b, self.decode_imagined)
+        imagined = None if out["imagined"] is None else {self.config.camera: out["imagined"][0]}
+        return PolicyOutput(out["actions_normalized"][0], out["actions"][0], imagined, out["timings_ms"])
+
+    def predict_batch(self, observations: list[PolicyInput]) -> list[PolicyOutput]:
+        out = self.pipeline(np.stack([self._frame(o) for o in observations]),
+                            [o.instruction or self.instruction for o in observations],
+                            np.stack([o.state for o in observations]), self.num_inference_steps, self.generator,
+                            decode_imagined=self.decode_imagined)
+        per_chunk = {k: v / len(observations) for k, v in out["timings_ms"].items()}   # amortized
+        return [PolicyOutput(out["actions_normalized"][i], out["actions"][i],
+                             None if out["imagined"] is None else {self.config.camera: out["imagined"][i]},
+                             dict(per_chunk)) for i in range(len(observations))]
+
+    @property
+    def future_offsets(self) -> list[int]:
+        return list(self.config.future_offsets)
+
+    @property
+    def imagined_camera(self) -> str | None:
+        return self.config.camera if self.config.num_future else None
+
+    def imagined_view(self, frames: np.ndarray) -> np.ndarray | None:
+        if not self.config.num_future:
+            return None
+        codec = self.pipeline.codec
+        return np.concatenate([codec.resize(torch.from_numpy(np.array(frames[i: i + 256]))).cpu().numpy()
+                               for i in range(0, len(frames), 256)]) if len(frames) else \
+            np.zeros((0, codec.image_size, codec.image_size, 3), np.uint8)
+
+    def reconstruct_future(self, current: np.ndarray, future: np.ndarray) -> np.ndarray | None:
+        return self.pipeline.reconstruct_future(current, future) if self.config.num_future else None
+
+    def describe(self) -> dict:
+        training = self.pipeline.meta.get("training", {})
+        return {"backend": self.name, "checkpoint": self.checkpoint,
+                "parameters": int(sum(p.numel() for p in self.pipeline.transformer.parameters())),
+                "vae_parameters": int(sum(p.numel() for p in self.pipeline.codec.vae.parameters())),
+                "checkpoint_mb": round(checkpoint_size_mb(self.checkpoint), 2),
+                "num_inference_steps": self.num_inference_steps,
+                "training": {k: v for k, v in training.items() if k != "loss_history"}}

@@ -1,0 +1,1 @@
+"""Benchmarks: the policy leaderboard, one checkpoint's figures, the executor's figures."""

@@ -1,0 +1,44 @@
+"""`vla-bench`: benchmarks, each writing JSON (and markdown) under artifacts/bench/.
+
+    vla-bench policies [--rows NAME ...] [--force]   the policy leaderboard (policies.json / .md)
+    vla-bench policy [--checkpoint DIR] ...           one checkpoint: latency, imagination, success vs steps
+    vla-bench executor [--modes ...] ...              execution modes free-running, control-loop jitter
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    from . import executor, policy
+
+    parser = argparse.ArgumentParser(prog="vla-bench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    board = commands.add_parser("policies", help="every backend on the leaderboard protocol")
+    board.add_argument("--config", type=Path, help="leaderboard description (default config/bench/policies.yaml)")
+    board.add_argument("--out", type=Path, default=Path("artifacts/bench"))
+    board.add_argument("--rows", nargs="+", help="run only these rows (others are read from the cache)")
+    board.add_argument("--force", action="store_true", help="rerun the selected rows even when cached")
+    policy.build_argparser(commands.add_parser("policy", help="one checkpoint's latency and imagination"))
+    executor.build_argparser(commands.add_parser("executor", help="execution modes and control-loop jitter"))
+    args = parser.parse_args(argv)
+    if args.command == "policy":
+        return policy.run(args)
+    if args.command == "executor":
+        return executor.run(args)
+    from .leaderboard import Leaderboard, run_leaderboard
+    try:
+        leaderboard = Leaderboard.load(args.config)
+    except ValueError as exc:
+        print(f"vla-bench: {exc}", file=sys.stderr)
+        return 2
+    run_leaderboard(leaderboard, args.out, args.rows, args.force)
+    print(f"bench: wrote {args.out / 'policies.json'} and {args.out / 'policies.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

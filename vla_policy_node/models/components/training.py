@@ -1,0 +1,188 @@
+"""Training pieces every family shares: statistics, the frame VAE, augmentation, and the loop.
+
+The loop (`run_training`) owns what is not family-specific: AdamW, cosine schedule with warm-up
+(diffusers.optimization), EMA weights (diffusers.training_utils.EMAModel), accelerate for the
+device and mixed precision, seeded batches, periodic checkpoints and `--resume` from
+<output>/training_state.pt (training wall time accumulates across resumed runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .vae import FrameCodec, build_small_vae
+
+
+def compute_stats(values: np.ndarray, mode: str) -> dict:
+    """Per-dimension statistics over axis 0 (values (N, dim), or (N, horizon, dim) per timestep)."""
+    if mode == "quantile":
+        lo, hi = np.quantile(values, 0.01, axis=0), np.quantile(values, 0.99, axis=0)
+        return {"q01": lo, "q99": lo + np.maximum(hi - lo, 1e-3)}   # constant dimensions keep a finite scale
+    if mode == "mean_std":
+        return {"mean": values.mean(0), "std": np.maximum(values.std(0), 1e-3)}
+    if mode == "min_max":
+        lo, hi = values.min(0), values.max(0)
+        return {"min": lo, "max": lo + np.maximum(hi - lo, 1e-3)}
+    raise ValueError(f"normalization mode '{mode}' unknown")
+
+
+def train_vae(frames: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int, latent_channels: int,
+              downsample: int, width: int, device: torch.device):
+    """Fit a small AutoencoderKL to (N, S, S, 3) uint8 frames: L1 + MSE reconstruction, light KL."""
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+
+    torch.manual_seed(seed)
+    vae = build_small_vae(latent_channels, downsample, width).to(device).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = get_cosine_schedule_with_warmup(opt, 0, steps)
+    gen = torch.Generator().manual_seed(seed)
+    bar = tqdm(range(steps), desc="vae", mininterval=5.0)
+    for step in bar:
+        idx = torch.randint(0, len(frames), (batch_size,), generator=gen)
+        x = frames[idx].to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        post = vae.encode(x).latent_dist
+        recon = vae.decode(post.sample()).sample
+        kl = post.kl().mean() / x[0].numel()
+        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        if step % 100 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    return vae.eval()
+
+
+def encode_all(codec: FrameCodec, frames: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Scaled latents of (N, H, W, 3) uint8 frames, on the CPU."""
+    return torch.cat([codec.encode(frames[i: i + batch]).cpu() for i in range(0, len(frames), batch)])
+
+
+def shift_frames(frames: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """Translate (N, H, W, 3) uint8 frames by (dx, dy) pixels, repeating the border (DrQ-style shift)."""
+    if dx == 0 and dy == 0:
+        return frames
+    pad = max(abs(dx), abs(dy))
+    x = F.pad(frames.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
+    h, w = frames.shape[1:3]
+    x = x[:, :, pad - dy: pad - dy + h, pad - dx: pad - dx + w]
+    return x.to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def augmented_latents(codec: FrameCodec, frames: torch.Tensor, copies: int, max_shift: int,
+                      seed: int) -> torch.Tensor:
+    """(copies, N, C, h, w) latents of the frames under `copies` random shifts (copy 0 unshifted).
+
+    Shifts are drawn once per copy and encoded up front, so training pays no VAE cost per step;
+    a sample uses the same copy for its current and future frames (one consistent camera shift)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = [encode_all(codec, frames)]
+    for _ in range(1, copies):
+        dx, dy = (torch.randint(-max_shift, max_shift + 1, (2,), generator=gen)).tolist()
+        out.append(encode_all(codec, shift_frames(frames, dx, dy)))
+    return torch.stack(out)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the shared loop (the family adds its own)."""
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup-steps", type=int, default=200)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from <output>/training_state.pt")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
+    p.add_argument("--save-every", type=int, default=1000)
+
+
+@dataclass
+class TrainingJob:
+    """What a family hands to the shared loop.
+
+    make_batch(generator, batch_size) -> dict of CPU tensors; loss(model, batch) ->
+    {"loss", ...scalars}; export(model_with_ema_weights, step, final, record) writes the checkpoint."""
+    model: torch.nn.Module
+    make_batch: Callable[[torch.Generator, int], dict]
+    loss: Callable[[torch.nn.Module, dict], dict]
+    export: Callable[[torch.nn.Module, int, bool, dict], None]
+    record: dict = field(default_factory=dict)      # family facts for the training record (episodes, ...)
+
+
+def run_training(args, job: TrainingJob, out: Path, desc: str, setup_s: float = 0.0) -> dict:
+    """Train job.model for args.steps; returns the final training record. `setup_s`: wall time the
+    family spent before the loop (VAE, encoding), counted in the record's training wall time."""
+    from accelerate import Accelerator
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+    from diffusers.training_utils import EMAModel
+
+    started = time.time()
+    accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=args.mixed_precision)
+    model = job.model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    lr_schedule = get_cosine_schedule_with_warmup(optimizer, min(args.warmup_steps, args.steps // 10), args.steps)
+    ema = EMAModel(model.parameters(), decay=args.ema_decay, use_ema_warmup=True, power=0.75)
+    start_step, previous_wall = 0, setup_s
+    history: list[dict] = []
+    state_file, log_file = out / "training_state.pt", out / "training_log.json"
+    if args.resume and state_file.is_file():
+        state = torch.load(state_file, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        lr_schedule.load_state_dict(state["scheduler"])
+        ema.load_state_dict(state["ema"])
+        start_step, previous_wall = state["step"], float(state.get("wall_time_s", 0.0)) + setup_s
+        history = json.loads(log_file.read_text()) if log_file.is_file() else []
+        print(f"resumed at step {start_step}")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ema.to(accelerator.device)
+    gen = torch.Generator().manual_seed(args.seed + start_step)     # batches
+    torch.manual_seed(args.seed + start_step)                       # noise
+
+    def record(step: int, final: bool) -> dict:
+        return {**job.record, "family": desc, "steps": step, "batch_size": args.batch_size, "lr": args.lr,
+                "seed": args.seed, "wall_time_s": round(previous_wall + time.time() - started, 1),
+                "loss_history": history[-50:], "final": final}
+
+    def save(step: int, final: bool) -> None:
+        unwrapped = accelerator.unwrap_model(model)
+        torch.save({"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": lr_schedule.state_dict(), "ema": ema.state_dict(), "step": step,
+                    "wall_time_s": previous_wall + time.time() - started}, state_file)
+        ema.store(unwrapped.parameters())
+        ema.copy_to(unwrapped.parameters())
+        job.export(unwrapped, step, final, record(step, final))
+        ema.restore(unwrapped.parameters())
+        log_file.write_text(json.dumps(history, indent=1))
+
+    model.train()
+    bar = tqdm(range(start_step, args.steps), desc=desc, mininterval=5.0, initial=start_step, total=args.steps)
+    for step in bar:
+        batch = {k: v.to(accelerator.device) for k, v in job.make_batch(gen, args.batch_size).items()}
+        with accelerator.autocast():
+            losses = job.loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(losses["loss"])
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        lr_schedule.step()
+        ema.step(accelerator.unwrap_model(model).parameters())
+        if step % 50 == 0:
+            row = {k: round(float(v.detach()), 5) for k, v in losses.items()} | {"step": step}
+            history.append(row)
+            bar.set_postfix({k: v for k, v in row.items() if k != "step"})
+        if (step + 1) % args.save_every == 0 and step + 1 < args.steps:
+            save(step + 1, final=False)
+    save(args.steps, final=True)
+    return record(args.steps, True)

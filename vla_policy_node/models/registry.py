@@ -1,0 +1,64 @@
+"""The one place policy backends are named.
+
+Each entry maps a backend name to a module that exposes `Policy` (a PolicyBackend subclass) and,
+for families trained here, `Trainer` (used by `vla-train --family NAME`). Modules are imported
+on first use, so the scripted backends never load torch. Packages outside this project add
+backends through the entry-point group `vla_policy_node.backends` (name = "module").
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from .backend import PolicyBackend, check_options
+
+BACKENDS = {
+    "oracle": "vla_policy_node.models.oracle",          # MetaWorld's scripted expert (privileged state)
+    "reach_ik": "vla_policy_node.models.reach_ik",      # scripted reach for arms (privileged target)
+    "videovla": "vla_policy_node.models.videovla",      # VideoVLA: joint video/action diffusion
+    "bc": "vla_policy_node.models.bc",                  # the same encoders and action head, no video objective
+}
+ENTRY_POINT_GROUP = "vla_policy_node.backends"
+
+
+def _modules() -> dict[str, str]:
+    found = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return {**found, **BACKENDS}
+
+
+def available_backends() -> list[str]:
+    return sorted(_modules())
+
+
+def backend_module(name: str):
+    modules = _modules()
+    if name not in modules:
+        raise KeyError(f"policy backend '{name}' unknown; available: {', '.join(sorted(modules))}")
+    return importlib.import_module(modules[name])
+
+
+def backend_class(name: str) -> type[PolicyBackend]:
+    cls = backend_module(name).Policy
+    if cls.name != name:
+        raise KeyError(f"module {_modules()[name]}: Policy.name is '{cls.name}', registered as '{name}'")
+    return cls
+
+
+def trainer(name: str):
+    """The family's Trainer (add_arguments(parser), run(args)); KeyError for untrainable backends."""
+    module = backend_module(name)
+    if not hasattr(module, "Trainer"):
+        trainable = [n for n in available_backends() if hasattr(backend_module(n), "Trainer")]
+        raise KeyError(f"policy backend '{name}' is not trained here; families with a trainer: {', '.join(trainable)}")
+    return module.Trainer
+
+
+def make_backend(name: str, embodiment, **options) -> PolicyBackend:
+    """Backend by name; 'auto' reads it from the checkpoint's config.json. Options are checked
+    against the names the backend declares."""
+    if name == "auto":
+        from .checkpoint import read_config
+        name = read_config(options.get("checkpoint", ""))["backend"]
+    cls = backend_class(name)
+    return cls(embodiment, **check_options(cls, options))

@@ -1,0 +1,77 @@
+"""VideoVLA policy configuration: inputs, frame codec, imagined future, action chunk, diffusion.
+
+Saved under "policy" in a checkpoint's config.json; the transformer's own architecture is
+derived from it (`transformer_config`) and saved by diffusers in transformer/config.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+FUTURE_TARGETS = ("absolute", "delta")
+IMAGINED_DECODINGS = ("latent", "residual")
+OBJECTIVES = ("ddpm", "flow")
+
+
+@dataclass
+class VideoVLAConfig:
+    # inputs
+    camera: str = "corner"
+    image_size: int = 64                     # model input side (px); frames are resized to it
+    text_tokens: int = 16
+    text_dim: int = 384
+    state_dim: int = 4
+    use_proprio: bool = True
+    # frame codec (VAE latents)
+    latent_channels: int = 4
+    latent_size: int = 8                     # latent side = image_size / VAE downsampling
+    patch_size: int = 2
+    # imagined future
+    future_offsets: list = field(default_factory=lambda: [4, 8])   # steps ahead of each imagined frame
+    future_target: str = "absolute"          # absolute: future latents | delta: change from the current latent
+    delta_scaling_factor: float = 1.0        # delta target: multiplies (z_future - z_current) to unit variance
+    imagined_decoding: str = "latent"        # latent: decode the latent | residual: current frame + decoded change
+    # action chunk
+    horizon: int = 8
+    action_dim: int = 4
+    # transformer
+    hidden_size: int = 192
+    num_layers: int = 6
+    num_heads: int = 4
+    # diffusion
+    objective: str = "ddpm"                  # ddpm (epsilon, DDIM sampling) | flow (velocity, FlowMatchEuler)
+    num_train_timesteps: int = 1000
+    num_inference_steps: int = 10
+    video_loss_weight: float = 1.0           # 0 = the paper's "no video loss" ablation
+
+    def __post_init__(self):
+        for name, value, allowed in (("future_target", self.future_target, FUTURE_TARGETS),
+                                     ("imagined_decoding", self.imagined_decoding, IMAGINED_DECODINGS),
+                                     ("objective", self.objective, OBJECTIVES)):
+            if value not in allowed:
+                raise ValueError(f"{type(self).__name__}.{name}: '{value}' unknown; use one of {allowed}")
+        if self.latent_size % self.patch_size:
+            raise ValueError(f"{type(self).__name__}: latent_size {self.latent_size} is not a multiple of "
+                             f"patch_size {self.patch_size}")
+        self.future_offsets = [int(o) for o in self.future_offsets]
+
+    @property
+    def num_future(self) -> int:
+        return len(self.future_offsets)
+
+    def transformer_config(self) -> dict:
+        """Keyword arguments of VideoVLATransformer for this configuration."""
+        keys = ("text_dim", "text_tokens", "latent_channels", "latent_size", "patch_size", "horizon",
+                "action_dim", "state_dim", "use_proprio", "hidden_size", "num_layers", "num_heads")
+        return {k: getattr(self, k) for k in keys} | {"num_future": self.num_future}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "VideoVLAConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown keys {unknown}")
+        return cls(**data)

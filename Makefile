@@ -7,7 +7,7 @@ STAMPS := $(VENV)/.stamps
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup demo demo-oracle data test test-all bench clean distclean
+.PHONY: setup demo demo-oracle data train test test-slow test-all bench bench-policies clean distclean
 
 setup: $(STAMPS)/system $(STAMPS)/python $(STAMPS)/interfaces $(STAMPS)/package
 
@@ -38,18 +38,37 @@ demo-oracle: setup
 	$(VENV)/bin/vla-graph sim_demo --set policy.backend:=oracle --set executor.merge:=replace --output-dir artifacts/demo_oracle $(DEMO_ARGS)
 
 # Scripted-expert demonstrations (the policy's default `oracle` backend) recorded through the
-# graph's own topics: 5 tasks x training seeds 0-9 (evaluation uses seeds >= 100).
+# graph's own topics: 5 tasks x training seeds 0-19 (evaluation uses seeds >= 100).
 # Read back with vla_policy_node.data.dataset.load_dataset("artifacts/data", robot).
 data: setup
-	$(VENV)/bin/vla-graph sim_demo --output-dir artifacts/data --set policy.backend:=oracle --set executor.merge:=replace --set evaluator.seeds:=[0,1,2,3,4,5,6,7,8,9] --set evaluator.training_seeds:=allow --set evaluator.max_steps:=300
+	$(VENV)/bin/vla-graph sim_demo --output-dir artifacts/data --set policy.backend:=oracle --set executor.merge:=replace --set evaluator.seeds:=[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19] --set evaluator.training_seeds:=allow --set evaluator.max_steps:=300
+
+# The shipped checkpoints, as they were trained (resumable: add TRAIN_ARGS=--resume). Both read the
+# demonstrations of `make data`; bc reuses videovla's frame VAE so the two differ only in the video objective.
+TRAIN_ARGS ?=
+TRAIN_COMMON = --data artifacts/data --steps 14000 --shift-augment 4 --augment-copies 4 --save-every 1000 $(TRAIN_ARGS)
+train: setup
+	$(VENV)/bin/vla-train --family videovla --output checkpoints/videovla_metaworld $(TRAIN_COMMON) \
+		--future-offsets 8,16,32 --future-target delta --imagined-decoding residual --vae-steps 2500
+	$(VENV)/bin/vla-train --family bc --output checkpoints/bc_metaworld $(TRAIN_COMMON) \
+		--vae checkpoints/videovla_metaworld/vae
 
 # Policy figures (artifacts/bench/policy.json) and executor figures (artifacts/bench/executor.json).
 bench: setup
-	$(PY) -m vla_policy_node.bench
-	$(PY) -m vla_policy_node.bench_executor
+	$(VENV)/bin/vla-bench policy
+	$(VENV)/bin/vla-bench executor
+
+# The policy leaderboard (artifacts/bench/policies.json / policies.md): every row of
+# config/bench/policies.yaml on 5 tasks x 6 held-out seeds through the graph; cached per checkpoint.
+bench-policies: setup
+	$(VENV)/bin/vla-bench policies
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The suites marked slow: full graphs, training, recorded episodes (CI runs them after `make test`).
+test-slow: setup
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 test-all: setup
 	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)

@@ -164,6 +164,7 @@ def stamp(msg) -> float:
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
+@pytest.mark.slow      # three full Panda graphs
 def test_reach_episode_succeeds(run):
     contract, out, result = run
     assert set(result["processes"]) == {"sim_bridge", "perception", "policy", "executor", "evaluator"}
@@ -174,6 +175,7 @@ def test_reach_episode_succeeds(run):
     assert episode["success"] and episode["reason"] == "success" and 20 < episode["steps"] < 200
 
 
+@pytest.mark.slow      # three full Panda graphs
 def test_commands_crossed_on_the_contract_topic(run):
     """Every step of the episode was driven by a command of the contract's type naming the Panda's
     joints, stamped with a sim time the robot published (lockstep), inside the joint limits; the
@@ -219,6 +221,7 @@ def check_pose_targets_solved(messages: dict, commands: list) -> None:
         assert (Rotation.from_quat(quat).inv() * Rotation.from_quat([q.x, q.y, q.z, q.w])).magnitude() < 2e-3
 
 
+@pytest.mark.slow      # three full Panda graphs
 def test_safety_gate_saw_no_command_outside_limits(run):
     contract, out, _ = run
     status = [m for _, m in bag_messages(out)["/vla/executor_status"]]

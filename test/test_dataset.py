@@ -56,6 +56,7 @@ def episode(recorded, robot):
 
 
 # ---- one real episode ------------------------------------------------------------------------
+@pytest.mark.slow      # reads an episode recorded through the full graph
 def test_episode_rows_pair_each_command_with_the_state_it_answered(recorded, episode):
     _, bag, raw, entry = recorded
     ep = episode
@@ -93,6 +94,7 @@ def test_episode_rows_pair_each_command_with_the_state_it_answered(recorded, epi
     assert np.linalg.norm(ep.states[-1, :3] - ep.states[0, :3]) > 0.02
 
 
+@pytest.mark.slow      # reads an episode recorded through the full graph
 def test_load_dataset_follows_the_report_and_its_success_filter(recorded, robot):
     out, bag, raw, entry = recorded
     everything = load_dataset(out, robot, successful_only=False)
@@ -113,6 +115,7 @@ def test_load_dataset_follows_the_report_and_its_success_filter(recorded, robot)
     assert len(load_dataset([bag], robot)) == int(last_success)
 
 
+@pytest.mark.slow      # reads an episode recorded through the full graph
 def test_load_dataset_finds_bags_of_a_moved_output_folder(recorded, robot, tmp_path):
     """`vla-graph --output-dir artifacts/data` records bag paths relative to the working
     directory; the bags are found under <root>/bags/ wherever the folder is now."""
@@ -129,6 +132,7 @@ def test_load_dataset_finds_bags_of_a_moved_output_folder(recorded, robot, tmp_p
         load_dataset(moved, robot, successful_only=False)
 
 
+@pytest.mark.slow      # reads an episode recorded through the full graph
 def test_chunk_samples_pads_masks_and_clips(episode):
     ep = episode
     T = len(ep.actions)
@@ -273,6 +277,7 @@ def load_robot_input(img):
     return cv2.resize(np.ascontiguousarray(img), (128, 128), interpolation=cv2.INTER_LINEAR)
 
 
+@pytest.mark.slow      # reads an episode recorded through the full graph
 def test_missing_topics_and_folders_are_named(tmp_path, robot, recorded):
     _, bag, _, _ = recorded
     with pytest.raises(DatasetError, match="/vla/other/camera"):

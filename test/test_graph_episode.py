@@ -9,6 +9,8 @@ from conftest import record_episodes
 
 from vla_policy_node.data.bags import read_bag
 
+pytestmark = pytest.mark.slow      # a full graph: six processes, one recorded episode
+
 STEPS = 40
 BACKEND = "videovla"   # the shipped checkpoint drives the robot
 

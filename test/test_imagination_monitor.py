@@ -267,6 +267,7 @@ def test_node_publishes_divergence_across_processes(frames, ros_domain, tmp_path
 
 # ---- closed loop ------------------------------------------------------------------------------
 
+@pytest.mark.slow      # two learned-policy episodes through the full graph
 def test_closed_loop_report_has_monitor_figures(tmp_path):
     """Two short VideoVLA episodes through the full graph: the monitor scores every imagined frame
     that met a real one, and report.json carries the divergence series and the run figures."""

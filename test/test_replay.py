@@ -103,6 +103,7 @@ def test_replay_score_without_pairs_is_nan():
 
 # ---- the replay node, across processes ---------------------------------------------------------
 
+@pytest.mark.slow      # replays an episode recorded through the full graph
 def test_replay_publishes_with_clock_and_sim_time_follows(bag, recorded, monkeypatch, tmp_path):
     import rclpy
     from geometry_msgs.msg import PoseStamped
@@ -178,6 +179,7 @@ def test_replay_publishes_with_clock_and_sim_time_follows(bag, recorded, monkeyp
 
 # ---- the replay graph: live nodes on recorded data, dry-run -------------------------------------
 
+@pytest.mark.slow      # replays an episode recorded through the full graph
 def test_replay_graph_dry_run_is_scored_against_the_recording(bag, recorded, tmp_path):
     from vla_policy_node.graph_runner import run_graph
 

@@ -13,6 +13,8 @@ from vla_policy_node.models.backend import PolicyInput
 from vla_policy_node.models.registry import make_backend
 from vla_policy_node.train import main as train_main
 
+pytestmark = pytest.mark.slow      # records episodes through the graph, then trains
+
 TINY = ["--hidden-size", "32", "--num-layers", "2", "--image-size", "32", "--batch-size", "16",
         "--vae-steps", "30", "--lr", "2e-3", "--include-failed", "--save-every", "100000"]
 

@@ -79,7 +79,8 @@ def row_key(board: Leaderboard, row: Row, reference_key: str | None) -> str:
     from ..models.checkpoint import checkpoint_digest
 
     digest = checkpoint_digest(row.checkpoint) if row.checkpoint else ""
-    blob = json.dumps({"version": CACHE_VERSION, "protocol": board.protocol, "row": row.__dict__,
+    settings = {k: v for k, v in row.__dict__.items() if k != "checkpoint"}     # content, not path, counts
+    blob = json.dumps({"version": CACHE_VERSION, "protocol": board.protocol, "row": settings,
                        "checkpoint": digest, "reference": reference_key}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -1,0 +1,92 @@
+"""The policy leaderboard's pieces without running graphs: protocol file checks, Wilson intervals,
+cache keys that follow the checkpoint's content, rows assembled from reports, the markdown table."""
+
+import json
+import shutil
+
+import pytest
+from conftest import ROOT, tiny_videovla_checkpoint
+
+from vla_policy_node.bench.leaderboard import (Leaderboard, Row, assemble_row, early_warning_scores, row_key,
+                                               wilson_interval, write_leaderboard)
+
+
+def test_the_shipped_protocol_loads_with_one_reference_row():
+    board = Leaderboard.load()
+    assert board.reference.name == "oracle" and {r.name for r in board.rows} >= {"oracle", "bc", "videovla"}
+    assert board.protocol["seeds"] == [100, 101, 102, 103, 104, 105] and len(board.protocol["tasks"]) == 5
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["rows"][0].pop("reference"), "exactly one row needs 'reference: true'"),
+    (lambda d: d["protocol"].pop("seeds"), r"protocol: missing \['seeds'\]"),
+    (lambda d: d["rows"].append({"name": "x", "backend": "bc", "colour": "red"}), "not a leaderboard description"),
+])
+def test_a_broken_protocol_file_is_named(tmp_path, edit, message):
+    import yaml
+    data = yaml.safe_load((ROOT / "config" / "bench" / "policies.yaml").read_text())
+    edit(data)
+    path = tmp_path / "board.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match=message):
+        Leaderboard.load(path)
+
+
+def test_wilson_interval_matches_the_closed_form():
+    low, high = wilson_interval(24, 30)
+    assert low == pytest.approx(0.6269, abs=1e-4) and high == pytest.approx(0.9049, abs=1e-4)
+    assert wilson_interval(30, 30)[1] == pytest.approx(1.0) and wilson_interval(30, 30)[0] < 1.0
+
+
+def test_cache_key_follows_checkpoint_content_protocol_and_reference(tmp_path):
+    board = Leaderboard.load()
+    ckpt = tiny_videovla_checkpoint(tmp_path / "a")
+    row = Row(name="videovla", backend="videovla", checkpoint=str(ckpt))
+    key = row_key(board, row, "ref1")
+    copy = tmp_path / "b"
+    shutil.copytree(ckpt, copy)
+    assert row_key(board, Row("videovla", "videovla", str(copy)), "ref1") == key     # same files, same key
+    (copy / "normalization.json").write_text((copy / "normalization.json").read_text().replace("-1.0", "-0.9", 1))
+    assert row_key(board, Row("videovla", "videovla", str(copy)), "ref1") != key     # other statistics
+    assert row_key(board, row, "ref2") != key
+    board.protocol["max_steps"] = 200
+    assert row_key(board, row, "ref1") != key
+
+
+def report(successes):
+    episodes = []
+    for i, ok in enumerate(successes):
+        series = [[0.1 * k, (0.02 if ok else 0.09) + 0.001 * k] for k in range(15)]
+        episodes.append({"name": f"drawer-open_s{100 + i}", "task": "drawer-open", "success": ok,
+                         "progress_score": 1.0 if ok else 0.5, "divergence": {"series": series}})
+    rate = sum(successes) / len(successes)
+    return {"episodes": episodes, "protocol": {"held_out": True},
+            "summary": {"per_task": {"drawer-open": {"success_rate": rate}},
+                        "latency_ms": {"p50": 120.0, "p95": 300.0, "n": 400},
+                        "monitor": {"episodes": len(successes),
+                                    "failure_auroc_common_window": {"window_s": 1.0, "max_divergence": 1.0,
+                                                                    "mean_divergence": 1.0}}}}
+
+
+def test_row_assembled_from_the_closed_loop_report_and_offline_summary(tmp_path):
+    board = Leaderboard.load()
+    closed = {"report": report([True, True, True, False]), "wall_time_s": 60.0,
+              "processes": {"policy": {"peak_rss_mb": 700.0}}}
+    frames = {8: {"psnr": 36.0, "ssim": 0.98, "copy_psnr": 35.0, "copy_ssim": 0.97, "ceiling_psnr": 39.0,
+                  "ceiling_ssim": 0.99, "n": 40}}
+    offline = {"offline": {"actions": {"l1": 0.2}, "gripper_accuracy": 0.9, "frames": frames}}
+    description = {"parameters": 3_000_000, "checkpoint_mb": 14.5,
+                   "training": {"wall_time_s": 3600.0, "episodes": 95, "demonstrations_per_task": {"drawer-open": 20}}}
+    row = assemble_row(board, Row("videovla", "videovla", "ckpt"), closed, offline, description)
+    assert (row["successes"], row["episodes"], row["success_rate"]) == (3, 4, 0.75)
+    assert row["success_ci95"] == pytest.approx(list(wilson_interval(3, 4)))
+    assert row["progress_score"] == pytest.approx(0.875) and row["policy_peak_rss_mb"] == 700.0
+    assert row["offline"]["imagined"]["8"]["psnr"] == 36.0 and row["training_wall_time_s"] == 3600.0
+    scores = early_warning_scores(closed["report"], 1.0)
+    assert [s["failed"] for s in scores] == [False, False, False, True]
+    assert scores[3]["max_divergence"] == pytest.approx(0.09 + 0.001 * 10)          # t <= 1.0 s only
+    json_path, md_path = write_leaderboard(board, [row], tmp_path)
+    md = md_path.read_text()
+    assert "| videovla" in md and "3/4 = 0.75" in md and "36.0 / 0.980" in md and "policies_early_warning.png" in md
+    assert json.loads(json_path.read_text())["rows"][0]["name"] == "videovla"
+    assert (tmp_path / "policies_early_warning.png").stat().st_size > 5000

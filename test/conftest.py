@@ -46,6 +46,17 @@ def stop_peer(executor, node, context, proc, log) -> None:
     log.close()
 
 
+def stop_in_process(node, peer, executor, context) -> None:
+    """Tear down a node run in the test's own process (its close() first) and its rclpy peer."""
+    import rclpy
+
+    node.close()
+    executor.shutdown()
+    node.destroy_node()
+    peer.destroy_node()
+    rclpy.shutdown(context=context)
+
+
 def tiny_videovla_checkpoint(path: Path, backend: str = "videovla", action_head_std: float = 0.0, **config) -> Path:
     """Save a small untrained checkpoint of the videovla family (or bc) for the Sawyer robot file."""
     import numpy as np

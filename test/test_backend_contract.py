@@ -11,6 +11,8 @@ import time
 import numpy as np
 import pytest
 
+from conftest import stop_in_process
+
 from vla_policy_node.core.embodiment import load_robot
 from vla_policy_node.data.dataset import Episode
 from vla_policy_node.models import registry
@@ -174,8 +176,4 @@ def test_policy_node_gives_executed_actions_and_the_observation_to_update_before
         expected = np.clip(2.0 * executed.mean(0), -1, 1)
         np.testing.assert_allclose(np.asarray(chunks[0].actions).reshape(8, 4)[0], expected, atol=1e-6)
     finally:
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        peer.destroy_node()
-        rclpy.shutdown(context=context)
+        stop_in_process(node, peer, executor, context)

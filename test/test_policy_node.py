@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 import rclpy
-from conftest import tiny_videovla_checkpoint
+from conftest import stop_in_process, tiny_videovla_checkpoint
 import torch
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
@@ -89,8 +89,4 @@ def test_policy_node_answers_request_with_chunk(checkpoint):
             executor.spin_once(timeout_sec=0.05)
         assert len(chunks) == n
     finally:
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        peer.destroy_node()
-        rclpy.shutdown(context=context)
+        stop_in_process(node, peer, executor, context)

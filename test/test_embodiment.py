@@ -146,3 +146,16 @@ def test_missing_file_and_bad_yaml(tmp_path):
     (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
     with pytest.raises(EmbodimentConfigError, match="bad.yaml: not valid YAML"):
         load_embodiment(tmp_path / "bad.yaml")
+
+
+def test_a_workspace_the_action_space_cannot_honour_is_refused(broken, tmp_path, robots_dir):
+    msg = broken(lambda d: d["limits"].pop("ee_delta_scale_m"))
+    assert "limits.workspace: an ee_delta robot needs limits.ee_delta_scale_m" in msg
+    data = yaml.safe_load((robots_dir / "panda_ros2_control.yaml").read_text())
+    data.pop("kinematics")
+    shutil.copy(robots_dir / "panda_ros2_control_stats.yaml", tmp_path)
+    path = tmp_path / "panda.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(EmbodimentConfigError, match=r"panda.yaml: limits.workspace: a joint_position robot needs "
+                                                    r"kinematics"):
+        load_embodiment(path)

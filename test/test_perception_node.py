@@ -48,7 +48,7 @@ def graph():
     rclpy.shutdown(context=context)
 
 
-def publish_step(pubs, t, encoding="rgb8", size=(96, 160)):
+def publish_step(pubs, t, encoding="rgb8", size=(96, 160), positions=(0.1, 0.02, -0.02)):
     stamp = to_stamp(t)
     h, w = size
     frame = np.zeros((h, w, 3), np.uint8)
@@ -57,7 +57,7 @@ def publish_step(pubs, t, encoding="rgb8", size=(96, 160)):
         frame = frame[..., ::-1]
     img = Image(height=h, width=w, encoding=encoding, step=w * 3, data=array.array("B", frame.tobytes()))
     img.header.stamp = stamp
-    js = JointState(name=["right_j0", "r_close", "l_close"], position=[0.1, 0.02, -0.02])
+    js = JointState(name=["right_j0", "r_close", "l_close"], position=list(positions))
     js.header.stamp = stamp
     ee = PoseStamped()
     ee.header.stamp = stamp
@@ -111,3 +111,13 @@ def test_synchronized_observation(graph):
     np.testing.assert_allclose(obs.state, [0.1, 0.6, 0.2, 0.02], rtol=1e-6)
     assert list(obs.state_names) == ["ee_x", "ee_y", "ee_z", "finger_right"]
     assert len(obs.env_state) == 39 and obs.max_skew == 0.0
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nonfinite_joint_positions_rejected_and_counted(graph, bad):
+    perception, executor, pubs, received = graph
+    perception.on_set_instruction(type("R", (), {"instruction": "open the drawer", "episode_id": "e1"})(),
+                                  type("S", (), {})())
+    publish_step(pubs, time.time(), positions=(0.1, bad, -0.02))
+    spin_for(executor, 0.5)
+    assert perception.rejected.get("/joint_states", 0) == 1 and received == []

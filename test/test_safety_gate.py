@@ -50,8 +50,9 @@ def test_position_commands_respect_deviation_velocity_and_acceleration(panda):
 
 
 def test_joint_limits_from_the_urdf_clamp(panda):
-    gate = SafetyGate.from_embodiment(panda)
-    hi = np.array(panda.config.limits.action_max)
+    lim = panda.config.limits
+    gate = SafetyGate(panda.config.action.names, lim.action_min, lim.action_max, space="joint_position")
+    hi = np.array(lim.action_max)
     out, notes = gate.filter(hi + 1.0, None)
     np.testing.assert_allclose(out, hi)
     assert notes[0].startswith("limit:") and gate.counters.outside_limits == 0
@@ -95,3 +96,75 @@ def test_free_running_hold_decelerates_smoothly(panda):
     acc = np.diff(seq, n=2, axis=0) / dt ** 2
     assert np.all(np.abs(acc) <= 2.0 + 1e-6)                     # bounded deceleration
     assert np.allclose(np.diff(seq[-3:], axis=0), 0.0, atol=1e-9)   # and then it stands still
+
+
+@pytest.mark.parametrize("robot_name", ["panda_ros2_control", "panda_isaac"])
+def test_joint_commands_keep_the_tip_inside_the_workspace(robot_name):
+    """Forward kinematics of every joint command: a step that would take the flange out of the box
+    is cut at the box's wall, and a command outside it is never sent."""
+    robot = load_robot(robot_name)
+    gate = SafetyGate.from_embodiment(robot)
+    lo, hi = (np.asarray(v) for v in gate.workspace)
+    home = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])       # flange near (0.31, 0, 0.59)
+    assert gate._outside(home) == 0.0
+    # joint 2 forward: the flange sweeps down through the table plane (z < 0.02)
+    down = home + np.array([0.0, 1.7, 0.0, 0.0, 0.0, 0.0, 0.0])
+    assert gate.tip_position(down)[2] < lo[2]
+    out, notes = gate.filter(down, None, measured=home)
+    tip = gate.tip_position(out)
+    assert notes[-1] == "workspace:tip" and gate.counters.reasons["workspace"] == 1
+    assert np.all(tip >= lo - 1e-6) and np.all(tip <= hi + 1e-6)
+    assert tip[2] == pytest.approx(lo[2], abs=2e-3)                      # cut at the wall, not before
+    # from the wall, a further step out holds there; a step back in passes unchanged
+    again, _ = gate.filter(down, out, measured=out)
+    assert gate._outside(again) == 0.0 and np.allclose(again, out, atol=1e-3)
+    back = out - np.array([0.0, 0.01, 0.0, 0.0, 0.0, 0.0, 0.0])
+    np.testing.assert_allclose(gate.filter(back, out, measured=out)[0], back)
+    # a command outside the box with nothing to hold is refused (the executor holds instead)
+    with pytest.raises(ChunkRejected, match="limits.workspace"):
+        gate.filter(down, None)
+
+
+def test_joint_executor_never_commands_the_tip_out_of_the_box():
+    """A chunk that drives the flange through the table, executed at the control rate from home:
+    every command that leaves the executor keeps the flange inside the box."""
+    robot = load_robot("panda_ros2_control")
+    ex = ChunkExecutor(robot, mode="async", lockstep=False, overrides={"merge": "replace"})
+    ex.set_armed(True)
+    ex.reset("e", 0.0)
+    home = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+    target = home + np.array([0.0, 1.7, 0.0, 0.0, 0.0, 0.0, 0.0])
+    actions = np.repeat(target[None], robot.config.action.horizon, axis=0)
+    measured, commands = home.copy(), []
+    for k in range(600):                                  # 6 s at 100 Hz, a new chunk every 0.25 s
+        now = k * ex.control_dt
+        if k % 25 == 0:
+            assert ex.on_chunk(Chunk(k, now, ex.dt, actions.copy(), np.zeros_like(actions), 0, "e"), now)[0]
+        result = ex.tick(now, now, measured)
+        if result.command is not None:
+            commands.append(result.command)
+            measured = result.command
+    lo, hi = (np.asarray(v) for v in ex.gate.workspace)
+    tips = np.array([ex.gate.tip_position(c) for c in commands])
+    assert len(commands) > 100 and ex.gate.counters.reasons.get("workspace", 0) > 0
+    assert np.all(tips >= lo - 1e-6) and np.all(tips <= hi + 1e-6)
+    assert tips[:, 2].min() < lo[2] + 0.01                                 # it did go to the wall
+
+
+def test_a_nonfinite_measured_state_never_yields_a_command(panda):
+    lim = panda.config.limits
+    gate = SafetyGate(panda.config.action.names, lim.action_min, lim.action_max, space="joint_position",
+                      max_deviation=[0.1] * 7)
+    q = np.zeros(7)
+    with pytest.raises(ChunkRejected, match="not finite after the gate"):
+        gate.filter(q, None, measured=np.full(7, np.nan))
+    assert gate.counters.reasons["command:nonfinite_result"] == 1 and gate.counters.outside_limits == 0
+
+
+def test_joint_state_problems_are_named():
+    from vla_policy_node.core.state import joint_state_problem
+
+    assert joint_state_problem(["a", "b"], [0.0, 1.0]) == ""
+    assert joint_state_problem(["a", "b"], [0.0]) == "2 names but 1 positions"
+    assert joint_state_problem(["a", "a"], [0.0, 1.0]) == "field 'name': joint 'a' appears twice"
+    assert joint_state_problem(["a", "b"], [np.nan, np.inf]) == "field 'position': non-finite value for a, b"

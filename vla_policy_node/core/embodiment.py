@@ -276,7 +276,24 @@ class EmbodimentConfig(_Strict):
         if self.output.contract in ("ros2_control", "isaac") and not self.output.joint_names:
             raise ValueError(f"output.joint_names: required for the '{self.output.contract}' contract")
         self._check_cartesian_output()
+        self._check_workspace()
         return self
+
+    def _check_workspace(self) -> None:
+        """A workspace box must be enforceable for the action space, or it is refused: a limit a
+        user writes either acts or fails at load."""
+        if self.limits.workspace is None:
+            return
+        space = self.action.space
+        if space == "ee_delta" and self.limits.ee_delta_scale_m is None:
+            raise ValueError("limits.workspace: an ee_delta robot needs limits.ee_delta_scale_m (metres of hand "
+                             "travel per action unit) to keep the hand inside the box")
+        if space == "joint_position" and self.kinematics is None:
+            raise ValueError("limits.workspace: a joint_position robot needs kinematics (urdf, base_link, tip_link) "
+                             "to compute the tip position of each command")
+        if space not in ("ee_absolute", "ee_delta", "joint_position"):
+            raise ValueError(f"limits.workspace: not enforceable for action.space '{space}' (ee_absolute, ee_delta "
+                             "and joint_position only)")
 
     def _check_cartesian_output(self) -> None:
         out, ik = self.output, self.output.ik

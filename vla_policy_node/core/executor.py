@@ -98,7 +98,8 @@ class ChunkExecutor:
         self.last_starved = float("nan")
         self.executed_since_feedback: list[np.ndarray] = []
         self.counters = dict(commands_sent=0, dry_run_commands=0, chunks_received=0, chunks_rejected=0,
-                             chunks_stale=0, starved_ticks=0, startup_ticks=0, stale_holds=0, requests=0, ticks=0)
+                             chunks_stale=0, starved_ticks=0, startup_ticks=0, stale_holds=0, requests=0, ticks=0,
+                             states_rejected=0)
 
     # ---- episode and actuation control -------------------------------------------------
     def reset(self, episode_id: str, now: float) -> None:

@@ -5,6 +5,10 @@ Chunks: finite values and shape, else rejected whole. Commands, in order:
   2. action limits from the robot YAML (joint limits for joint spaces, cross-checked with the URDF);
   3. workspace box for the hand: ee_absolute targets are clamped into it; ee_delta steps are
      shortened so measured hand position + step stays inside (needs limits.ee_delta_scale_m);
+     joint_position commands are checked after step 6 by forward kinematics of the robot file's
+     chain (the tip link's position in its base link frame) and scaled back along the step from the
+     previous command to the box's boundary (from outside the box, only moves that do not go further
+     out pass; otherwise the previous command is held);
   4. position spaces: maximum deviation from the *measured* state (limits.max_deviation);
   5. maximum change from the previous command (limits.max_step; for delta spaces this bounds
      the acceleration);
@@ -48,7 +52,7 @@ class SafetyCounters:
 class SafetyGate:
     def __init__(self, action_names: list[str], action_min, action_max, max_step=None, space: str = "",
                  dt: float = 0.0, max_deviation=None, max_velocity=None, max_acceleration=None,
-                 workspace=None, ee_delta_scale_m: float | None = None):
+                 workspace=None, ee_delta_scale_m: float | None = None, tip_position=None):
         self.names = list(action_names)
         self.space, self.dt = space, dt
         self.lo = np.asarray(action_min, dtype=np.float64)
@@ -58,6 +62,7 @@ class SafetyGate:
         self.max_velocity, self.max_acceleration = arr(max_velocity), arr(max_acceleration)
         self.workspace = None if workspace is None else (arr(workspace[0]), arr(workspace[1]))
         self.ee_delta_scale_m = ee_delta_scale_m
+        self.tip_position = tip_position         # joint vector (action order) -> tip xyz (m), for the workspace
         self.counters = SafetyCounters()
 
     @classmethod
@@ -74,9 +79,16 @@ class SafetyGate:
                 return [values[index[n]] if n in index else np.inf for n in action.names]
             vel, acc = per_action(lim.joint_velocity_max), per_action(lim.joint_acceleration_max)
         ws = (lim.workspace.min, lim.workspace.max) if lim.workspace else None
+        tip = None
+        if ws is not None and action.space == "joint_position":      # validation guarantees cfg.kinematics
+            from .embodiment import urdf_file
+            from .kinematics import KinematicChain
+            kin = cfg.kinematics
+            chain = KinematicChain(urdf_file(kin.urdf), kin.base_link, kin.tip_link, list(action.names))
+            tip = (lambda q: chain.fk(q)[0])
         return cls(action.names, lim.action_min, lim.action_max, lim.max_step, space=action.space,
                    dt=action.dt, max_deviation=lim.max_deviation, max_velocity=vel, max_acceleration=acc,
-                   workspace=ws, ee_delta_scale_m=lim.ee_delta_scale_m)
+                   workspace=ws, ee_delta_scale_m=lim.ee_delta_scale_m, tip_position=tip)
 
     @property
     def dim(self) -> int:
@@ -104,6 +116,34 @@ class SafetyGate:
         if len(changed):
             notes.append(f"{reason}:" + ",".join(self.names[i] for i in changed))
         return clipped
+
+    def _outside(self, q: np.ndarray) -> float:
+        """Distance (m) of the tip from the workspace box for joint vector q (0 inside)."""
+        p = np.asarray(self.tip_position(q), dtype=np.float64)
+        return float(np.linalg.norm(p - np.clip(p, *self.workspace)))
+
+    def _keep_tip_inside(self, q: np.ndarray, reference: np.ndarray | None, notes: list) -> np.ndarray:
+        """q, or the largest part of the step reference -> q whose tip stays in the box (bisection to
+        1/4096 of the step); from outside the box, q when it does not move the tip further out, else
+        the reference. Without a reference a command outside the box is refused."""
+        if self._outside(q) <= 1e-9:
+            return q
+        if reference is None:
+            self.counters.count("workspace")
+            raise ChunkRejected("command's tip outside limits.workspace and no previous command or measured state")
+        ref = np.asarray(reference, dtype=np.float64)
+        notes.append("workspace:tip")
+        d_ref = self._outside(ref)
+        if d_ref > 1e-9:
+            return q if self._outside(q) <= d_ref else ref.copy()
+        inside, outside = 0.0, 1.0
+        for _ in range(12):
+            mid = (inside + outside) / 2
+            if self._outside(ref + mid * (q - ref)) <= 1e-9:
+                inside = mid
+            else:
+                outside = mid
+        return ref + inside * (q - ref)
 
     def filter(self, action: np.ndarray, previous: np.ndarray | None, measured: np.ndarray | None = None,
                previous2: np.ndarray | None = None, measured_ee: np.ndarray | None = None,
@@ -144,10 +184,16 @@ class SafetyGate:
                 centre = 2 * previous - previous2
                 out = self._clip(out, centre - da, centre + da, "acceleration", notes)
             out = np.clip(out, self.lo, self.hi)   # the acceleration bound must never undo the limits
+        if self.tip_position is not None:
+            out = self._keep_tip_inside(out, previous if previous is not None else measured, notes)
         if notes:
             self.counters.commands_clamped += 1
             for n in notes:
                 self.counters.count(n.split(":")[0])
-        if np.any(out < self.lo - 1e-9) or np.any(out > self.hi + 1e-9) or not np.all(np.isfinite(out)):
+        if not np.all(np.isfinite(out)):            # e.g. a non-finite measured state: never sent
+            self.counters.nonfinite_commands += 1
+            self.counters.count("command:nonfinite_result")
+            raise ChunkRejected("command not finite after the gate (non-finite measured state or previous command)")
+        if np.any(out < self.lo - 1e-9) or np.any(out > self.hi + 1e-9):
             self.counters.outside_limits += 1
         return out, notes

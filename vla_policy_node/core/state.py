@@ -27,3 +27,20 @@ def assemble_state(sources: list[str], joint_names, joint_positions, ee_pose=Non
                 raise StateAssemblyError(f"state source '{src}': no end-effector pose received")
             out[k] = ee_pose[_EE_INDEX[field]]
     return out
+
+
+def joint_state_problem(names, positions) -> str:
+    """Why a sensor_msgs/JointState cannot be used ("" if it can): field lengths, duplicated names,
+    non-finite positions."""
+    names, positions = list(names), np.asarray(positions, dtype=np.float64)
+    if len(positions) != len(names):
+        return f"{len(names)} names but {len(positions)} positions"
+    seen = set()
+    for n in names:
+        if n in seen:
+            return f"field 'name': joint '{n}' appears twice"
+        seen.add(n)
+    bad = [n for n, v in zip(names, positions) if not np.isfinite(v)]
+    if bad:
+        return f"field 'position': non-finite value for {', '.join(bad)}"
+    return ""

@@ -32,7 +32,7 @@ from ..core.executor import ChunkExecutor
 from ..core.executor_stats import ExecutorStats
 from ..core.monitor_reaction import MonitorReaction
 from ..core.motion_limiter import POSITION_SPACES
-from ..core.state import StateAssemblyError, assemble_state
+from ..core.state import StateAssemblyError, assemble_state, joint_state_problem
 from .command_contracts import CommandPublisher
 from .common import LATCHED_QOS, RELIABLE_QOS, SERVICES, TOPICS, load_robot_or_exit, run_node, to_sec, to_stamp
 
@@ -121,6 +121,12 @@ class ExecutorNode(Node):
 
     # ---- inputs -------------------------------------------------------------------------
     def on_joint_state(self, msg: JointState) -> None:
+        problem = joint_state_problem(msg.name, msg.position)
+        if problem:                       # not a measurement: the state goes stale and the robot holds
+            self.core.counters["states_rejected"] += 1
+            self.get_logger().error(f"{self.robot.config.state.joint_states_topic}: {problem} (ignored)",
+                                    throttle_duration_sec=1.0)
+            return
         self.joint_state = msg
         self.state_stamp = to_sec(msg.header.stamp)
         if self.lockstep:

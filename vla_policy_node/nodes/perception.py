@@ -15,7 +15,7 @@ from vla_msgs.msg import Observation, StateVector
 from vla_msgs.srv import SetInstruction
 
 from ..core import images
-from ..core.state import StateAssemblyError, assemble_state
+from ..core.state import StateAssemblyError, assemble_state, joint_state_problem
 from ..core.sync import TimeSynchronizer
 from .common import RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit, run_node, to_sec
 
@@ -83,9 +83,9 @@ class PerceptionNode(Node):
         self.try_emit()
 
     def on_joint_state(self, msg: JointState) -> None:
-        if len(msg.position) != len(msg.name):
-            self.reject(self.robot.config.state.joint_states_topic,
-                        f"{len(msg.name)} names but {len(msg.position)} positions")
+        problem = joint_state_problem(msg.name, msg.position)
+        if problem:
+            self.reject(self.robot.config.state.joint_states_topic, problem)
             return
         self.sync.add_anchor(to_sec(msg.header.stamp), msg)
         self.try_emit()

@@ -178,9 +178,15 @@ def test_monitor_figures_auroc_and_correlation():
     f = monitor_figures(rows)
     assert (f["episodes"], f["failures"], f["compared_frames"]) == (3, 1, 6)
     assert f["failure_auroc"] == {"max_divergence": 1.0, "mean_divergence": 1.0}
-    assert f["failure_auroc_common_window"] == {"window_s": 0.2, "max_divergence": 0.0, "mean_divergence": 0.0}
+    assert f["failure_auroc_common_window"] == {"window_s": 0.2, "episodes": 3, "left_out": 0,
+                                                "max_divergence": 0.0, "mean_divergence": 0.0}
     assert f["quality_success_correlation"]["psnr_db"]["pearson"] > 0.9      # inf PSNR left out of the mean
     assert f["mean_divergence_failed"] == pytest.approx(0.115)
+    # a fixed early window: an episode with no imagined frame inside it is left out, counted
+    late = rows[:3] + [{"success": False, "divergence": [0.5], "times": [1.2], "psnr": [20.0], "ssim": [0.5]}]
+    early = monitor_figures(late, window_s=1.0)["failure_auroc_common_window"]
+    assert (early["episodes"], early["left_out"]) == (3, 1)
+    assert early["max_divergence"] == pytest.approx(1.0)                   # 0.20 > 0.06, 0.05 within 1 s
 
 
 # ---- node, across processes ---------------------------------------------------------------------
@@ -288,6 +294,7 @@ def test_closed_loop_report_has_monitor_figures(tmp_path):
     window = mon["failure_auroc_common_window"]["window_s"]
     assert window == 1.0                                             # evaluator.early_window_s
     early = [[v for t, v in ep["divergence"]["series"] if t <= window] for ep in report["episodes"]]
+    assert all(early)                                                # every episode imagined within 1 s
     for figure, values in (("failure_auroc", series), ("failure_auroc_common_window", early)):
         for key, reduce in (("max_divergence", np.max), ("mean_divergence", np.mean)):
             expected = auroc([float(reduce(v)) for v in values], failed)

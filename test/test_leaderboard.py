@@ -11,7 +11,7 @@ from vla_policy_node.bench.leaderboard import (Leaderboard, Row, assemble_row, e
                                                wilson_interval, write_leaderboard)
 
 
-def test_the_shipped_protocol_loads_with_one_reference_row():
+def test_the_shipped_protocol_has_one_reference_row():
     board = Leaderboard.load()
     assert board.reference.name == "oracle" and {r.name for r in board.rows} >= {"oracle", "bc", "videovla"}
     assert board.protocol["seeds"] == [100, 101, 102, 103, 104, 105] and len(board.protocol["tasks"]) == 5
@@ -90,3 +90,45 @@ def test_row_assembled_from_the_closed_loop_report_and_offline_summary(tmp_path)
     assert "| videovla" in md and "3/4 = 0.75" in md and "36.0 / 0.980" in md and "policies_early_warning.png" in md
     assert json.loads(json_path.read_text())["rows"][0]["name"] == "videovla"
     assert (tmp_path / "policies_early_warning.png").stat().st_size > 5000
+
+
+def test_rows_are_cached_and_a_forced_row_reruns_alone(tmp_path, monkeypatch):
+    import yaml
+
+    from vla_policy_node.bench import leaderboard
+
+    data = yaml.safe_load((ROOT / "config" / "bench" / "policies.yaml").read_text())
+    data["rows"] = [data["rows"][0], {"name": "bc", "backend": "bc",
+                                      "checkpoint": str(tiny_videovla_checkpoint(tmp_path / "bc", backend="bc"))}]
+    path = tmp_path / "board.yaml"
+    path.write_text(yaml.safe_dump(data))
+    board = Leaderboard.load(path)
+    runs = []
+
+    def closed_loop(board, row, out_dir):
+        runs.append(row.name)
+        return {"report": report([True, False]), "processes": {}, "wall_time_s": 1.0}
+
+    monkeypatch.setattr(leaderboard, "run_closed_loop", closed_loop)
+    monkeypatch.setattr(leaderboard, "run_offline_scores", lambda *a: {"offline": {
+        "actions": {"l1": 0.1}, "gripper_accuracy": None, "frames": {}}})
+    monkeypatch.setattr(leaderboard, "_describe", lambda board, row: {"parameters": 1})
+    monkeypatch.setattr(leaderboard.Path, "is_dir", lambda self: True)            # the reference's bags
+    first = leaderboard.run_leaderboard(board, tmp_path / "out", log=lambda *a: None)
+    assert runs == ["oracle", "bc"] and [r["name"] for r in first] == ["oracle", "bc"]
+    again = leaderboard.run_leaderboard(board, tmp_path / "out", log=lambda *a: None)
+    assert runs == ["oracle", "bc"] and again == first                              # both read from the cache
+    leaderboard.run_leaderboard(board, tmp_path / "out", only=["bc"], force=True, log=lambda *a: None)
+    assert runs == ["oracle", "bc", "bc"]
+    rows = json.loads((tmp_path / "out" / "policies.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["oracle", "bc"]                            # the other row kept
+
+
+def test_a_row_whose_checkpoint_is_missing_is_refused_at_load(tmp_path):
+    import yaml
+    data = yaml.safe_load((ROOT / "config" / "bench" / "policies.yaml").read_text())
+    data["rows"][1]["checkpoint"] = str(tmp_path / "nowhere")
+    path = tmp_path / "board.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match="row bc: checkpoint .*nowhere' not found"):
+        Leaderboard.load(path)

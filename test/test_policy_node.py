@@ -22,7 +22,7 @@ from vla_policy_node.nodes.policy import PolicyNode
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    return tiny_videovla_checkpoint(tmp_path_factory.mktemp("ckpt"))
+    return tiny_videovla_checkpoint(tmp_path_factory.mktemp("ckpt"), action_head_std=0.3)   # a chunk that depends on its inputs
 
 
 def test_policy_node_answers_request_with_chunk(checkpoint):

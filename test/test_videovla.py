@@ -201,3 +201,38 @@ def test_rtc_prefix_makes_the_shipped_policy_continue_its_plan():
     finally:
         sim.close()
     assert np.mean(rtc_jumps) < 0.7 * np.mean(naive_jumps), (np.mean(rtc_jumps), np.mean(naive_jumps))
+
+
+def test_delta_target_and_residual_decoding_make_copying_the_zero_point(tmp_path):
+    """With the `delta` target the network's zero output means "nothing moves": its latents are the
+    current frame's, and `residual` decoding then returns the current frame exactly as the model
+    sees it; the codec ceiling of a real future frame inverts the training target."""
+    path = tiny_videovla_checkpoint(tmp_path / "delta", future_target="delta", imagined_decoding="residual",
+                                    delta_scaling_factor=4.0, future_offsets=[8, 16])
+    policy = make_backend("auto", load_robot("metaworld_sawyer"), checkpoint=str(path))
+    pipe = policy.pipeline
+    rng = np.random.default_rng(1)
+    current = rng.integers(0, 255, (2, 128, 128, 3), dtype=np.uint8)
+    future = rng.integers(0, 255, (2, 128, 128, 3), dtype=np.uint8)
+    v1 = pipe.codec.encode(torch.from_numpy(current))
+    z_f = pipe.codec.encode(torch.from_numpy(future))
+    target = (z_f - v1)[:, None] * pipe.config.delta_scaling_factor              # what training regresses
+    torch.testing.assert_close(pipe.future_latents(v1, target)[:, 0], z_f, atol=1e-5, rtol=1e-5)
+    still = pipe.decode_future(current, v1, torch.zeros(2, 2, *v1.shape[1:]))
+    np.testing.assert_array_equal(still[:, 0], policy.imagined_view(current))
+    np.testing.assert_array_equal(still[:, 1], policy.imagined_view(current))
+    np.testing.assert_array_equal(policy.reconstruct_future(current, current), policy.imagined_view(current))
+    moved = policy.reconstruct_future(current, future)
+    assert np.abs(moved.astype(int) - policy.imagined_view(current).astype(int)).mean() > 5
+
+
+def test_bc_checkpoint_serves_without_imagination(tmp_path):
+    path = tiny_videovla_checkpoint(tmp_path / "bc", backend="bc", action_head_std=0.3)
+    robot = load_robot("metaworld_sawyer")
+    policy = make_backend("auto", robot, checkpoint=str(path))
+    assert policy.name == "bc" and policy.future_offsets == [] and policy.imagined_camera is None
+    policy.reset("open the drawer", seed=0)
+    out = policy.predict(observation())
+    assert out.actions.shape == (8, 4) and out.imagined_frames is None
+    with pytest.raises(ValueError, match="has no option"):
+        make_backend("bc", robot, checkpoint=str(path), decode_imagined=True)

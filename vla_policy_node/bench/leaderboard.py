@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from ..core.embodiment import config_root
+from ..evaluation.reports import json_safe
 
 CACHE_VERSION = 1
 
@@ -58,6 +59,11 @@ class Leaderboard:
                                "offline_stride") if k not in protocol]
         if missing:
             raise ValueError(f"{path}: protocol: missing {missing}")
+        from ..models.checkpoint import resolve_checkpoint
+        for r in rows:
+            if r.checkpoint and not (resolve_checkpoint(r.checkpoint) / "config.json").is_file():
+                raise ValueError(f"{path}: row {r.name}: checkpoint '{r.checkpoint}' not found (no config.json); "
+                                 "train it (make train) or remove the row")
         return cls(protocol, rows)
 
     @property
@@ -204,7 +210,7 @@ def run_leaderboard(board: Leaderboard, out_dir: Path, only: list[str] | None = 
         key = row_key(board, row, None if row.reference else reference_key)
         cached = runs / "cache" / f"{row.name}-{key}.json"
         wanted = only is None or row.name in only
-        if cached.is_file() and not force:
+        if cached.is_file() and not (force and wanted):
             log(f"leaderboard: {row.name}: cached ({cached.name})")
             results.append(json.loads(cached.read_text()))
             continue
@@ -223,7 +229,7 @@ def run_leaderboard(board: Leaderboard, out_dir: Path, only: list[str] | None = 
                                    f"in {reference_bags}; run it first (--force {board.reference.name})")
             log(f"leaderboard: {row.name}: offline scores on {reference_bags}")
             offline = run_offline_scores(board, row, reference_bags, runs / row.name / "offline")
-        result = assemble_row(board, row, closed, offline, _describe(board, row))
+        result = json_safe(assemble_row(board, row, closed, offline, _describe(board, row)))
         result["key"] = key
         result["bench_wall_time_s"] = round(time.monotonic() - started, 1)
         cached.parent.mkdir(parents=True, exist_ok=True)

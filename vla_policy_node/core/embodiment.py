@@ -136,11 +136,13 @@ class NormalizationConfig(_Strict):
 
 
 class WorkspaceConfig(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)   # a limit is a number
     min: tuple[float, float, float]
     max: tuple[float, float, float]
 
 
 class LimitsConfig(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)   # a limit is a number
     action_min: list[float]
     action_max: list[float]
     max_step: list[float] | None = Field(None, description="max |change| between consecutive commands, per action dim")

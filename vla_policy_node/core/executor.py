@@ -100,6 +100,11 @@ class ChunkExecutor:
         self.counters = dict(commands_sent=0, dry_run_commands=0, chunks_received=0, chunks_rejected=0,
                              chunks_stale=0, starved_ticks=0, startup_ticks=0, stale_holds=0, requests=0, ticks=0,
                              states_rejected=0)
+        self.rejections: dict[str, int] = {}   # "chunk: <field or reason>" / "state: <field>" -> inputs not used
+
+    def count_rejection(self, key: str) -> None:
+        """Count an input not used, by reason ("chunk: dt", "state: position", ...)."""
+        self.rejections[key] = self.rejections.get(key, 0) + 1
 
     # ---- episode and actuation control -------------------------------------------------
     def reset(self, episode_id: str, now: float) -> None:
@@ -159,21 +164,31 @@ class ChunkExecutor:
 
     # ---- inputs ----------------------------------------------------------------------
     def on_chunk(self, chunk: Chunk, now: float) -> tuple[bool, str]:
-        """Validate a chunk and schedule it (sync: only the first execute_per_chunk actions)."""
+        """Validate a chunk and schedule it (sync: only the first execute_per_chunk actions).
+        A chunk not scheduled is counted in `rejections` by reason."""
         if chunk.episode_id != self.episode_id or chunk.t0 < self.episode_start - self.queue.tolerance:
+            self.count_rejection("chunk: episode_id")
             return False, "chunk from another episode"
         if not self.armed:
+            self.count_rejection("chunk: disarmed")
             return False, "disarmed"
         try:
             chunk.actions = self.gate.check_chunk(chunk.actions, chunk.horizon, chunk.actions.shape[-1])
         except ChunkRejected as exc:
             self.counters["chunks_rejected"] += 1
+            self.count_rejection("chunk: actions")
             return False, f"rejected: {exc}"
         if chunk.t0 < self.request_time - self.queue.tolerance:
+            self.count_rejection("chunk: older than requested")
             return False, "chunk computed from an observation older than requested"
         age = now - chunk.t0
+        if age < -self.settings.max_chunk_age_s:
+            self.counters["chunks_rejected"] += 1
+            self.count_rejection("chunk: stamp in the future")
+            return False, f"stamped {-age:.3f} s in the future (> max_chunk_age_s {self.settings.max_chunk_age_s})"
         if age > self.settings.max_chunk_age_s:
             self.counters["chunks_stale"] += 1
+            self.count_rejection("chunk: stale")
             self.awaiting_chunk = False                     # ask again on the next tick
             return False, f"stale: observation {age:.3f} s old > max_chunk_age_s {self.settings.max_chunk_age_s}"
         self.counters["chunks_received"] += 1
@@ -232,7 +247,8 @@ class ChunkExecutor:
         if self.smooth:
             target = self.limiter.step(target)
         try:
-            cmd, notes = self.gate.filter(target, self.last_command, measured, self.previous_command, measured_ee)
+            cmd, notes = self.gate.filter(target, self._reference(measured), measured, self.previous_command,
+                                          measured_ee)
         except ChunkRejected as exc:
             result = self._hold(f"unsafe command: {exc}", measured, measured_ee)
             result.request_chunk = request
@@ -279,11 +295,19 @@ class ChunkExecutor:
             else:
                 target = self.limiter.step(target)
         try:
-            cmd, notes = self.gate.filter(target, self.last_command, measured, self.previous_command, measured_ee)
+            cmd, notes = self.gate.filter(target, self._reference(measured), measured, self.previous_command,
+                                          measured_ee)
         except ChunkRejected:
             return TickResult(None, None, reason)
         self._sent(cmd)
         return TickResult(cmd, None, reason, notes=notes)
+
+    def _reference(self, measured: np.ndarray | None) -> np.ndarray | None:
+        """The command a new one is stepped from: the last one sent, else (position spaces) the
+        measured state, so the first command after a reset or arming moves no faster than limits allow."""
+        if self.last_command is None and self.space in POSITION_SPACES and measured is not None:
+            return np.asarray(measured, dtype=np.float64)
+        return self.last_command
 
     def _sent(self, cmd: np.ndarray) -> None:
         self.previous_command = self.last_command

@@ -10,16 +10,26 @@ CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
 
 
 class ImageEncodingError(ValueError):
-    """An image whose encoding or buffer does not match what the embodiment expects."""
+    """An image whose encoding or buffer does not match what the embodiment expects; `field` names
+    the sensor_msgs/Image field at fault (encoding, height, width, step or data)."""
+
+    def __init__(self, message: str, field: str = "data"):
+        super().__init__(message)
+        self.field = field
 
 
 def decode(encoding: str, height: int, width: int, step: int, data, where: str = "image") -> np.ndarray:
     """Raw sensor_msgs/Image fields -> HxWx3 RGB uint8 array (mono8 is replicated to 3 channels)."""
     if encoding not in CHANNELS:
-        raise ImageEncodingError(f"{where}: encoding '{encoding}' not supported (use one of {', '.join(CHANNELS)})")
+        raise ImageEncodingError(f"{where}: encoding '{encoding}' not supported (use one of {', '.join(CHANNELS)})",
+                                 "encoding")
+    if height <= 0 or width <= 0:
+        raise ImageEncodingError(f"{where}: empty image ({height}x{width})", "height" if height <= 0 else "width")
     ch = CHANNELS[encoding]
+    if step < width * ch:
+        raise ImageEncodingError(f"{where}: field 'step' {step} too small for rows of {width} px {encoding}", "step")
     buf = np.frombuffer(bytes(data) if not isinstance(data, (bytes, bytearray, memoryview)) else data, np.uint8)
-    if step < width * ch or buf.size < step * height:
+    if buf.size < step * height:
         raise ImageEncodingError(f"{where}: buffer of {buf.size} bytes (step {step}) too small for "
                                  f"{height}x{width} {encoding}")
     img = buf[: step * height].reshape(height, step)[:, : width * ch].reshape(height, width, ch)
@@ -52,6 +62,9 @@ def to_model_input(img: np.ndarray, input_size: tuple[int, int], crop=None) -> n
     if crop is not None:
         top, left, h, w = crop
         if top + h > img.shape[0] or left + w > img.shape[1]:
-            raise ImageEncodingError(f"crop {tuple(crop)} exceeds image of {img.shape[0]}x{img.shape[1]}")
+            raise ImageEncodingError(f"crop {tuple(crop)} exceeds image of {img.shape[0]}x{img.shape[1]}",
+                                     "height" if top + h > img.shape[0] else "width")
         img = img[top: top + h, left: left + w]
+    if img.shape[0] == 0 or img.shape[1] == 0:
+        raise ImageEncodingError(f"empty image ({img.shape[0]}x{img.shape[1]}) to resize", "height")
     return resize_rgb(img, input_size)

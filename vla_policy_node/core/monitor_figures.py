@@ -37,7 +37,9 @@ def monitor_figures(episodes: list[dict], window_s: float | None = None) -> dict
 
     if window_s is None:
         window_s = min(max(e["times"]) for e in scored) if scored else math.nan
-    early = [[v for t, v in zip(e["times"], e["divergence"]) if t <= window_s] or [math.nan] for e in scored]
+    windowed = [(e, [v for t, v in zip(e["times"], e["divergence"]) if t <= window_s]) for e in scored]
+    windowed = [(e, v) for e, v in windowed if v]      # episodes with no imagined frame in the window: left out
+    early_failed = [int(not e["success"]) for e, _ in windowed]
     psnr = [finite_mean(e["psnr"]) for e in scored]
     ssim = [finite_mean(e["ssim"]) for e in scored]
     return {"episodes": len(scored), "failures": int(sum(failed)),
@@ -45,9 +47,10 @@ def monitor_figures(episodes: list[dict], window_s: float | None = None) -> dict
             "failure_auroc": {"max_divergence": auroc(max_div, failed) if scored else math.nan,
                               "mean_divergence": auroc(mean_div, failed) if scored else math.nan},
             "failure_auroc_common_window": {
-                "window_s": window_s,
-                "max_divergence": auroc([max(v) for v in early], failed) if scored else math.nan,
-                "mean_divergence": auroc([float(np.mean(v)) for v in early], failed) if scored else math.nan},
+                "window_s": window_s, "episodes": len(windowed), "left_out": len(scored) - len(windowed),
+                "max_divergence": auroc([max(v) for _, v in windowed], early_failed) if windowed else math.nan,
+                "mean_divergence": auroc([float(np.mean(v)) for _, v in windowed], early_failed)
+                if windowed else math.nan},
             "quality_success_correlation": {"psnr_db": correlation(psnr, success),
                                             "ssim": correlation(ssim, success)},
             "mean_psnr_db": finite_mean(psnr), "mean_ssim": finite_mean(ssim),

@@ -8,7 +8,8 @@ Chunks: finite values and shape, else rejected whole. Commands, in order:
      joint_position commands are checked after step 6 by forward kinematics of the robot file's
      chain (the tip link's position in its base link frame) and scaled back along the step from the
      previous command to the box's boundary (from outside the box, only moves that do not go further
-     out pass; otherwise the previous command is held);
+     out pass; otherwise the previous command is held). The box comes first: stopping at its wall
+     may brake harder than the acceleration limit (counted as 'workspace');
   4. position spaces: maximum deviation from the *measured* state (limits.max_deviation);
   5. maximum change from the previous command (limits.max_step; for delta spaces this bounds
      the acceleration);
@@ -67,6 +68,7 @@ class SafetyGate:
 
     @classmethod
     def from_embodiment(cls, emb) -> "SafetyGate":
+        """The gate of a robot file (its loader has refused non-finite limits)."""
         cfg = emb.config
         lim, action = cfg.limits, cfg.action
         vel = acc = None

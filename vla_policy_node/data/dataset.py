@@ -23,7 +23,7 @@ from rosbags.typesys import get_types_from_msg
 
 from ..core.embodiment import Embodiment, load_robot
 from ..core.images import ImageEncodingError, decode, to_model_input
-from ..core.state import StateAssemblyError, assemble_state
+from ..core.state import StateAssemblyError, assemble_state, joint_state_problem, state_joints, values_problem
 from .bags import make_typestore, read_bag
 
 SUCCESS_TOPIC = "/vla/sim/success"
@@ -122,7 +122,8 @@ def _topic_table(bag: Path, needed: list[str]) -> tuple[dict[str, str], object, 
 
 def _image(msg, cam, where: str) -> np.ndarray:
     if hasattr(msg, "format") and not hasattr(msg, "encoding"):       # sensor_msgs/CompressedImage
-        buf = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+        data = np.frombuffer(bytes(msg.data), np.uint8)
+        buf = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
         if buf is None:
             raise ImageEncodingError(f"{where}: compressed image ({msg.format}) could not be decoded")
         img = cv2.cvtColor(buf, cv2.COLOR_BGR2RGB)
@@ -144,6 +145,9 @@ def _command_values(msg, names: list[str], where: str) -> np.ndarray:
         values = values[[msg_names.index(n) for n in names]]
     if values.shape != (len(names),):
         raise DatasetError(f"{where}: command with {values.size} values, expected {len(names)} ({', '.join(names)})")
+    problem = values_problem(field_name, values)
+    if problem:
+        raise DatasetError(f"{where}: command {problem}")
     return values
 
 
@@ -243,11 +247,18 @@ def load_episode(bag_dir, embodiment, topic_map: dict | None = None) -> Episode:
                                              f"{bag}: {topic} t={stamp * 1e-9:.6f}")
             js = by_topic[t(cfg.state.joint_states_topic)][int(matched[t(cfg.state.joint_states_topic)][i])] \
                 if need_joint else None
+            if js is not None:
+                problem = joint_state_problem(js.name, js.position, state_joints(cfg.state.sources))
+                if problem:
+                    raise DatasetError(f"{bag}: {t(cfg.state.joint_states_topic)} t={stamp * 1e-9:.6f}: {problem}")
             ee = None
             if need_ee:
                 pose = by_topic[t(cfg.state.ee_pose_topic)][int(matched[t(cfg.state.ee_pose_topic)][i])]
                 p, q = pose.pose.position, pose.pose.orientation
                 ee = (p.x, p.y, p.z, q.x, q.y, q.z, q.w)
+                problem = values_problem("pose", ee)
+                if problem:
+                    raise DatasetError(f"{bag}: {t(cfg.state.ee_pose_topic)} t={stamp * 1e-9:.6f}: {problem}")
             states[r] = assemble_state(cfg.state.sources, list(js.name) if js is not None else [],
                                        list(js.position) if js is not None else [], ee)
     except (ImageEncodingError, StateAssemblyError) as exc:

@@ -24,7 +24,8 @@ def replay_score(commanded: list[tuple[float, list[float]]], recorded: list[tupl
     score = {"matched": len(times), "commanded": n_commanded, "recorded": n_recorded,
              "coverage": len(times) / n_recorded if n_recorded else math.nan}
     if len(times) == 0:
-        return {**score, "l1": math.nan, "l2": math.nan, "per_dim_l1": {n: math.nan for n in names}}
+        return {**score, "l1": math.nan, "l2": math.nan, "per_dim_l1": {n: math.nan for n in names},
+                "per_dim_l2": {n: math.nan for n in names}}
     errors = action_errors(pred[:, None, :], target[:, None, :], names=names)
     return {**score, "l1": errors["l1"], "l2": errors["l2"],
             "per_dim_l1": {n: v["l1"] for n, v in errors["per_dim"].items()},

@@ -76,14 +76,14 @@ class EpisodeRecord:
 
 
 # ---------------------------------------------------------------------------------------------
-def _finite_or_none(value):
+def json_safe(value):
     """JSON-safe value: nan -> None, +-inf -> "inf" / "-inf", numpy scalars -> Python."""
     if isinstance(value, dict):
-        return {str(k): _finite_or_none(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _finite_or_none(value.tolist())
+        return json_safe(value.tolist())
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, (np.bool_, bool)):
@@ -406,7 +406,7 @@ def append_to_index(index_dir: Path, report: dict, report_path: Path) -> tuple[P
     A lock file serializes runs finishing at the same time."""
     index_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = index_dir / "index.json", index_dir / "index.md"
-    row = _finite_or_none(_index_row(report, report_path))
+    row = json_safe(_index_row(report, report_path))
     with open(index_dir / ".index.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         rows = []
@@ -463,7 +463,7 @@ def write_run_report(out_dir: str | Path, summary: dict, episodes: list[EpisodeR
     report["videos"] = {name: str(p.relative_to(out)) for name, p in videos.items()}
 
     written["report_json"] = out / "report.json"
-    written["report_json"].write_text(json.dumps(_finite_or_none(report), indent=2))
+    written["report_json"].write_text(json.dumps(json_safe(report), indent=2))
     written["report_md"] = out / "report.md"
     written["report_md"].write_text(render_markdown(report, skipped_plots, plots, videos, out))
     index = Path(index_dir) if index_dir is not None else out.resolve().parent / "runs_index"

@@ -7,12 +7,15 @@ use_sim_time is set, otherwise on a dedicated thread with absolute wall-clock de
 drift, low jitter). Publishes ExecutionFeedback (requests, executed actions, RTC prefix) and a
 latched ExecutorStatus; with dry_run the would-be commands go to /vla/executor/dry_run_command
 only. Reacts to the imagination monitor (replan: ask for a new chunk now; hold: drop the plan).
+Chunks and robot states that cannot be used are dropped, logged with the topic and field, and
+counted by reason in the core's `rejections`.
 With `stats_file` set, writes its counters, latency, loop jitter and command log as JSON at exit.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import threading
@@ -32,7 +35,8 @@ from ..core.executor import ChunkExecutor
 from ..core.executor_stats import ExecutorStats
 from ..core.monitor_reaction import MonitorReaction
 from ..core.motion_limiter import POSITION_SPACES
-from ..core.state import StateAssemblyError, assemble_state, joint_state_problem
+from ..core.state import (StateAssemblyError, assemble_state, joint_state_problem, problem_field, state_joints,
+                          values_problem)
 from .command_contracts import CommandPublisher
 from .common import LATCHED_QOS, RELIABLE_QOS, SERVICES, TOPICS, load_robot_or_exit, run_node, to_sec, to_stamp
 
@@ -65,6 +69,9 @@ class ExecutorNode(Node):
         if bool(p("armed_at_start", False).value):
             self.core.set_armed(True)
         self.state_sources = cfg.state.sources
+        # a joint state is a measurement only with every joint the state (and joint position commands) read
+        self.required_joints = list(dict.fromkeys(
+            state_joints(cfg.state.sources) + (list(cfg.action.names) if cfg.action.space == "joint_position" else [])))
         self.joint_state: JointState | None = None
         self.ee_pose = None
         self.state_stamp: float | None = None
@@ -120,12 +127,16 @@ class ExecutorNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     # ---- inputs -------------------------------------------------------------------------
+    def reject_state(self, topic: str, field: str, problem: str) -> None:
+        """A robot state message that is not a measurement: the state goes stale and the robot holds."""
+        self.core.counters["states_rejected"] += 1
+        self.core.count_rejection(f"state: {field}")
+        self.get_logger().error(f"{topic}: {problem} (ignored)", throttle_duration_sec=1.0)
+
     def on_joint_state(self, msg: JointState) -> None:
-        problem = joint_state_problem(msg.name, msg.position)
-        if problem:                       # not a measurement: the state goes stale and the robot holds
-            self.core.counters["states_rejected"] += 1
-            self.get_logger().error(f"{self.robot.config.state.joint_states_topic}: {problem} (ignored)",
-                                    throttle_duration_sec=1.0)
+        problem = joint_state_problem(msg.name, msg.position, self.required_joints)
+        if problem:
+            self.reject_state(self.robot.config.state.joint_states_topic, problem_field(problem), problem)
             return
         self.joint_state = msg
         self.state_stamp = to_sec(msg.header.stamp)
@@ -134,26 +145,50 @@ class ExecutorNode(Node):
 
     def on_ee_pose(self, msg: PoseStamped) -> None:
         p, q = msg.pose.position, msg.pose.orientation
-        self.ee_pose = (p.x, p.y, p.z, q.x, q.y, q.z, q.w)
+        pose = (p.x, p.y, p.z, q.x, q.y, q.z, q.w)
+        problem = values_problem("pose", pose)
+        if problem:
+            self.reject_state(self.robot.config.state.ee_pose_topic, "pose", problem)
+            return
+        self.ee_pose = pose
+
+    def chunk_problem(self, msg: ActionChunk, actions: np.ndarray, normalized: np.ndarray) -> tuple[str, str]:
+        """(field, why) for a chunk message that does not fit the robot, ("", "") if it does. Values
+        are checked by the safety gate (core), the message layout here."""
+        action = self.robot.config.action
+        if msg.action_space != self.core.space:
+            return "action_space", f"'{msg.action_space}', the robot executes '{self.core.space}'"
+        if list(msg.action_names) != list(action.names):
+            return "action_names", f"{list(msg.action_names)}, the robot's are {list(action.names)}"
+        if msg.action_dim != self.core.dim:
+            return "action_dim", f"{msg.action_dim}, the robot has {self.core.dim} ({', '.join(action.names)})"
+        if msg.horizon == 0 or actions.size != msg.horizon * msg.action_dim:
+            return "horizon", f"{actions.size} values in 'actions' do not form horizon {msg.horizon} x {msg.action_dim}"
+        if not (math.isfinite(msg.dt) and msg.dt > 0):
+            return "dt", f"{msg.dt} s between actions (must be finite and > 0)"
+        if normalized.size not in (0, actions.size) or not np.all(np.isfinite(normalized)):
+            return "actions_normalized", f"{normalized.size} values (expected {actions.size}, finite, or none)"
+        return "", ""
 
     def on_chunk(self, msg: ActionChunk) -> None:
         actions = np.asarray(msg.actions, dtype=np.float64)
         normalized = np.asarray(msg.actions_normalized, dtype=np.float64)
-        dim = int(msg.action_dim) or 1
-        if normalized.size != actions.size:
-            normalized = np.zeros_like(actions)
-        if list(msg.action_names) != list(self.robot.config.action.names) or msg.action_space != self.core.space:
-            self.get_logger().error(f"{TOPICS['action_chunk']}: chunk {msg.chunk_id} rejected: action "
-                                    f"{msg.action_space} {list(msg.action_names)} does not match the robot's "
-                                    f"{self.core.space} {self.robot.config.action.names}")
+        field, why = self.chunk_problem(msg, actions, normalized)
+        now = self.state_stamp if self.lockstep else self.now()
+        if not field and now is None:
+            field, why = "header.stamp", "no robot state received yet (lockstep ticks on states)"
+        if field:
+            self.get_logger().error(f"{TOPICS['action_chunk']}: chunk {msg.chunk_id} rejected: field '{field}': "
+                                    f"{why}", throttle_duration_sec=1.0)
             self.core.counters["chunks_rejected"] += 1
+            self.core.count_rejection(f"chunk: {field}")
             return
-        chunk = Chunk(msg.chunk_id, to_sec(msg.header.stamp), float(msg.dt) or self.core.dt,
-                      actions.reshape(-1, dim) if actions.size % dim == 0 else actions,
-                      normalized.reshape(-1, dim) if normalized.size % dim == 0 else normalized,
-                      int(msg.start_index), msg.episode_id, int(msg.prefix_length))
+        dim = self.core.dim
+        normalized = normalized if normalized.size else np.zeros_like(actions)
+        chunk = Chunk(msg.chunk_id, to_sec(msg.header.stamp), float(msg.dt), actions.reshape(-1, dim),
+                      normalized.reshape(-1, dim), int(msg.start_index), msg.episode_id, int(msg.prefix_length))
         with self.lock:
-            ok, why = self.core.on_chunk(chunk, self.state_stamp if self.lockstep else self.now())
+            ok, why = self.core.on_chunk(chunk, now)
         if not ok:
             self.get_logger().warning(f"{TOPICS['action_chunk']}: chunk {msg.chunk_id} (t0 {chunk.t0:.4f}, episode "
                                    f"'{chunk.episode_id}') not executed: {why}", throttle_duration_sec=1.0)
@@ -202,11 +237,21 @@ class ExecutorNode(Node):
             return
         if self.state_stamp <= self.answered_stamp:
             if self.state_stamp == self.answered_stamp and self.last_sent is not None and self.core.armed:
-                self.commands.publish(self.last_sent, self.answered_stamp)
+                self.send(self.last_sent, self.answered_stamp)
                 self.commands_resent += 1
             return
         if self.run_tick(self.state_stamp):
             self.answered_stamp = self.state_stamp
+
+    def send(self, command: np.ndarray, stamp: float) -> None:
+        """A gated command to the robot's contract, or in dry-run to /vla/executor/dry_run_command only."""
+        if self.core.dry_run:
+            cmd = ActionCommand(action_space=self.core.space, names=list(self.robot.config.action.names),
+                                values=[float(v) for v in command])
+            cmd.header.stamp = to_stamp(stamp)
+            self.dry_run_pub.publish(cmd)
+        else:
+            self.commands.publish(command, stamp)
 
     def retry_request(self) -> None:
         """Ask again for a chunk that has not come (a lost request or chunk must not stall the robot)."""
@@ -269,13 +314,7 @@ class ExecutorNode(Node):
         with self.lock:
             result = self.core.tick(now, self.state_stamp, measured, measured_ee)
         if result.command is not None:
-            if self.core.dry_run:
-                cmd = ActionCommand(action_space=self.core.space, names=list(self.robot.config.action.names),
-                                    values=[float(v) for v in result.command])
-                cmd.header.stamp = to_stamp(now)
-                self.dry_run_pub.publish(cmd)
-            else:
-                self.commands.publish(result.command, now)
+            self.send(result.command, now)
             self.last_sent = result.command
             self.activity.on_command(now, result.command, result.executed, result.hold_reason)
         self.ticks_since_feedback += 1

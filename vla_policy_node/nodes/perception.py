@@ -2,8 +2,9 @@
 
 Each camera frame is checked (encoding, buffer size), cropped and resized to the model input;
 frames, end-effector pose and privileged state are aligned to each joint-state message within
-`sync.tolerance_s`. Stale, unsynchronized or malformed inputs are dropped and counted, with an
-error that names the topic; nothing crashes the graph.
+`sync.tolerance_s`. Stale, unsynchronized or malformed inputs are dropped and counted (malformed
+ones by topic and field in `rejections`), with an error that names the topic and the field; nothing
+crashes the graph.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from vla_msgs.msg import Observation, StateVector
 from vla_msgs.srv import SetInstruction
 
 from ..core import images
-from ..core.state import StateAssemblyError, assemble_state, joint_state_problem
+from ..core.state import (StateAssemblyError, assemble_state, joint_state_problem, problem_field, state_joints,
+                          values_problem)
 from ..core.sync import TimeSynchronizer
 from .common import RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit, run_node, to_sec
 
@@ -31,6 +33,7 @@ class PerceptionNode(Node):
         self.cameras = {c.name: c for c in cfg.cameras}
         self.state_sources = cfg.state.sources
         self.uses_ee = any(s.startswith("ee.") for s in self.state_sources)
+        self.required_joints = state_joints(self.state_sources)
         self.use_env_state = self.include_env_state and cfg.env_state_topic is not None
 
         streams = [f"camera:{c.name}" for c in cfg.cameras if c.required]
@@ -40,6 +43,7 @@ class PerceptionNode(Node):
             streams.append("env_state")
         self.sync = TimeSynchronizer(streams, cfg.sync.tolerance_s, cfg.sync.max_age_s)
         self.rejected = {}      # topic -> count of malformed messages
+        self.rejections = {}    # "<topic>: <field>" -> count of messages dropped for that field
         self.seq = 0
 
         for cam in cfg.cameras:
@@ -54,20 +58,23 @@ class PerceptionNode(Node):
         self.get_logger().info(f"perception ready for {cfg.name}: streams {streams}")
 
     # ---- inputs -------------------------------------------------------------------------
-    def reject(self, topic: str, reason: str) -> None:
+    def reject(self, topic: str, field: str, reason: str) -> None:
         self.rejected[topic] = self.rejected.get(topic, 0) + 1
+        key = f"{topic}: {field}"
+        self.rejections[key] = self.rejections.get(key, 0) + 1
         self.get_logger().error(f"{topic}: {reason} (dropped; {self.rejected[topic]} so far)",
                                 throttle_duration_sec=2.0)
 
     def on_image(self, cam, msg: Image) -> None:
         if msg.encoding != cam.encoding:
-            self.reject(cam.topic, f"field 'encoding' is '{msg.encoding}', robot file expects '{cam.encoding}'")
+            self.reject(cam.topic, "encoding",
+                        f"field 'encoding' is '{msg.encoding}', robot file expects '{cam.encoding}'")
             return
         try:
             rgb = images.decode(msg.encoding, msg.height, msg.width, msg.step, msg.data, where=cam.topic)
             rgb = images.to_model_input(rgb, cam.input_size, cam.crop)
         except images.ImageEncodingError as exc:
-            self.reject(cam.topic, str(exc))
+            self.reject(cam.topic, exc.field, str(exc))
             return
         if cam.required:
             self.sync.add(f"camera:{cam.name}", to_sec(msg.header.stamp), (rgb, msg.header.stamp))
@@ -75,17 +82,26 @@ class PerceptionNode(Node):
 
     def on_ee_pose(self, msg: PoseStamped) -> None:
         p, q = msg.pose.position, msg.pose.orientation
-        self.sync.add("ee_pose", to_sec(msg.header.stamp), (p.x, p.y, p.z, q.x, q.y, q.z, q.w))
+        pose = (p.x, p.y, p.z, q.x, q.y, q.z, q.w)
+        problem = values_problem("pose", pose)
+        if problem:
+            self.reject(self.robot.config.state.ee_pose_topic, "pose", problem)
+            return
+        self.sync.add("ee_pose", to_sec(msg.header.stamp), pose)
         self.try_emit()
 
     def on_env_state(self, msg: StateVector) -> None:
+        problem = values_problem("values", msg.values)
+        if problem:
+            self.reject(self.robot.config.env_state_topic, "values", problem)
+            return
         self.sync.add("env_state", to_sec(msg.header.stamp), list(msg.values))
         self.try_emit()
 
     def on_joint_state(self, msg: JointState) -> None:
-        problem = joint_state_problem(msg.name, msg.position)
+        problem = joint_state_problem(msg.name, msg.position, self.required_joints)
         if problem:
-            self.reject(self.robot.config.state.joint_states_topic, problem)
+            self.reject(self.robot.config.state.joint_states_topic, problem_field(problem), problem)
             return
         self.sync.add_anchor(to_sec(msg.header.stamp), msg)
         self.try_emit()
@@ -105,7 +121,7 @@ class PerceptionNode(Node):
         try:
             state = assemble_state(self.state_sources, list(js.name), list(js.position), ee)
         except StateAssemblyError as exc:
-            self.reject(self.robot.config.state.joint_states_topic, str(exc))
+            self.reject(self.robot.config.state.joint_states_topic, "name", str(exc))
             return
         obs = Observation()
         obs.header.stamp = js.header.stamp

@@ -5,7 +5,10 @@ policy answers with an ActionChunk computed from the newest observation of the c
 captured at or after `request_after`. Inference runs on a worker thread so subscriptions keep
 flowing while the model thinks. The chunk is stamped with the observation's capture time.
 Executed actions reported in the feedback reach the backend (`update`, with the newest real
-observation) on the same worker thread, before its next prediction. Parameters: `robot`,
+observation) on the same worker thread, before its next prediction. Observations and feedback
+this policy cannot use (another embodiment or episode, images that do not decode to the model
+input, non-finite state, inconsistent action counts) are dropped, logged with the topic and field
+and counted by reason in `rejections`, as are failed inferences. Parameters: `robot`,
 `backend` (a registry name, or `auto` to read it from `checkpoint`) and the options the chosen
 backend declares (models/backend.py), each a parameter of the same name.
 """
@@ -16,6 +19,7 @@ import threading
 import time
 
 import numpy as np
+from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from vla_msgs.msg import ActionChunk, ExecutionFeedback, ImaginedFuture, Observation, PolicyStatus
 from vla_msgs.srv import ResetEpisode
@@ -45,8 +49,8 @@ class PolicyNode(Node):
         try:
             self.backend = self.make_backend()
             self.backend_name = self.backend.name
-        except (KeyError, ValueError, FileNotFoundError, OSError) as exc:
-            self.get_logger().fatal(f"parameter backend='{self.backend_name}': {exc}")
+        except (KeyError, ValueError, FileNotFoundError, OSError, RuntimeError, ParameterException) as exc:
+            self.get_logger().fatal(f"parameter backend='{self.backend_name}': {exc}")     # e.g. a CUDA error
             raise SystemExit(2) from None
         cfg = self.robot.config
         self.action = cfg.action
@@ -54,11 +58,13 @@ class PolicyNode(Node):
         self.latest_obs: Observation | None = None
         self.request_after: float | None = None
         self.prefix: tuple[float, np.ndarray] | None = None   # (time of prefix[0], (k, dim) model space)
-        self.executed: list[np.ndarray] = []    # executed actions not yet given to the backend
+        self.executed: list[tuple[float, np.ndarray]] = []   # (feedback stamp s, actions) not yet given
+        self.backend_lock = threading.Lock()    # reset / update / predict never overlap
         self.episode_id = ""
         self.instruction = ""
         self.chunk_id = 0
         self.inference_ms: list[float] = []
+        self.rejections: dict[str, int] = {}    # "<topic>: <field>" (or "inference failed") -> count
         self.running = True
 
         self.chunk_pub = self.create_publisher(ActionChunk, TOPICS["action_chunk"], RELIABLE_QOS)
@@ -88,35 +94,91 @@ class PolicyNode(Node):
         return cls(self.robot, **options)
 
     # ---- inputs -------------------------------------------------------------------------
-    def on_observation(self, msg: Observation) -> None:
+    def reject(self, key: str, why: str, routine: bool = False) -> None:
+        """Count an input (or request) dropped, by "<topic>: <field>"; routine drops (another episode's
+        messages around a reset) are logged at debug level only."""
+        self.rejections[key] = self.rejections.get(key, 0) + 1
+        log = self.get_logger()
+        (log.debug if routine else log.error)(f"{key}: {why} (dropped; {self.rejections[key]} so far)",
+                                              throttle_duration_sec=2.0)
+
+    def observation_problem(self, msg: Observation) -> tuple[str, str]:
+        """(field, why) for an observation this policy cannot use, ("", "") if it can."""
+        cfg = self.robot.config
         if msg.embodiment != self.robot.name:
-            self.get_logger().error(f"{TOPICS['observation']}: field 'embodiment' is '{msg.embodiment}', "
-                                    f"this policy serves '{self.robot.name}' (dropped)", throttle_duration_sec=2.0)
+            return "embodiment", f"'{msg.embodiment}', this policy serves '{self.robot.name}'"
+        if msg.episode_id != self.episode_id:
+            return "episode_id", f"'{msg.episode_id}', the episode is '{self.episode_id}'"
+        cameras = {c.name: c for c in cfg.cameras}
+        names = list(msg.camera_names)
+        required = [c.name for c in cfg.cameras if c.required]
+        if len(names) != len(msg.images) or len(set(names)) != len(names) or \
+                any(n not in names for n in required) or any(n not in cameras for n in names):
+            return "camera_names", (f"{names} for {len(msg.images)} images; the robot file's cameras are "
+                                    f"{list(cameras)} (required: {required})")
+        for name, img in zip(names, msg.images):
+            try:
+                frame = images.decode(img.encoding, img.height, img.width, img.step, img.data, where=f"camera {name}")
+            except images.ImageEncodingError as exc:
+                return "images", str(exc)
+            size = tuple(cameras[name].input_size)
+            if frame.shape[:2] != size:
+                return "images", f"camera {name}: {img.height}x{img.width}, the model input is {size[0]}x{size[1]}"
+        state_names = cfg.state.names
+        if len(msg.state) != len(state_names) or not np.all(np.isfinite(msg.state)):
+            return "state", f"{len(msg.state)} values, expected {len(state_names)} finite ({', '.join(state_names)})"
+        if self.backend.uses_privileged_state and (not len(msg.env_state) or not np.all(np.isfinite(msg.env_state))):
+            return "env_state", f"{len(msg.env_state)} values; backend {self.backend_name} needs it, finite"
+        return "", ""
+
+    def on_observation(self, msg: Observation) -> None:
+        field, why = self.observation_problem(msg)
+        if field:
+            self.reject(f"{TOPICS['observation']}: {field}", why, routine=field == "episode_id")
             return
         with self.lock:
             self.latest_obs = msg
             self.lock.notify()
 
+    def feedback_problem(self, msg: ExecutionFeedback) -> tuple[str, str]:
+        """(field, why) for feedback whose action counts or values do not add up, ("", "") if they do."""
+        dim = self.action.dim
+        if msg.action_dim not in (0, dim):
+            return "action_dim", f"{msg.action_dim}, the robot has {dim}"
+        executed = np.asarray(msg.executed_actions, dtype=np.float64)
+        if executed.size != msg.executed_count * dim or not np.all(np.isfinite(executed)):
+            return "executed_actions", (f"{executed.size} values for executed_count {msg.executed_count} x {dim} "
+                                        "(must match, finite)")
+        left = np.asarray(msg.leftover_normalized, dtype=np.float64)
+        if left.size % dim or not np.all(np.isfinite(left)):
+            return "leftover_normalized", f"{left.size} values, not rows of {dim} finite values"
+        return "", ""
+
     def on_feedback(self, msg: ExecutionFeedback) -> None:
         if msg.episode_id != self.episode_id:
+            self.reject(f"{TOPICS['feedback']}: episode_id",
+                        f"'{msg.episode_id}', the episode is '{self.episode_id}'", routine=True)
             return
+        field, why = self.feedback_problem(msg)
+        if field:
+            self.reject(f"{TOPICS['feedback']}: {field}", why)
+            return
+        dim = self.action.dim
         if msg.executed_count:
-            executed = np.asarray(msg.executed_actions, dtype=np.float64).reshape(msg.executed_count, -1)
+            executed = np.asarray(msg.executed_actions, dtype=np.float64).reshape(msg.executed_count, dim)
             with self.lock:
-                self.executed.append(executed)
+                self.executed.append((to_sec(msg.header.stamp), executed))
         if msg.request_chunk:
             with self.lock:
                 self.request_after = to_sec(msg.request_after)
                 # real-time chunking: the executor's plan from request_after on, model space
-                dim = int(msg.action_dim) or self.action.dim
                 left = np.asarray(msg.leftover_normalized, dtype=np.float64)
-                self.prefix = (self.request_after, left.reshape(-1, dim)) if left.size and left.size % dim == 0 \
-                    else None
+                self.prefix = (self.request_after, left.reshape(-1, dim)) if left.size else None
                 self.lock.notify()
 
     def on_reset(self, request, response):
         try:
-            with self.lock:
+            with self.backend_lock, self.lock:      # waits for an inference in flight to finish
                 self.backend.reset(request.instruction, seed=int(request.seed), task=request.task)
                 self.episode_id, self.instruction = request.episode_id, request.instruction
                 self.request_after, self.latest_obs, self.prefix = None, None, None
@@ -138,22 +200,31 @@ class PolicyNode(Node):
     def serve(self) -> None:
         while self.running:
             with self.lock:
-                obs = self._ready_observation()
-                while self.running and obs is None:
+                while self.running and self._ready_observation() is None:
                     self.lock.wait(timeout=0.5)
-                    obs = self._ready_observation()
-                if not self.running:
-                    return
-                self.request_after = None
-                prefix, self.prefix = self.prefix, None
-                executed, self.executed = self.executed, []
-                instruction, episode_id = self.instruction, self.episode_id
-            try:
-                aligned = None if prefix is None else \
-                    align_prefix(prefix[0], prefix[1], to_sec(obs.header.stamp), self.action.dt)
-                self.answer(obs, instruction, episode_id, aligned, executed)
-            except Exception as exc:  # noqa: BLE001  (a failed inference must not kill the model process)
-                self.get_logger().error(f"inference failed on observation {obs.seq}: {exc}")
+            if self.running:
+                self.serve_request()
+
+    def serve_request(self) -> bool:
+        """Answer the pending chunk request if its observation is there (False if not). A failed
+        inference is logged and counted, never raised: it must not kill the model process."""
+        with self.lock:
+            obs = self._ready_observation()
+            if obs is None:
+                return False
+            self.request_after = None
+            prefix, self.prefix = self.prefix, None
+            stamp = to_sec(obs.header.stamp) + 1e-9      # actions executed up to the observation only
+            executed = [a for t, a in self.executed if t <= stamp]
+            self.executed = [(t, a) for t, a in self.executed if t > stamp]
+            instruction, episode_id = self.instruction, self.episode_id
+        try:
+            aligned = None if prefix is None else \
+                align_prefix(prefix[0], prefix[1], to_sec(obs.header.stamp), self.action.dt)
+            self.answer(obs, instruction, episode_id, aligned, executed)
+        except Exception as exc:  # noqa: BLE001
+            self.reject("inference failed", f"observation {obs.seq}: {exc}")
+        return True
 
     def answer(self, obs: Observation, instruction: str, episode_id: str, prefix: np.ndarray | None = None,
                executed: list[np.ndarray] = ()) -> None:
@@ -161,10 +232,13 @@ class PolicyNode(Node):
         predict a chunk for that observation and publish it (and its imagined frames)."""
         t_start = time.perf_counter()
         inputs = observation_to_input(obs, instruction, self.backend.uses_privileged_state)
-        if len(executed):
-            self.backend.update(np.concatenate(executed), inputs)
-        t_pre = time.perf_counter()
-        out = self.backend.predict(inputs, prefix=prefix)
+        with self.backend_lock:
+            if episode_id != self.episode_id:          # reset while this request waited: not this episode's
+                return
+            if len(executed):
+                self.backend.update(np.concatenate(executed), inputs)
+            t_pre = time.perf_counter()
+            out = self.backend.predict(inputs, prefix=prefix)
         t_inf = time.perf_counter()
         horizon, dim = out.actions.shape
         msg = ActionChunk()

@@ -128,6 +128,8 @@ def run_training(args, job: TrainingJob, out: Path, desc: str, setup_s: float = 
     from diffusers.training_utils import EMAModel
 
     started = time.time()
+    if args.device.startswith("cuda:"):
+        torch.cuda.set_device(args.device)        # the loop's device is the one asked for, not cuda:0
     accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=args.mixed_precision)
     model = job.model
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)

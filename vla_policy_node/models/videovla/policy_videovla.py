@@ -191,6 +191,9 @@ class VideoVLAPolicy(PolicyBackend):
         if names is not None and list(names) != list(emb.action.names):
             raise CheckpointError(f"{checkpoint}: trained for actions {names}, robot file {embodiment.path} "
                                   f"has {emb.action.names}")
+        if cfg.horizon != emb.action.horizon:
+            raise CheckpointError(f"{checkpoint}: trained for chunks of {cfg.horizon} actions, robot file "
+                                  f"{embodiment.path} has action.horizon {emb.action.horizon}")
         if cfg.camera not in [c.name for c in emb.cameras]:
             raise CheckpointError(f"{checkpoint}: needs camera '{cfg.camera}', not in {embodiment.path}")
         self.num_inference_steps = int(num_inference_steps) or cfg.num_inference_steps

@@ -107,13 +107,13 @@ def test_rows_are_cached_and_a_forced_row_reruns_alone(tmp_path, monkeypatch):
 
     def closed_loop(board, row, out_dir):
         runs.append(row.name)
+        (out_dir / "bags").mkdir(parents=True, exist_ok=True)                       # the reference's bags
         return {"report": report([True, False]), "processes": {}, "wall_time_s": 1.0}
 
     monkeypatch.setattr(leaderboard, "run_closed_loop", closed_loop)
     monkeypatch.setattr(leaderboard, "run_offline_scores", lambda *a: {"offline": {
         "actions": {"l1": 0.1}, "gripper_accuracy": None, "frames": {}}})
     monkeypatch.setattr(leaderboard, "_describe", lambda board, row: {"parameters": 1})
-    monkeypatch.setattr(leaderboard.Path, "is_dir", lambda self: True)            # the reference's bags
     first = leaderboard.run_leaderboard(board, tmp_path / "out", log=lambda *a: None)
     assert runs == ["oracle", "bc"] and [r["name"] for r in first] == ["oracle", "bc"]
     again = leaderboard.run_leaderboard(board, tmp_path / "out", log=lambda *a: None)

@@ -46,7 +46,7 @@ data: setup
 # The shipped checkpoints, as they were trained (resumable: add TRAIN_ARGS=--resume). Both read the
 # demonstrations of `make data`; bc reuses videovla's frame VAE so the two differ only in the video objective.
 TRAIN_ARGS ?=
-TRAIN_COMMON = --data artifacts/data --steps 14000 --shift-augment 4 --augment-copies 4 --save-every 1000 $(TRAIN_ARGS)
+TRAIN_COMMON = --data artifacts/data --steps 12000 --save-every 1000 $(TRAIN_ARGS)
 train: setup
 	$(VENV)/bin/vla-train --family videovla --output checkpoints/videovla_metaworld $(TRAIN_COMMON) \
 		--future-offsets 8,16,32 --future-target delta --imagined-decoding residual --vae-steps 2500

@@ -434,8 +434,9 @@ def _run_summary(config, robot, evaluator, stride, records, raws, skipped, wall,
     errors = totals["actions"]
     summary["offline"].update(totals)
     summary["index_metrics"] = {"action_l1": errors["l1"], "gripper_accuracy": totals["gripper_accuracy"]}
-    if evaluator.offsets:
-        last = evaluator.offsets[-1]
+    scored = [o for o in evaluator.offsets if (totals["frames"].get(o) or {}).get("n")]
+    if scored:                                   # the furthest offset the recordings reach
+        last = scored[-1]
         summary["index_metrics"].update({f"imagined_psnr_db@{last}": totals["frames"][last]["psnr"],
                                          f"imagined_ssim@{last}": totals["frames"][last]["ssim"]})
     summary["index_metrics"].update(steps=steps, real_time_factor=speed["real_time_factor"])

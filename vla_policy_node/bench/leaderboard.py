@@ -23,8 +23,9 @@ from pathlib import Path
 
 import yaml
 
-from ..core.embodiment import config_root
-from ..evaluation.reports import json_safe
+from ..core.embodiment import config_root, load_robot
+from ..evaluation.reports import json_safe, markdown_table
+from ..models.checkpoint import checkpoint_digest, resolve_checkpoint
 
 CACHE_VERSION = 1
 
@@ -59,7 +60,6 @@ class Leaderboard:
                                "offline_stride") if k not in protocol]
         if missing:
             raise ValueError(f"{path}: protocol: missing {missing}")
-        from ..models.checkpoint import resolve_checkpoint
         for r in rows:
             if r.checkpoint and not (resolve_checkpoint(r.checkpoint) / "config.json").is_file():
                 raise ValueError(f"{path}: row {r.name}: checkpoint '{r.checkpoint}' not found (no config.json); "
@@ -82,7 +82,6 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 
 def row_key(board: Leaderboard, row: Row, reference_key: str | None) -> str:
     """Cache key: protocol, row settings, checkpoint content and (for offline scores) the reference."""
-    from ..models.checkpoint import checkpoint_digest
 
     digest = checkpoint_digest(row.checkpoint) if row.checkpoint else ""
     settings = {k: v for k, v in row.__dict__.items() if k != "checkpoint"}     # content, not path, counts
@@ -187,7 +186,6 @@ def assemble_row(board: Leaderboard, row: Row, closed: dict, offline: dict | Non
 
 
 def _describe(board: Leaderboard, row: Row) -> dict:
-    from ..core.embodiment import load_robot
     from ..models.registry import make_backend
 
     options = {"checkpoint": row.checkpoint} if row.checkpoint else {}
@@ -312,7 +310,6 @@ def plot_early_warning(board: Leaderboard, results: list[dict], path: Path) -> P
 
 
 def write_leaderboard(board: Leaderboard, results: list[dict], out_dir: Path) -> tuple[Path, Path]:
-    from ..evaluation.reports import markdown_table
 
     out_dir.mkdir(parents=True, exist_ok=True)
     roc = plot_early_warning(board, results, out_dir / "policies_early_warning.png")

@@ -53,7 +53,10 @@ from ..evaluation.reports import EpisodeRecord, write_run_report
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, load_robot_or_exit, message_class,
                      run_node, to_sec)
 
+# A recorder takes the reliability its publishers offer (as rosbag2 does): reliable topics are
+# recorded without loss, best-effort ones (camera streams) without back-pressure on the robot.
 RECORD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
+RECORD_RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 # Every command of a replayed episode is scored: deep enough that none is dropped while a callback runs.
 COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -230,8 +233,15 @@ class EvaluatorNode(Node):
         for topic, type_name in found.items():
             self.create_subscription(message_class(type_name), topic,
                                      lambda data, t=topic, m=type_name: self.on_raw(t, m, data),
-                                     RECORD_QOS, raw=True)
+                                     self.record_qos(topic), raw=True)
         self.recorded = sorted(found)
+
+    def record_qos(self, topic: str) -> QoSProfile:
+        """Reliable when every publisher of the topic offers it (nothing lost), else best effort."""
+        offered = [info.qos_profile.reliability for info in self.get_publishers_info_by_topic(topic)]
+        if offered and all(r == ReliabilityPolicy.RELIABLE for r in offered):
+            return RECORD_RELIABLE_QOS
+        return RECORD_QOS
 
     def open_bag(self, episode_id: str) -> str:
         """Start recording an episode into <output_dir>/bags/<episode_id>; returns the folder ("" when not recording)."""

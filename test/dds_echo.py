@@ -24,7 +24,8 @@ from vla_msgs import msg as vla_msg
 from vla_msgs import srv as vla_srv
 
 MESSAGE_TYPES = ["Observation", "ActionChunk", "ImaginedFuture", "ExecutionFeedback", "PolicyStatus",
-                 "ExecutorStatus", "EpisodeResult", "ActionCommand", "StateVector", "ImaginationDivergence"]
+                 "ExecutorStatus", "EpisodeResult", "ActionCommand", "StateVector", "ImaginationDivergence",
+                 "EpisodeAnnouncement"]
 SERVICE_TYPES = ["ResetEpisode", "SetInstruction", "SetArmed", "EmergencyStop"]
 
 # Fixed stamp the ResetEpisode response carries (the test checks it).

@@ -238,6 +238,10 @@ def node_problems(node: Node, spec) -> list[str]:
             for key, value in spec.parameters.items():
                 if key != "robot" and overrides.get(key) != value:
                     problems.append(f"node '{name}': parameter {key}={overrides.get(key)!r}, graph sets {value!r}")
+    if spec is not None and (kw.get("respawn", False), kw.get("respawn_delay")) != \
+            (spec.respawn, spec.respawn_delay_s):
+        problems.append(f"node '{name}': respawn={kw.get('respawn')} delay {kw.get('respawn_delay')}, graph says "
+                        f"{spec.respawn} delay {spec.respawn_delay_s}")
     if spec is not None and [str(f) for f in files] != [str(f) for f in spec.parameter_files]:
         problems.append(f"node '{name}': parameter files {[str(f) for f in files]} differ from the graph's "
                         f"{[str(f) for f in spec.parameter_files]}")

@@ -34,7 +34,8 @@ REPUBLISH_S = 0.5
 
 # Kept in sync with dds_echo.py by test_echo_covers_every_interface.
 MESSAGE_TYPES = ["Observation", "ActionChunk", "ImaginedFuture", "ExecutionFeedback", "PolicyStatus",
-                 "ExecutorStatus", "EpisodeResult", "ActionCommand", "StateVector", "ImaginationDivergence"]
+                 "ExecutorStatus", "EpisodeResult", "ActionCommand", "StateVector", "ImaginationDivergence",
+                 "EpisodeAnnouncement"]
 SERVICE_TYPES = ["ResetEpisode", "SetInstruction", "SetArmed", "EmergencyStop"]
 RESET_STAMP = (1_700_000_123, 456_789)   # dds_echo.RESET_STAMP_SEC / _NANOSEC
 
@@ -123,6 +124,9 @@ def make_sample(name: str):
             header=_header(10_000, 10, "camera_corner"), episode_id="ep-div", chunk_id=big, camera_name="corner",
             frame_index=1, horizon_offset_s=0.1015625, time_error_s=-0.00390625, width=64, height=48,
             psnr=float("inf"), ssim=0.9375, divergence=0.0625, threshold=0.046875, exceeded=True, action="replan")
+    if name == "EpisodeAnnouncement":
+        return vla_msg.EpisodeAnnouncement(header=_header(11_000, 11, "eval"), episode_id="ep-ann", task="reach",
+                                           instruction="reach the red sphere", seed=4_000_000_000, active=True)
     raise KeyError(name)
 
 
@@ -191,6 +195,8 @@ def spot_check(name: str, sent, back) -> None:
     elif name == "ImaginationDivergence":
         assert back.chunk_id == 2**63 + 12345 and back.psnr == float("inf")
         assert (back.exceeded, back.action, back.divergence) == (True, "replan", 0.0625)
+    elif name == "EpisodeAnnouncement":
+        assert (back.episode_id, back.seed, back.active) == ("ep-ann", 4_000_000_000, True)
 
 
 # --------------------------------------------------------------------------------------------

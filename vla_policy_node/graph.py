@@ -28,6 +28,8 @@ class NodeSpec:
     parameters: dict = field(default_factory=dict)
     use_sim_time: bool = True
     exit_ends_graph: bool = False     # the graph stops when this node exits (e.g. the evaluator)
+    respawn: bool = False             # restarted when it exits (it rejoins the running episode)
+    respawn_delay_s: float = 1.0
 
 
 @dataclass
@@ -37,7 +39,8 @@ class GraphSpec:
     nodes: list[NodeSpec]
 
 
-_NODE_KEYS = {"name", "executable", "parameters", "use_sim_time", "exit_ends_graph", "set"}
+_NODE_KEYS = {"name", "executable", "parameters", "use_sim_time", "exit_ends_graph", "set", "respawn",
+              "respawn_delay_s"}
 _GRAPH_KEYS = {"name", "description", "robot", "use_sim_time", "nodes"}
 
 
@@ -73,8 +76,14 @@ def load_graph(name_or_path: str, robot: str | None = None) -> GraphSpec:
             if not f.is_file():
                 raise GraphConfigError(f"{where}.parameters[{k}]: parameter file {f} not found")
         params = {"robot": robot, **entry.get("set", {})}
-        nodes.append(NodeSpec(entry["name"], entry["executable"], files, params,
-                              bool(entry.get("use_sim_time", sim_time)), bool(entry.get("exit_ends_graph", False))))
+        spec = NodeSpec(entry["name"], entry["executable"], files, params, bool(entry.get("use_sim_time", sim_time)),
+                        bool(entry.get("exit_ends_graph", False)), bool(entry.get("respawn", False)),
+                        float(entry.get("respawn_delay_s", 1.0)))
+        if spec.respawn and spec.exit_ends_graph:
+            raise GraphConfigError(f"{where}.respawn: a node that ends the graph cannot be respawned")
+        if spec.respawn_delay_s < 0:
+            raise GraphConfigError(f"{where}.respawn_delay_s: must be >= 0, got {spec.respawn_delay_s}")
+        nodes.append(spec)
     robot_file = resolve_robot(robot)
     if not robot_file.is_file():
         raise GraphConfigError(f"{path}: robot: no robot file {robot_file}")
@@ -109,7 +118,7 @@ def launch_description(name: str):
         params = [str(f) for f in spec.parameter_files]
         params.append({**spec.parameters, "robot": robot, "use_sim_time": spec.use_sim_time})
         node = Node(package=PACKAGE, executable=spec.executable, name=spec.name, parameters=params,
-                    output="screen")
+                    output="screen", respawn=spec.respawn, respawn_delay=spec.respawn_delay_s)
         actions.append(node)
         if spec.exit_ends_graph:
             actions.append(RegisterEventHandler(OnProcessExit(

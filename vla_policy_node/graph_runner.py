@@ -24,6 +24,8 @@ import psutil
 from .graph import GraphConfigError, load_graph, node_parameter
 
 SAMPLE_PERIOD_S = 0.5        # how often the runner checks the nodes and samples their memory
+MAX_RESTARTS = 3             # a respawned node that exits more often fails the graph
+CONFIG_ERROR_EXIT = 2        # a node refusing its configuration: restarting it cannot help
 
 
 def rss_mb(process: psutil.Process) -> float | None:
@@ -77,9 +79,13 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = None,
-              timeout_s: float | None = None, env: dict | None = None) -> dict:
+              timeout_s: float | None = None, env: dict | None = None, processes: dict | None = None) -> dict:
     """Run a graph to its end; `env`: variables for the node processes on top of os.environ (e.g.
-    ROS_DOMAIN_ID, so that graphs run side by side without seeing each other)."""
+    ROS_DOMAIN_ID, so that graphs run side by side without seeing each other). `processes`, when
+    given, is kept filled with the live node name -> subprocess.Popen (respawns included) for a
+    caller that injects faults. Nodes marked `respawn` are restarted after their delay when they
+    exit (killed, crashed), at most MAX_RESTARTS times, but not when they refused their
+    configuration (exit code 2); any other node exiting early fails the graph."""
     graph = load_graph(name, robot)
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **(env or {})}
@@ -87,16 +93,21 @@ def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = Non
     env.setdefault("PYOPENGL_PLATFORM", env["MUJOCO_GL"])
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    procs, logs, peaks, sampled = {}, {}, {}, {}
+    procs = processes if processes is not None else {}
+    logs, peaks, sampled, restarts, exited_at = {}, {}, {}, {}, {}
+    specs = {spec.name: spec for spec in graph.nodes}
     started = time.monotonic()
+
+    def start(spec) -> None:
+        out = None if spec.exit_ends_graph else logs[spec.name]
+        procs[spec.name] = subprocess.Popen(node_command(spec, overrides), env=env, stdout=out,
+                                            stderr=subprocess.STDOUT if out else None)
+        sampled[spec.name] = psutil.Process(procs[spec.name].pid)
+
     try:
         for spec in graph.nodes:
-            log = open(log_dir / f"{spec.name}.log", "w")
-            logs[spec.name] = log
-            out = None if spec.exit_ends_graph else log
-            procs[spec.name] = subprocess.Popen(node_command(spec, overrides), env=env, stdout=out,
-                                                stderr=subprocess.STDOUT if out else None)
-            sampled[spec.name] = psutil.Process(procs[spec.name].pid)
+            logs[spec.name] = open(log_dir / f"{spec.name}.log", "w")
+            start(spec)
         enders = [s.name for s in graph.nodes if s.exit_ends_graph]
         failed = None
         while True:
@@ -106,8 +117,19 @@ def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = Non
                     peaks[n] = max(peaks.get(n, 0.0), rss)
             done = [n for n in enders if procs[n].poll() is not None]
             crashed = [n for n, p in procs.items() if n not in enders and p.poll() is not None]
+            for n in [n for n in crashed if specs[n].respawn and restarts.get(n, 0) < MAX_RESTARTS
+                      and procs[n].returncode != CONFIG_ERROR_EXIT]:
+                crashed.remove(n)
+                exited_at.setdefault(n, time.monotonic())
+                if time.monotonic() - exited_at[n] >= specs[n].respawn_delay_s:
+                    logs[n].write(f"[graph runner] {n} exited with code {procs[n].returncode}; respawning\n")
+                    logs[n].flush()
+                    restarts[n] = restarts.get(n, 0) + 1
+                    del exited_at[n]
+                    start(specs[n])
             if crashed:
-                failed = f"node {crashed[0]} exited early with code {procs[crashed[0]].returncode} " \
+                again = f" after {restarts[crashed[0]]} restarts" if crashed[0] in restarts else ""
+                failed = f"node {crashed[0]} exited early with code {procs[crashed[0]].returncode}{again} " \
                          f"(see {log_dir / (crashed[0] + '.log')})"
                 break
             if done and len(done) == len(enders):
@@ -115,7 +137,7 @@ def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = Non
             if timeout_s and time.monotonic() - started > timeout_s:
                 failed = f"graph did not finish within {timeout_s:.0f} s"
                 break
-            time.sleep(SAMPLE_PERIOD_S)
+            time.sleep(0.1 if exited_at else SAMPLE_PERIOD_S)
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -133,7 +155,7 @@ def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = Non
     if failed is None and ender_failed:
         failed = f"node {ender_failed[0]} exited with code {codes[ender_failed[0]]}"
     return {"graph": graph.name, "robot": graph.robot, "wall_time_s": round(time.monotonic() - started, 2),
-            "processes": {n: {"pid": procs[n].pid, "exit_code": codes[n],
+            "processes": {n: {"pid": procs[n].pid, "exit_code": codes[n], "restarts": restarts.get(n, 0),
                               "peak_rss_mb": round(peaks.get(n, 0.0), 1)} for n in procs},
             "error": failed}
 

@@ -27,6 +27,8 @@ TOPICS = {
     "policy_status": "/vla/policy_status",
     "executor_status": "/vla/executor_status",
     "episode_result": "/vla/episode_result",
+    # the running episode (vla_msgs/EpisodeAnnouncement, latched): restarted nodes rejoin it
+    "episode": "/vla/episode",
     "success": "/vla/sim/success",
     "env_state": "/vla/sim/env_state",
     # what a dry-run executor would have commanded (vla_msgs/ActionCommand); never read by a robot

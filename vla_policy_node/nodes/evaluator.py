@@ -37,7 +37,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
-from vla_msgs.msg import (ActionChunk, ActionCommand, EpisodeResult, ExecutorStatus, ImaginationDivergence,
+from vla_msgs.msg import (ActionChunk, ActionCommand, EpisodeAnnouncement, EpisodeResult, ExecutorStatus, ImaginationDivergence,
                           ImaginedFuture, PolicyStatus, StateVector)
 from vla_msgs.srv import ResetEpisode, SetArmed, SetInstruction
 
@@ -150,6 +150,7 @@ class EvaluatorNode(Node):
                                      LATCHED_QOS)
             self.replay_start = self.create_client(Trigger, SERVICES["replay_start"])
         self.result_pub = self.create_publisher(EpisodeResult, TOPICS["episode_result"], RELIABLE_QOS)
+        self.episode_pub = self.create_publisher(EpisodeAnnouncement, TOPICS["episode"], LATCHED_QOS)
         self.runner = threading.Thread(target=self.run, name="episodes", daemon=True)
         self.runner.start()
 
@@ -334,6 +335,12 @@ class EvaluatorNode(Node):
                                f"({record.extra['wall_time_s']:.1f} s wall), progress {record.progress_score:.2f}, "
                                f"{len(record.divergence)} imagined frames scored")
 
+    def announce(self, episode_id: str, task: str, instruction: str, seed: int, active: bool) -> None:
+        """Latch the running episode on /vla/episode: a node restarted during it rejoins it."""
+        msg = EpisodeAnnouncement(episode_id=episode_id, task=task, instruction=instruction, seed=seed, active=active)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.episode_pub.publish(msg)
+
     def run_episode(self, task: str, seed: int) -> EpisodeRecord:
         episode_id = f"{task}_s{seed}"
         wall_start = time.monotonic()
@@ -348,6 +355,7 @@ class EvaluatorNode(Node):
         self.call("executor_reset", ResetEpisode.Request(task=task, instruction=instruction, seed=seed,
                                                         episode_id=episode_id))
         tracker = self.begin_episode(episode_id, start)
+        self.announce(episode_id, task, instruction, seed, active=True)
         self.call("set_armed", SetArmed.Request(armed=True))
         reason = "timeout"
         while time.monotonic() - wall_start < self.protocol.episode_timeout_s:
@@ -360,6 +368,7 @@ class EvaluatorNode(Node):
                 reason = "step_limit"
                 break
         self.call("set_armed", SetArmed.Request(armed=False))
+        self.announce(episode_id, task, instruction, seed, active=False)
         self.close_bag()
         record = self.end_episode(episode_id, task, seed, instruction, tracker, reason, bag,
                                   time.monotonic() - wall_start)

@@ -209,6 +209,7 @@ class ExecutorNode(Node):
     def on_reset(self, request, response):
         with self.lock:
             self.core.reset(request.episode_id, self.now())
+            self.activity.on_reset(self.now(), request.episode_id)
         self.last_sent = None
         response.success, response.message = True, f"executor reset for episode '{request.episode_id}'"
         return response

@@ -12,14 +12,15 @@ from __future__ import annotations
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
-from vla_msgs.msg import Observation, StateVector
+from vla_msgs.msg import EpisodeAnnouncement, Observation, StateVector
 from vla_msgs.srv import SetInstruction
 
 from ..core import images
 from ..core.state import (StateAssemblyError, assemble_state, joint_state_problem, problem_field, state_joints,
                           values_problem)
 from ..core.sync import TimeSynchronizer
-from .common import RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit, run_node, to_sec
+from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit,
+                     run_node, to_sec)
 
 
 class PerceptionNode(Node):
@@ -55,6 +56,7 @@ class PerceptionNode(Node):
             self.create_subscription(StateVector, cfg.env_state_topic, self.on_env_state, RELIABLE_QOS)
         self.obs_pub = self.create_publisher(Observation, TOPICS["observation"], SENSOR_QOS)
         self.create_service(SetInstruction, SERVICES["set_instruction"], self.on_set_instruction)
+        self.create_subscription(EpisodeAnnouncement, TOPICS["episode"], self.on_episode, LATCHED_QOS)
         self.get_logger().info(f"perception ready for {cfg.name}: streams {streams}")
 
     # ---- inputs -------------------------------------------------------------------------
@@ -110,6 +112,12 @@ class PerceptionNode(Node):
         self.instruction, self.episode_id = request.instruction, request.episode_id
         response.success, response.message = True, f"instruction set for episode '{request.episode_id}'"
         return response
+
+    def on_episode(self, msg: EpisodeAnnouncement) -> None:
+        """Perception (re)started while an episode runs rejoins it: observations carry its id again."""
+        if msg.active and msg.episode_id != self.episode_id:
+            self.instruction, self.episode_id = msg.instruction, msg.episode_id
+            self.get_logger().warning(f"{TOPICS['episode']}: rejoined running episode '{msg.episode_id}'")
 
     # ---- output -------------------------------------------------------------------------
     def try_emit(self) -> None:

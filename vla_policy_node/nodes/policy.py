@@ -21,7 +21,7 @@ import time
 import numpy as np
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
-from vla_msgs.msg import ActionChunk, ExecutionFeedback, ImaginedFuture, Observation, PolicyStatus
+from vla_msgs.msg import ActionChunk, EpisodeAnnouncement, ExecutionFeedback, ImaginedFuture, Observation, PolicyStatus
 from vla_msgs.srv import ResetEpisode
 
 from ..core import images
@@ -73,6 +73,7 @@ class PolicyNode(Node):
         self.create_subscription(Observation, TOPICS["observation"], self.on_observation, SENSOR_QOS)
         self.create_subscription(ExecutionFeedback, TOPICS["feedback"], self.on_feedback, RELIABLE_QOS)
         self.create_service(ResetEpisode, SERVICES["policy_reset"], self.on_reset)
+        self.create_subscription(EpisodeAnnouncement, TOPICS["episode"], self.on_episode, LATCHED_QOS)
         self.create_timer(1.0, self.publish_status)
         self.worker = threading.Thread(target=self.serve, name="inference", daemon=True)
         self.worker.start()
@@ -189,6 +190,19 @@ class PolicyNode(Node):
         response.success, response.message = True, f"{self.backend_name} reset for '{request.instruction}'"
         response.instruction = request.instruction
         return response
+
+    def on_episode(self, msg: EpisodeAnnouncement) -> None:
+        """A policy (re)started while an episode runs rejoins it: the reset the episode began with."""
+        if not msg.active or msg.episode_id == self.episode_id:
+            return
+        request = ResetEpisode.Request(task=msg.task, instruction=msg.instruction, seed=msg.seed,
+                                       episode_id=msg.episode_id)
+        response = self.on_reset(request, ResetEpisode.Response())
+        if response.success:
+            self.get_logger().warning(f"{TOPICS['episode']}: rejoined running episode '{msg.episode_id}'")
+        else:
+            self.get_logger().error(f"{TOPICS['episode']}: cannot rejoin episode '{msg.episode_id}': "
+                                    f"{response.message}")
 
     # ---- inference worker --------------------------------------------------------------
     def _ready_observation(self) -> Observation | None:

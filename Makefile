@@ -7,7 +7,7 @@ STAMPS := $(VENV)/.stamps
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup demo demo-oracle data train test test-slow test-all bench bench-policies clean distclean
+.PHONY: setup demo demo-oracle data train test test-slow test-faults test-all bench bench-policies clean distclean
 
 setup: $(STAMPS)/system $(STAMPS)/python $(STAMPS)/interfaces $(STAMPS)/package
 
@@ -69,6 +69,10 @@ test: setup
 # The suites marked slow: full graphs, training, recorded episodes (CI runs them after `make test`).
 test-slow: setup
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+# Fault injection through the graph (artifacts/bench/faults.json / .md); `make test` runs one case.
+test-faults: setup
+	$(PY) -m pytest -m faults $(PYTEST_ARGS)
 
 test-all: setup
 	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)

@@ -3,6 +3,7 @@
     vla-bench policies [--rows NAME ...] [--force]   the policy leaderboard (policies.json / .md)
     vla-bench policy [--checkpoint DIR] ...           one checkpoint: latency, imagination, success vs steps
     vla-bench executor [--modes ...] ...              execution modes free-running, control-loop jitter
+    vla-bench faults [--cases NAME ...]               fault injection through the graph (faults.json / .md)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from . import executor, policy
+    from . import executor, faults, policy
 
     parser = argparse.ArgumentParser(prog="vla-bench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -24,11 +25,14 @@ def main(argv=None) -> int:
     board.add_argument("--force", action="store_true", help="rerun the selected rows even when cached")
     policy.build_argparser(commands.add_parser("policy", help="one checkpoint's latency and imagination"))
     executor.build_argparser(commands.add_parser("executor", help="execution modes and control-loop jitter"))
+    faults.build_argparser(commands.add_parser("faults", help="fault injection through the graph"))
     args = parser.parse_args(argv)
     if args.command == "policy":
         return policy.run(args)
     if args.command == "executor":
         return executor.run(args)
+    if args.command == "faults":
+        return faults.run(args)
     from .leaderboard import Leaderboard, run_leaderboard
     try:
         leaderboard = Leaderboard.load(args.config)

@@ -24,6 +24,7 @@ class ExecutorStats:
         self.tick_wall_times: list[float] = []     # wall-clock loop: perf_counter at each tick, s
         self.lateness_s: list[float] = []          # wall-clock loop: wake-up time - deadline, s
         self.commands: list[tuple] = []            # (stamp s, command, chunk id, index, merged chunks, hold reason)
+        self.resets: list[tuple] = []              # (stamp s, episode id): commands before and after are apart
 
     def on_tick(self, wall_s: float) -> None:
         self.tick_wall_times.append(wall_s)
@@ -33,6 +34,9 @@ class ExecutorStats:
     def on_lateness(self, late_s: float) -> None:
         if len(self.lateness_s) < MAX_LATENESS:
             self.lateness_s.append(late_s)
+
+    def on_reset(self, stamp_s: float, episode_id: str) -> None:
+        self.resets.append((round(stamp_s, 6), episode_id))
 
     def on_command(self, stamp_s: float, command: np.ndarray, executed: QueuedAction | None,
                    hold_reason: str) -> None:
@@ -53,6 +57,7 @@ class ExecutorStats:
         p50, p95 = core.latency_percentiles()
         late = np.asarray(self.lateness_s) * 1e3
         return {"mode": core.mode, "merge": core.settings.merge, "interpolation": core.settings.interpolation,
+                "rejections": dict(core.rejections),
                 "lockstep": core.lockstep, "control_dt": core.control_dt, "counters": dict(core.counters),
                 "gate": core.gate.counters.as_dict(),
                 "queue": {"skipped_stale": core.queue.skipped_stale, "expired": core.queue.expired},
@@ -64,4 +69,4 @@ class ExecutorStats:
                                    "ticks": int(len(jitter) + 1)},
                 "deadline_lateness_ms": {"p50": float(np.percentile(late, 50)) if len(late) else None,
                                          "p99": float(np.percentile(late, 99)) if len(late) else None},
-                "commands": self.commands}
+                "commands": self.commands, "resets": self.resets}

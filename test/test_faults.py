@@ -1,0 +1,96 @@
+"""Fault injection through the real graph (vla_policy_node/bench/faults.py): each case one reach
+episode of the arm_isaac graph, every node its own process, free-running, one fault injected
+while the arm moves; the executor's command log must show no command outside the limits, a hold
+within one control period of starvation, braking within the acceleration limits, and the episode
+recovering by itself (a killed node is respawned and rejoins from /vla/episode).
+
+`make test` runs the policy-killed case; `make test-faults` runs them all and writes
+artifacts/bench/faults.json and faults.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vla_policy_node.bench.faults import CASES, check_targets, command_figures, episode_commands, run_case, write_reports
+from vla_policy_node.core.embodiment import load_robot
+
+FIRST_DOMAIN = 80
+BY_NAME = {case.name: case for case in CASES}
+FAST = {"policy_killed"}
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    """Runs each case at most once; writes the reports when the whole set ran."""
+    out = tmp_path_factory.mktemp("faults")
+    rows: dict = {}
+
+    def run(name: str) -> dict:
+        if name not in rows:
+            case = BY_NAME[name]
+            figures = run_case(case, out / name, FIRST_DOMAIN + list(BY_NAME).index(name))
+            figures["problems"] = check_targets(case, figures)
+            rows[name] = figures
+        return rows[name]
+
+    yield run
+    if set(rows) == set(BY_NAME):
+        write_reports([rows[n] for n in BY_NAME], Path("artifacts/bench"))
+
+
+def case_params():
+    return [pytest.param(name, marks=[pytest.mark.faults] + ([] if name in FAST else [pytest.mark.slow]), id=name)
+            for name in BY_NAME]
+
+
+@pytest.mark.parametrize("name", case_params())
+def test_fault_case_meets_targets(suite, name):
+    figures = suite(name)
+    assert figures["injected"], figures.get("error")
+    assert figures["problems"] == [], figures
+    assert figures["commands_outside_limits"] == 0
+    expected_hold = {"policy_killed": "waiting for chunk", "perception_killed": "waiting for chunk",
+                     "estop_in_motion": "e-stop", "disarm_in_motion": "disarmed"}
+    if name in expected_hold:
+        assert figures["hold_reason"] == expected_hold[name]
+        assert figures["time_to_hold_periods"] <= 1.0
+    if name.endswith("_killed"):
+        node = name.removesuffix("_killed")
+        assert figures["restarts"] == {node: 1}
+        assert figures["time_to_recover_s"] is not None and figures["success"]
+    if name == "estop_in_motion":
+        assert not figures["success"] and figures["reason"] == "step_limit"
+        assert figures["time_to_recover_s"] is None           # latched: nothing moves until cleared
+    if name == "chunk_old_episode":
+        assert figures["rejections"].get("chunk: episode_id", 0) >= 1
+    if name == "chunk_delayed":
+        assert sum(v for k, v in figures["rejections"].items() if k != "chunk: disarmed") >= 1
+
+
+# ---- the figures themselves, on a hand-made command log -------------------------------------------
+
+def test_command_figures_measure_hold_braking_and_recovery():
+    limits = load_robot("panda_isaac").config.limits
+    dt = 0.02
+    rest = [-0.8, 0.0, -2.3, 0.0, 1.6, 0.8]               # joints 2-7 at a pose inside their limits
+    log = []
+    q = 0.0
+    for i in range(10):                                   # executing chunk 1 at 0.01 rad per period
+        q += 0.01
+        log.append((round(0.02 * (i + 1), 6), [q] + rest, 1, i, 1, ""))
+    log[-1] = (log[-1][0], [q - 0.002] + rest, 1, 9, 1, "")    # a corner that stays within limits
+    for i in range(10, 20):                               # starved: holds at the last command
+        log.append((round(0.02 * (i + 1), 6), [q - 0.002] + rest, -1, -1, 0, "waiting for chunk"))
+    log.append((0.42, [q - 0.002 + 0.01] + rest, 2, 0, 1, ""))
+    figures = command_figures(log, fault_stamp=0.1, limits=limits, dt=dt)
+    assert figures["commands_outside_limits"] == 0
+    assert figures["time_to_hold_periods"] == 1.0 and figures["hold_reason"] == "waiting for chunk"
+    assert figures["time_to_recover_s"] == pytest.approx(0.32)
+    # a jump of 0.1 rad in one period is outside max_step (0.03) and counted
+    bad = log + [(0.44, [1.0] + rest, 2, 1, 1, "")]
+    assert command_figures(bad, 0.1, limits, dt)["commands_outside_limits"] == 1
+    # commands before the executor's reset belong to another episode (the sim moved the robot)
+    assert episode_commands(bad, [(0.3, "reach_s100")], 0.35) == [c for c in bad if c[0] > 0.3]

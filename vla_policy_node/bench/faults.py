@@ -1,0 +1,391 @@
+"""Fault injection through the real graph: what the arm does when a part of the graph fails.
+
+Each case runs the `arm_isaac` graph (embedded MuJoCo Panda, JointState commands on
+/joint_command, the reach_ik policy; every node its own process, free-running, so the control
+loop keeps its rate whatever happens) for one reach episode and injects one fault once the arm
+moves: a process killed (the graph runner respawns it and it rejoins the running episode from
+/vla/episode), the robot frozen, bad chunks published beside the policy's, an e-stop, a disarm.
+The executor's command log (every command with its hold reason) gives the figures:
+
+- commands outside limits: joint position bounds and max_step per period (must be 0);
+- time to hold: from the last executed action to the first hold command, in control periods;
+- braking: the largest joint acceleration of the commands after the fault over its limit (<= 1);
+- max step and jerk of the commands around the fault and around the recovery;
+- time to recover: from the fault to the first executed action of a chunk computed after it;
+- the episode's outcome and reason, restarts of the runner, rejections by reason.
+
+`vla-bench faults` writes artifacts/bench/faults.json and faults.md; test/test_faults.py runs
+the same cases and asserts the targets.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..core.embodiment import load_robot
+
+GRAPH = "arm_isaac"
+ROBOT = "panda_isaac"
+SEED = 100
+TOLERANCE = 1e-6
+
+
+@dataclass
+class FaultCase:
+    name: str
+    description: str
+    inject: Callable[["FaultContext"], None]
+    expect_success: bool = True       # the episode still reaches its target
+    after_moving: int = 10            # inject once this many commands moved the arm (0.2 s of motion)
+    max_steps: int = 1500             # the evaluator's step limit (sim steps, 50 Hz)
+    overrides: dict = field(default_factory=dict)
+
+
+class FaultContext:
+    """What an injection may touch: the graph's live processes and a ROS node beside the graph."""
+
+    def __init__(self, processes: dict, observer):
+        self.processes = processes
+        self.observer = observer
+        self.notes: dict = {}
+
+    def signal(self, node: str, sig: int) -> None:
+        self.processes[node].send_signal(sig)
+
+    def kill(self, node: str) -> None:
+        self.notes["killed_pid"] = self.processes[node].pid
+        self.signal(node, signal.SIGKILL)
+
+    def freeze(self, node: str, seconds: float) -> None:
+        self.signal(node, signal.SIGSTOP)
+        time.sleep(seconds)
+        self.signal(node, signal.SIGCONT)
+
+
+# ---- the cases ----------------------------------------------------------------------------------
+
+def _republish(ctx: FaultContext, edit: Callable, pick: str = "latest") -> None:
+    """Publish a copy of a chunk the policy sent (the latest or the first), edited."""
+    chunk = ctx.observer.captured_chunk(pick)
+    ctx.notes["republished_chunk"] = int(chunk.chunk_id)
+    edit(chunk)
+    ctx.observer.chunk_pub.publish(chunk)
+
+
+def _old_episode(chunk) -> None:
+    chunk.episode_id = "reach_s99"
+
+
+def _delay_past_horizon(ctx: FaultContext) -> None:
+    time.sleep(1.0)                   # > horizon 16 x 20 ms: every action of the chunk is in the past
+    _republish(ctx, lambda c: None, pick="first")
+
+
+def _estop(ctx: FaultContext) -> None:
+    ctx.notes["estop"] = ctx.observer.call("estop", engage=True, reason="fault suite")
+
+
+def _disarm_rearm(ctx: FaultContext) -> None:
+    ctx.notes["disarm"] = ctx.observer.call("set_armed", armed=False)
+    time.sleep(1.0)
+    ctx.notes["rearm"] = ctx.observer.call("set_armed", armed=True)
+
+
+CASES = [
+    FaultCase("policy_killed", "policy process SIGKILLed mid-motion; the runner respawns it",
+              lambda ctx: ctx.kill("policy")),
+    FaultCase("perception_killed", "perception process SIGKILLed mid-motion; the runner respawns it",
+              lambda ctx: ctx.kill("perception")),
+    FaultCase("robot_frozen", "the sim/robot process stopped (SIGSTOP) for 1.5 s, then continued; under "
+              "use_sim_time the graph's clock stops with it, so no command falls due meanwhile",
+              lambda ctx: ctx.freeze("sim_bridge", 1.5)),
+    FaultCase("chunk_duplicated", "the latest chunk published a second time",
+              lambda ctx: _republish(ctx, lambda c: None)),
+    FaultCase("chunk_reordered", "the episode's first chunk published again after newer ones",
+              lambda ctx: _republish(ctx, lambda c: None, pick="first")),
+    FaultCase("chunk_delayed", "a chunk published again 1 s later, past its horizon", _delay_past_horizon),
+    FaultCase("chunk_old_episode", "a chunk of another episode", lambda ctx: _republish(ctx, _old_episode)),
+    FaultCase("estop_in_motion", "e-stop engaged mid-motion (latched: the episode cannot finish)", _estop,
+              expect_success=False, max_steps=200),
+    FaultCase("disarm_in_motion", "disarmed mid-motion, armed again 1 s later", _disarm_rearm),
+]
+CASE_NAMES = [c.name for c in CASES]
+
+
+# ---- a ROS node beside the graph ---------------------------------------------------------------
+
+class Observer:
+    """Counts the executor's commands, keeps the policy's chunks, publishes bad ones and calls the
+    executor's services; its own rclpy context in the graph's ROS domain."""
+
+    def __init__(self, domain_id: int, command_topic: str):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from sensor_msgs.msg import JointState
+        from vla_msgs.msg import ActionChunk
+        from vla_msgs.srv import EmergencyStop, SetArmed
+
+        from ..nodes.common import RELIABLE_QOS, SERVICES, TOPICS
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("fault_injector", context=self.context)
+        self.commands = 0
+        self.moving = 0                            # commands that changed the target position
+        self.last_position = None
+        self.last_command_stamp = float("nan")     # robot clock, s
+        self.chunks = []
+        self.lock = threading.Lock()
+        self.node.create_subscription(JointState, command_topic, self._on_command, RELIABLE_QOS)
+        self.node.create_subscription(ActionChunk, TOPICS["action_chunk"], self._on_chunk, RELIABLE_QOS)
+        self.chunk_pub = self.node.create_publisher(ActionChunk, TOPICS["action_chunk"], RELIABLE_QOS)
+        self.clients = {"estop": (self.node.create_client(EmergencyStop, SERVICES["estop"]), EmergencyStop),
+                        "set_armed": (self.node.create_client(SetArmed, SERVICES["set_armed"]), SetArmed)}
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        while self.context.ok():
+            self.executor.spin_once(timeout_sec=0.1)
+
+    def _on_command(self, msg) -> None:
+        self.last_command_stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        position = np.asarray(msg.position)
+        if self.last_position is not None and np.abs(position - self.last_position).max() > 1e-6:
+            self.moving += 1
+        self.last_position = position
+        self.commands += 1
+
+    def _on_chunk(self, msg) -> None:
+        with self.lock:
+            self.chunks.append(msg)
+
+    def captured_chunk(self, pick: str):
+        with self.lock:
+            if not self.chunks:
+                raise RuntimeError("no chunk of the policy seen yet")
+            return self.chunks[-1 if pick == "latest" else 0]
+
+    def call(self, name: str, **fields) -> str:
+        client, srv = self.clients[name]
+        if not client.wait_for_service(timeout_sec=10.0):
+            raise RuntimeError(f"service {client.srv_name} not available")
+        done = threading.Event()
+        future = client.call_async(srv.Request(**fields))
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(10.0):
+            raise RuntimeError(f"service {client.srv_name} did not answer")
+        return future.result().message
+
+    def wait_moving(self, n: int, timeout_s: float) -> bool:
+        """Wait until `n` commands moved the arm."""
+        deadline = time.monotonic() + timeout_s
+        while self.moving < n and time.monotonic() < deadline:
+            time.sleep(0.002)
+        return self.moving >= n
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+        self.thread.join(2.0)
+
+
+# ---- figures from the executor's command log ---------------------------------------------------
+
+def episode_commands(commands: list, resets: list, fault_stamp: float) -> list:
+    """The commands of the episode the fault hit: after the executor's last reset before it (a
+    simulator reset moves the robot, so the first hold after it starts from a new position)."""
+    start = max((stamp for stamp, _ in resets if stamp <= fault_stamp), default=float("-inf"))
+    return [c for c in commands if c[0] > start]
+
+
+def command_figures(commands: list, fault_stamp: float, limits, dt: float) -> dict:
+    """Figures of the command log (stamp s, command, chunk id, index, merged, hold reason) around a
+    fault at `fault_stamp` (robot clock): limits, time to hold, braking, steps, jerk, recovery."""
+    stamps = np.asarray([c[0] for c in commands])
+    q = np.asarray([c[1] for c in commands], dtype=np.float64)
+    chunk_ids = np.asarray([c[2] for c in commands])
+    holding = np.asarray([bool(c[5]) for c in commands])
+    lo, hi = np.asarray(limits.action_min), np.asarray(limits.action_max)
+    step_max = np.asarray(limits.max_step)
+    accel_max = np.asarray(limits.joint_acceleration_max)
+    steps = np.abs(np.diff(q, axis=0))
+    outside = (q < lo - TOLERANCE) | (q > hi + TOLERANCE)
+    bad_steps = steps > step_max + TOLERANCE
+    n_outside = int(outside.any(axis=1).sum() + bad_steps.any(axis=1).sum())
+
+    after = np.flatnonzero(stamps > fault_stamp + 1e-9)
+    first_hold = next((i for i in after if holding[i]), None)
+    last_exec = None
+    if first_hold is not None:
+        executed_before = np.flatnonzero(~holding[:first_hold])
+        last_exec = int(executed_before[-1]) if len(executed_before) else None
+    recover = None
+    if first_hold is not None:
+        recover = next((i for i in range(first_hold, len(commands)) if not holding[i] and chunk_ids[i] >= 0), None)
+
+    def window(a: int, b: int) -> dict:
+        seg = q[max(a, 0): min(b, len(q))]
+        if len(seg) < 4:
+            return {"max_step_ratio": None, "max_jerk": None}
+        d1 = np.abs(np.diff(seg, axis=0))
+        d3 = np.abs(np.diff(seg, n=3, axis=0)) / dt ** 3
+        return {"max_step_ratio": round(float((d1 / step_max).max()), 3), "max_jerk": round(float(d3.max()), 1)}
+
+    fault_index = int(after[0]) if len(after) else len(q)
+    figures = {
+        "commands": len(commands),
+        "commands_outside_limits": n_outside,
+        "max_gap_periods": round(float(np.diff(stamps).max() / dt), 2) if len(stamps) > 1 else None,
+        "time_to_hold_periods": None if first_hold is None or last_exec is None else
+        round(float((stamps[first_hold] - stamps[last_exec]) / dt), 2),
+        "hold_reason": commands[first_hold][5] if first_hold is not None else "",
+        "braking_accel_ratio": None,
+        "at_fault": window(fault_index - 5, fault_index + 50),
+        "at_recovery": window(recover - 5, recover + 50) if recover is not None else None,
+        "time_to_recover_s": None if recover is None else round(float(stamps[recover] - fault_stamp), 3),
+    }
+    if first_hold is not None:
+        seg = q[max(first_hold - 2, 0): (recover if recover is not None else len(q))]
+        if len(seg) >= 3:
+            accel = np.abs(np.diff(seg, n=2, axis=0)) / dt ** 2
+            figures["braking_accel_ratio"] = round(float((accel / accel_max).max()), 3)
+    return figures
+
+
+# ---- one case ------------------------------------------------------------------------------------
+
+def run_case(case: FaultCase, out_dir: Path, domain_id: int, timeout_s: float = 150.0) -> dict:
+    """Run `case` once in ROS domain `domain_id`; its figures (and where its logs are)."""
+    from ..graph_runner import run_graph
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    robot = load_robot(ROBOT)
+    cfg = robot.config
+    stats_file = out_dir / "executor_stats.json"
+    stats_file.unlink(missing_ok=True)
+    overrides = {"sim_bridge": {"lockstep": "false", "max_steps": str(case.max_steps + 100)},
+                 "executor": {"lockstep": "false", "stats_file": str(stats_file)},
+                 "evaluator": {"lockstep": "false", "seeds": f"[{SEED}]", "output_dir": str(out_dir),
+                               "record": "false", "max_steps": str(case.max_steps), "episode_timeout_s": "90.0"}}
+    for node, params in case.overrides.items():
+        overrides.setdefault(node, {}).update(params)
+    env = {"ROS_DOMAIN_ID": str(domain_id), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    processes: dict = {}
+    result: dict = {}
+    graph = threading.Thread(target=lambda: result.update(
+        run_graph(GRAPH, overrides, out_dir / "logs", timeout_s=timeout_s, env=env, processes=processes)))
+    observer = Observer(domain_id, cfg.output.command_topic)
+    ctx = FaultContext(processes, observer)
+    injected, error = False, None
+    graph.start()
+    try:
+        if observer.wait_moving(case.after_moving, timeout_s - 30):
+            injected_wall = time.monotonic()
+            ctx.notes["fault_stamp_s"] = observer.last_command_stamp
+            case.inject(ctx)
+            injected = True
+            ctx.notes["inject_s"] = round(time.monotonic() - injected_wall, 3)
+        else:
+            error = f"the arm never moved ({observer.commands} commands seen, {observer.moving} moving)"
+    except Exception as exc:  # noqa: BLE001 - a failed injection is a finding of the case
+        error = f"injection failed: {exc}"
+    finally:
+        graph.join()
+        observer.close()
+    figures = {"case": case.name, "description": case.description, "injected": injected,
+               "error": error or result.get("error"),
+               "restarts": {n: p["restarts"] for n, p in result.get("processes", {}).items() if p["restarts"]},
+               "notes": ctx.notes, "logs": str(out_dir / "logs")}
+    report_file = out_dir / "report.json"
+    if report_file.is_file():
+        episode = json.loads(report_file.read_text())["episodes"][0]
+        figures.update(success=bool(episode["success"]), reason=episode["reason"], steps=episode["steps"])
+    if stats_file.is_file() and injected:
+        stats = json.loads(stats_file.read_text())
+        commands = stats["commands"]
+        fault_stamp = ctx.notes["fault_stamp_s"]
+        commands = episode_commands(commands, stats.get("resets", []), fault_stamp)
+        figures.update(command_figures(commands, fault_stamp, cfg.limits, stats["control_dt"]))
+        figures["rejections"] = stats.get("rejections", {})
+        figures["gate"] = {k: v for k, v in stats["gate"].items() if v}
+    return figures
+
+
+def check_targets(case: FaultCase, figures: dict) -> list[str]:
+    """The suite's targets for one case; each failure named."""
+    problems = []
+    if figures.get("error"):
+        problems.append(f"error: {figures['error']}")
+    if figures.get("commands_outside_limits", 0):
+        problems.append(f"{figures['commands_outside_limits']} commands outside limits")
+    if figures.get("success") is None:
+        problems.append("no episode report")
+    elif case.expect_success and not figures["success"]:
+        problems.append(f"episode did not recover: {figures.get('reason')}")
+    hold = figures.get("time_to_hold_periods")
+    if hold is not None and hold > 1.0 + 1e-6:
+        problems.append(f"held {hold} periods after the last executed action (> 1)")
+    braking = figures.get("braking_accel_ratio")
+    if braking is not None and braking > 1.0 + 5e-3:     # the log rounds commands to 1e-6 rad
+        problems.append(f"braking at {braking} x the acceleration limit")
+    # max_gap_periods is reported, not a target: on a loaded 2-core machine the executor process can
+    # be descheduled for a few periods whatever the fault (a position controller then keeps the
+    # last command).
+    return problems
+
+
+# ---- the whole suite -------------------------------------------------------------------------
+
+def run_suite(out: Path, names: list[str] | None = None, first_domain: int = 80) -> list[dict]:
+    rows = []
+    for i, case in enumerate(c for c in CASES if names is None or c.name in names):
+        figures = run_case(case, out / "faults" / case.name, first_domain + i)
+        figures["problems"] = check_targets(case, figures)
+        rows.append(figures)
+        print(f"faults: {case.name}: {'ok' if not figures['problems'] else figures['problems']}")
+    return rows
+
+
+def write_reports(rows: list[dict], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "faults.json").write_text(json.dumps({"graph": GRAPH, "robot": ROBOT, "seed": SEED,
+                                                 "cases": rows}, indent=2))
+    header = ("| case | outcome | outside limits | hold (periods) | braking / accel limit | step / max at fault | "
+              "jerk at fault (rad/s³) | recover (s) | longest gap (periods) | restarts | rejections | targets |")
+    lines = [f"# Fault injection: {GRAPH} ({ROBOT}), free-running, seed {SEED}", "", header,
+             "|" + "---|" * 12]
+    for r in rows:
+        at = r.get("at_fault") or {}
+        outcome = f"{'success' if r.get('success') else 'fail'} ({r.get('reason')}, {r.get('steps')} steps)"
+        rejections = ", ".join(f"{k}: {v}" for k, v in (r.get("rejections") or {}).items()) or "-"
+        restarts = ", ".join(f"{k} x{v}" for k, v in r.get("restarts", {}).items()) or "-"
+        lines.append(f"| {r['case']} | {outcome} | {r.get('commands_outside_limits')} | "
+                     f"{r.get('time_to_hold_periods')} | {r.get('braking_accel_ratio')} | {at.get('max_step_ratio')} | "
+                     f"{at.get('max_jerk')} | {r.get('time_to_recover_s')} | {r.get('max_gap_periods')} | {restarts} | "
+                     f"{rejections} | "
+                     f"{'met' if not r['problems'] else '; '.join(r['problems'])} |")
+    (out / "faults.md").write_text("\n".join(lines) + "\n")
+
+
+def build_argparser(p) -> None:
+    p.add_argument("--cases", nargs="+", choices=CASE_NAMES, help="run only these cases")
+    p.add_argument("--out", type=Path, default=Path("artifacts/bench"))
+
+
+def run(args) -> int:
+    rows = run_suite(args.out, args.cases)
+    write_reports(rows, args.out)
+    print(f"bench: wrote {args.out / 'faults.json'} and {args.out / 'faults.md'}")
+    return 0 if all(not r["problems"] for r in rows) else 1

@@ -254,3 +254,16 @@ def test_stats_log_commands_and_loop_timing(executing):
     assert (out["lockstep"], out["control_dt"], out["counters"]["commands_sent"]) == (False, DT, 1)
     assert (out["monitor_reactions"], out["commands_resent"], out["request_retries"]) == ({"replan": 1, "hold": 0},
                                                                                          2, 3)
+
+
+def test_duplicated_chunk_refused_not_restarted(sawyer):
+    """A chunk delivered twice (a DDS resend, a replaying bridge) must not restart its actions."""
+    ex = ChunkExecutor(sawyer)
+    ex.reset("ep", 0.0)
+    ex.set_armed(True)
+    assert ex.on_chunk(chunk(0.0, ramp(), chunk_id=7), 0.0)[0]
+    assert ex.on_chunk(chunk(0.0, ramp(), chunk_id=7), 0.1) == (False, "duplicate of chunk 7 already received")
+    assert ex.rejections == {"chunk: duplicate": 1}
+    assert ex.on_chunk(chunk(0.1, ramp(), chunk_id=7), 0.1)[0]     # same id, new observation: a restarted policy
+    ex.reset("ep2", 1.0)
+    assert ex.on_chunk(chunk(1.0, ramp(), chunk_id=7, episode="ep2"), 1.0)[0]

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from vla_policy_node.bench.faults import CASES, check_targets, command_figures, episode_commands, run_case, write_reports
+from vla_policy_node.bench.faults import (CASES, check_targets, command_figures, episode_commands, run_case,
+                                          write_reports)
 from vla_policy_node.core.embodiment import load_robot
 
 FIRST_DOMAIN = 80
@@ -64,6 +65,8 @@ def test_fault_case_meets_targets(suite, name):
     if name == "estop_in_motion":
         assert not figures["success"] and figures["reason"] == "step_limit"
         assert figures["time_to_recover_s"] is None           # latched: nothing moves until cleared
+    if name == "chunk_duplicated":
+        assert figures["rejections"].get("chunk: duplicate", 0) == 1
     if name == "chunk_old_episode":
         assert figures["rejections"].get("chunk: episode_id", 0) >= 1
     if name == "chunk_delayed":

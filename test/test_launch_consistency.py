@@ -537,3 +537,26 @@ def test_entry_point_check_reports_uninstalled_script(monkeypatch, tmp_path):
     assert entry_point_problems("vla_policy") == []
     monkeypatch.setattr(sys, "prefix", str(tmp_path))
     assert any("not installed at" in p for p in entry_point_problems("vla_policy"))
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"respawn": True, "exit_ends_graph": True}, "nodes[0].respawn: a node that ends the graph cannot be respawned"),
+    ({"respawn": True, "respawn_delay_s": -1}, "nodes[0].respawn_delay_s: must be >= 0"),
+])
+def test_respawn_keys_fail_with_file_and_key(tmp_path, edit, message):
+    from vla_policy_node.graph import GraphConfigError
+
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"name": "g", "robot": "metaworld_sawyer",
+                                    "nodes": [{"name": "policy", "executable": "vla_policy", **edit}]}))
+    with pytest.raises(GraphConfigError, match=re.escape(f"{path}: {message}")):
+        load_graph(str(path))
+
+
+def test_processes_that_rejoin_episodes_are_respawned():
+    """Every graph respawns perception and policy (they rejoin the episode on /vla/episode);
+    the robot-side and ending nodes are never restarted behind the operator's back."""
+    for graph_file in GRAPH_FILES:
+        for spec in load_graph(str(graph_file)).nodes:
+            assert spec.respawn == (spec.name in {"perception", "policy", "imagination_monitor"}), \
+                f"{graph_file.name}: {spec.name}"

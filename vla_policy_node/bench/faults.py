@@ -170,10 +170,16 @@ class Observer:
         with self.lock:
             self.chunks.append(msg)
 
-    def captured_chunk(self, pick: str):
+    def captured_chunk(self, pick: str, timeout_s: float = 10.0):
+        """The latest chunk of the policy seen, or the first one once a newer one came (its
+        subscription may match after the first chunks crossed: then it waits for more)."""
+        needed = 1 if pick == "latest" else 2
+        deadline = time.monotonic() + timeout_s
+        while len(self.chunks) < needed and time.monotonic() < deadline:
+            time.sleep(0.005)
         with self.lock:
-            if not self.chunks:
-                raise RuntimeError("no chunk of the policy seen yet")
+            if len(self.chunks) < needed:
+                raise RuntimeError(f"{len(self.chunks)} chunks of the policy seen after {timeout_s:.0f} s")
             return self.chunks[-1 if pick == "latest" else 0]
 
     def call(self, name: str, **fields) -> str:
@@ -247,7 +253,8 @@ def command_figures(commands: list, fault_stamp: float, limits, dt: float) -> di
     figures = {
         "commands": len(commands),
         "commands_outside_limits": n_outside,
-        "max_gap_periods": round(float(np.diff(stamps).max() / dt), 2) if len(stamps) > 1 else None,
+        "max_gap_periods": None if len(after) < 2 else
+        round(float(np.diff(stamps[max(after[0] - 1, 0):]).max() / dt), 2),
         "time_to_hold_periods": None if first_hold is None or last_exec is None else
         round(float((stamps[first_hold] - stamps[last_exec]) / dt), 2),
         "hold_reason": commands[first_hold][5] if first_hold is not None else "",

@@ -19,6 +19,7 @@ Times in s on the robot's clock (sim time in simulation).
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,7 @@ from .motion_limiter import POSITION_SPACES, MotionLimiter
 from .safety import ChunkRejected, SafetyGate
 
 MODES = ("sync", "async", "async_rtc")
+RECEIVED_KEPT = 64           # (chunk id, stamp) of the last chunks received: duplicates are refused
 
 
 @dataclass
@@ -91,6 +93,7 @@ class ChunkExecutor:
         self.last_command: np.ndarray | None = None
         self.previous_command: np.ndarray | None = None
         self.current_chunk: Chunk | None = None
+        self.received: deque = deque(maxlen=RECEIVED_KEPT)   # (chunk id, t0) this episode
         self.awaiting_chunk = False
         self.force_request = False
         self.executed_in_chunk = 0
@@ -110,6 +113,7 @@ class ChunkExecutor:
     def reset(self, episode_id: str, now: float) -> None:
         self.queue.clear()
         self.current_chunk = None
+        self.received = deque(maxlen=RECEIVED_KEPT)
         self.awaiting_chunk = False
         self.last_command = self.previous_command = None
         self.limiter.reset()
@@ -172,6 +176,10 @@ class ChunkExecutor:
         if not self.armed:
             self.count_rejection("chunk: disarmed")
             return False, "disarmed"
+        key = (chunk.chunk_id, round(chunk.t0, 6))
+        if key in self.received:      # a chunk delivered twice would restart its actions (sync)
+            self.count_rejection("chunk: duplicate")
+            return False, f"duplicate of chunk {chunk.chunk_id} already received"
         try:
             chunk.actions = self.gate.check_chunk(chunk.actions, chunk.horizon, chunk.actions.shape[-1])
         except ChunkRejected as exc:
@@ -192,6 +200,7 @@ class ChunkExecutor:
             self.awaiting_chunk = False                     # ask again on the next tick
             return False, f"stale: observation {age:.3f} s old > max_chunk_age_s {self.settings.max_chunk_age_s}"
         self.counters["chunks_received"] += 1
+        self.received.append(key)
         self.latency.add(age)
         self.current_chunk = chunk
         limit = None

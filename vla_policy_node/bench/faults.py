@@ -84,9 +84,14 @@ def _old_episode(chunk) -> None:
     chunk.episode_id = "reach_s99"
 
 
+def _unseen(chunk) -> None:
+    """An id never sent: the executor must judge the chunk by its stamp, not as a duplicate."""
+    chunk.chunk_id = 10**9 + chunk.chunk_id
+
+
 def _delay_past_horizon(ctx: FaultContext) -> None:
     time.sleep(1.0)                   # > horizon 16 x 20 ms: every action of the chunk is in the past
-    _republish(ctx, lambda c: None, pick="first")
+    _republish(ctx, _unseen, pick="first")
 
 
 def _estop(ctx: FaultContext) -> None:
@@ -109,8 +114,8 @@ CASES = [
               lambda ctx: ctx.freeze("sim_bridge", 1.5)),
     FaultCase("chunk_duplicated", "the latest chunk published a second time",
               lambda ctx: _republish(ctx, lambda c: None)),
-    FaultCase("chunk_reordered", "the episode's first chunk published again after newer ones",
-              lambda ctx: _republish(ctx, lambda c: None, pick="first")),
+    FaultCase("chunk_reordered", "an old chunk (the first one seen, under a new id) arriving after newer ones",
+              lambda ctx: _republish(ctx, _unseen, pick="first")),
     FaultCase("chunk_delayed", "a chunk published again 1 s later, past its horizon", _delay_past_horizon),
     FaultCase("chunk_old_episode", "a chunk of another episode", lambda ctx: _republish(ctx, _old_episode)),
     FaultCase("estop_in_motion", "e-stop engaged mid-motion (latched: the episode cannot finish)", _estop,

@@ -48,6 +48,29 @@ def test_denoiser_shapes_and_determinism(objective):
     assert not torch.equal(act, act3)
 
 
+@pytest.mark.parametrize("action_sees_video", [True, False])
+def test_action_sees_video_decides_what_the_actions_attend_to(action_sees_video):
+    """Joint attention (the paper): the action prediction depends on the noised future latents.
+    Hidden future: it does not, while the future prediction still depends on the actions."""
+    torch.manual_seed(0)
+    cfg = VideoVLAConfig(action_sees_video=action_sees_video, **TINY)
+    model = network(cfg).eval()
+    for param in model.parameters():      # zero-initialised output layers would hide any dependence
+        param.data.normal_(0.0, 0.2)
+    text, v1, state = inputs(cfg)
+    g = torch.Generator().manual_seed(3)
+    shape = (2, cfg.num_future, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+    fut_a, fut_b = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    actions, t = torch.randn(2, cfg.horizon, cfg.action_dim, generator=g), torch.tensor([500, 20])
+    with torch.no_grad():
+        _, act_a = model(text, v1, fut_a, actions, state, t)
+        _, act_b = model(text, v1, fut_b, actions, state, t)
+        pred_1, _ = model(text, v1, fut_a, actions, state, t)
+        pred_2, _ = model(text, v1, fut_a, actions + 1.0, state, t)
+    assert torch.equal(act_a, act_b) != action_sees_video
+    assert not torch.allclose(pred_1, pred_2)
+
+
 def test_patchify_round_trip():
     x = torch.randn(2, 3, 4, 8, 8)
     tokens = patchify(x, 2)

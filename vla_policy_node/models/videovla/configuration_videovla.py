@@ -38,6 +38,9 @@ class VideoVLAConfig:
     hidden_size: int = 192
     num_layers: int = 6
     num_heads: int = 4
+    action_sees_video: bool = True           # True: the paper's joint attention over all tokens; False: only the
+    #   future latents attend to the future latents, so the actions come from the context alone and the
+    #   future is imagined given them (an action-conditioned world model beside a BC action path)
     # diffusion
     objective: str = "ddpm"                  # ddpm (epsilon, DDIM sampling) | flow (velocity, FlowMatchEuler)
     num_train_timesteps: int = 1000
@@ -62,7 +65,7 @@ class VideoVLAConfig:
     def transformer_config(self) -> dict:
         """Keyword arguments of VideoVLATransformer for this configuration."""
         keys = ("text_dim", "text_tokens", "latent_channels", "latent_size", "patch_size", "horizon",
-                "action_dim", "state_dim", "use_proprio", "hidden_size", "num_layers", "num_heads")
+                "action_dim", "state_dim", "use_proprio", "hidden_size", "num_layers", "num_heads", "action_sees_video")
         return {k: getattr(self, k) for k in keys} | {"num_future": self.num_future}
 
     def to_dict(self) -> dict:

@@ -3,6 +3,8 @@ an action chunk, conditioned on instruction tokens and the clean latent V1 of th
 
 Token sequence (bidirectional attention, one common width, timestep through adaptive LayerNorm):
     [text tokens T | clean V1 patches | noised future latent patches V2..Vn | noised actions A | proprio]
+With `action_sees_video` off, only the future patches attend to the future patches: the actions
+are denoised from the context alone and the future is imagined given them.
 Video and actions share one noise level per sample ("synchronous schedule"). Objectives `ddpm`
 (epsilon prediction, DDIM sampling) or `flow` (velocity, FlowMatchEuler sampling), both with
 diffusers schedulers. Real-time chunking: `sample(..., prefix=...)` keeps the first actions equal
@@ -41,7 +43,8 @@ class VideoVLATransformer(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, text_dim: int = 384, text_tokens: int = 16, latent_channels: int = 4, latent_size: int = 8,
                  patch_size: int = 2, num_future: int = 2, horizon: int = 8, action_dim: int = 4, state_dim: int = 4,
-                 use_proprio: bool = True, hidden_size: int = 192, num_layers: int = 6, num_heads: int = 4):
+                 use_proprio: bool = True, hidden_size: int = 192, num_layers: int = 6, num_heads: int = 4,
+                 action_sees_video: bool = True):
         super().__init__()
         from diffusers.models.attention import BasicTransformerBlock
         from diffusers.models.normalization import AdaLayerNormSingle
@@ -69,6 +72,19 @@ class VideoVLATransformer(ModelMixin, ConfigMixin):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
+    def future_hidden_mask(self, batch: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Additive attention mask (B, L, L): no token but the future latents' own attends to them, so
+        the actions come from the context alone and the future is imagined given them."""
+        cfg = self.config
+        start = cfg.text_tokens + self.patches_per_frame
+        stop = start + self.patches_per_frame * cfg.num_future
+        n = self.pos_embed.shape[1]
+        mask = torch.zeros(n, n, dtype=dtype, device=device)
+        blocked = torch.ones(n, dtype=torch.bool, device=device)
+        blocked[start:stop] = False                       # queries that may look at the future
+        mask[blocked[:, None] & ~blocked[None, :]] = torch.finfo(dtype).min
+        return mask.expand(batch, n, n)
+
     def forward(self, text: torch.Tensor, v1: torch.Tensor, future: torch.Tensor, actions: torch.Tensor,
                 state: torch.Tensor, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """text (B, Lt, text_dim); v1 (B, C, h, w); future (B, F, C, h, w) noised; actions (B, H, A)
@@ -85,8 +101,9 @@ class VideoVLATransformer(ModelMixin, ConfigMixin):
         x = torch.cat(parts, dim=1) + self.pos_embed
         t6, t_embed = self.adaln_single(timestep, {"resolution": None, "aspect_ratio": None}, batch_size=b,
                                         hidden_dtype=x.dtype)
+        mask = None if cfg.action_sees_video else self.future_hidden_mask(b, x.dtype, x.device)
         for block in self.blocks:
-            x = block(x, timestep=t6)
+            x = block(x, attention_mask=mask, timestep=t6)
         shift, scale = (self.scale_shift_table[None] + t_embed[:, None]).chunk(2, dim=1)
         x = self.norm_out(x) * (1 + scale) + shift
         start = cfg.text_tokens + self.patches_per_frame

@@ -45,11 +45,13 @@ data: setup
 
 # The shipped checkpoints, as they were trained (resumable: add TRAIN_ARGS=--resume). Both read the
 # demonstrations of `make data`; bc reuses videovla's frame VAE so the two differ only in the video objective.
+# videovla's actions do not attend to its imagined future (chosen on validation seeds 200-203).
 TRAIN_ARGS ?=
 TRAIN_COMMON = --data artifacts/data --steps 12000 --save-every 1000 $(TRAIN_ARGS)
 train: setup
-	$(VENV)/bin/vla-train --family videovla --output checkpoints/videovla_metaworld $(TRAIN_COMMON) \
-		--future-offsets 8,16,32 --future-target delta --imagined-decoding residual --vae-steps 2500
+	$(VENV)/bin/vla-train --family videovla --output checkpoints/videovla_metaworld $(TRAIN_COMMON) --steps 9000 \
+		--future-offsets 8,16,32 --future-target delta --imagined-decoding residual --vae-steps 2500 \
+		--action-sees-video no
 	$(VENV)/bin/vla-train --family bc --output checkpoints/bc_metaworld $(TRAIN_COMMON) \
 		--vae checkpoints/videovla_metaworld/vae
 

@@ -37,8 +37,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
-from vla_msgs.msg import (ActionChunk, ActionCommand, EpisodeAnnouncement, EpisodeResult, ExecutorStatus, ImaginationDivergence,
-                          ImaginedFuture, PolicyStatus, StateVector)
+from vla_msgs.msg import (ActionChunk, ActionCommand, EpisodeAnnouncement, EpisodeResult, ExecutorStatus,
+                          ImaginationDivergence, ImaginedFuture, PolicyStatus, StateVector)
 from vla_msgs.srv import ResetEpisode, SetArmed, SetInstruction
 
 from ..core import images

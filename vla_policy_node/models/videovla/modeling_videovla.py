@@ -71,19 +71,21 @@ class VideoVLATransformer(ModelMixin, ConfigMixin):
         for layer in (self.latent_out, self.action_out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        # additive attention mask, built once: no token but the future latents' own attends to them
+        self.register_buffer("future_hidden_mask", None if action_sees_video else
+                             self._future_hidden_mask(text_tokens, self.patches_per_frame, num_future, n_tokens),
+                             persistent=False)
 
-    def future_hidden_mask(self, batch: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """Additive attention mask (B, L, L): no token but the future latents' own attends to them, so
-        the actions come from the context alone and the future is imagined given them."""
-        cfg = self.config
-        start = cfg.text_tokens + self.patches_per_frame
-        stop = start + self.patches_per_frame * cfg.num_future
-        n = self.pos_embed.shape[1]
-        mask = torch.zeros(n, n, dtype=dtype, device=device)
-        blocked = torch.ones(n, dtype=torch.bool, device=device)
-        blocked[start:stop] = False                       # queries that may look at the future
-        mask[blocked[:, None] & ~blocked[None, :]] = torch.finfo(dtype).min
-        return mask.expand(batch, n, n)
+    @staticmethod
+    def _future_hidden_mask(text_tokens: int, patches_per_frame: int, num_future: int, n: int) -> torch.Tensor:
+        """(L, L) additive mask: the future-latent columns closed to every other token's query."""
+        start = text_tokens + patches_per_frame
+        stop = start + patches_per_frame * num_future
+        sees_future = torch.zeros(n, dtype=torch.bool)
+        sees_future[start:stop] = True                    # queries that may look at the future
+        mask = torch.zeros(n, n)
+        mask[~sees_future[:, None] & sees_future[None, :]] = torch.finfo(torch.float32).min
+        return mask
 
     def forward(self, text: torch.Tensor, v1: torch.Tensor, future: torch.Tensor, actions: torch.Tensor,
                 state: torch.Tensor, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,7 +103,7 @@ class VideoVLATransformer(ModelMixin, ConfigMixin):
         x = torch.cat(parts, dim=1) + self.pos_embed
         t6, t_embed = self.adaln_single(timestep, {"resolution": None, "aspect_ratio": None}, batch_size=b,
                                         hidden_dtype=x.dtype)
-        mask = None if cfg.action_sees_video else self.future_hidden_mask(b, x.dtype, x.device)
+        mask = None if self.future_hidden_mask is None else self.future_hidden_mask.expand(b, -1, -1)
         for block in self.blocks:
             x = block(x, attention_mask=mask, timestep=t6)
         shift, scale = (self.scale_shift_table[None] + t_embed[:, None]).chunk(2, dim=1)

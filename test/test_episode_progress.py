@@ -102,6 +102,16 @@ def test_steps_and_last_stamp_ignore_states_before_the_start():
     assert not tracker.success and tracker.success_stamp is None and tracker.progress_score == 0.0
 
 
+def test_tracker_follows_a_clock_that_went_back():
+    tracker = EpisodeTracker(start=10.0)
+    tracker.on_env_state(10.2, 10, now=10.2)
+    tracker.on_env_state(9.9, 250, now=9.95)          # the clock lags the reset a little: an old state
+    assert tracker.steps == 10
+    tracker.on_env_state(5.2, 11, now=5.2)            # the clock went back 5 s: the episode goes on
+    tracker.on_env_state(5.22, 12, now=5.22)
+    assert (tracker.steps, tracker.last_stamp, tracker.start) == (12, 5.22, 5.2)
+
+
 def test_stage_progress_only_from_a_metaworld_state():
     tracker = EpisodeTracker(start=0.0, stages=StageTracker())
     tracker.on_success(False)

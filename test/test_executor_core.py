@@ -267,3 +267,25 @@ def test_duplicated_chunk_refused_not_restarted(sawyer):
     assert ex.on_chunk(chunk(0.1, ramp(), chunk_id=7), 0.1)[0]     # same id, new observation: a restarted policy
     ex.reset("ep2", 1.0)
     assert ex.on_chunk(chunk(1.0, ramp(), chunk_id=7, episode="ep2"), 1.0)[0]
+
+
+def test_clock_going_back_drops_the_old_timeline_and_asks_again(sawyer):
+    """A simulator's timeline reset: the plan and request stamped on the old timeline are dropped,
+    the robot holds, a chunk of the new timeline is taken; states stamped ahead of the clock are stale."""
+    ex = ChunkExecutor(sawyer, lockstep=False, max_state_age_s=0.1)
+    ex.reset("ep", 10.0)
+    ex.set_armed(True)
+    assert ex.on_chunk(chunk(10.0, ramp(scale=0.01)), 10.0)[0]
+    assert ex.tick(10.0, 10.0).command is not None
+    assert ex.tick(10.0 + DT, 10.0 + DT).executed is not None
+    ahead = ex.tick(5.0, state_stamp=10.0 + DT)            # clock back 5 s, the state still on the old one
+    assert ahead.hold_reason == "stale state" and ex.counters["clock_jumps_back"] == 1
+    assert len(ex.queue) == 0 and ex.current_chunk is None
+    back = ex.tick(5.0 + DT, 5.0 + DT)                      # a state on the new timeline
+    assert back.hold_reason == "waiting for chunk" and back.request_chunk
+    future, why = ex.on_chunk(chunk(10.0, ramp(scale=0.01), chunk_id=2), 5.0 + DT)
+    assert not future and "future" in why and not ex.awaiting_chunk     # asked again, not waited on
+    assert ex.tick(5.0 + 2 * DT, 5.0 + 2 * DT).request_chunk
+    assert ex.on_chunk(chunk(5.0 + 2 * DT, ramp(scale=0.01), chunk_id=3), 5.0 + 2 * DT)[0]
+    assert ex.tick(5.0 + 3 * DT, 5.0 + 3 * DT).executed is not None
+    assert ex.counters["clock_jumps_back"] == 1

@@ -2,7 +2,8 @@
 episode of the arm_isaac graph, every node its own process, free-running, one fault injected
 while the arm moves; the executor's command log must show no command outside the limits, a hold
 within one control period of starvation, braking within the acceleration limits, and the episode
-recovering by itself (a killed node is respawned and rejoins from /vla/episode).
+recovering by itself (a killed node is respawned and rejoins from /vla/episode; a stopped one is
+found again by discovery; a clock that jumps starts a new timeline).
 
 `make test` runs the policy-killed case; `make test-faults` runs them all and writes
 artifacts/bench/faults.json and faults.md.
@@ -69,6 +70,25 @@ def test_fault_case_meets_targets(suite, name):
         assert figures["rejections"].get("chunk: duplicate", 0) == 1
     if name == "chunk_old_episode":
         assert figures["rejections"].get("chunk: episode_id", 0) >= 1
+    if name == "policy_discovery_lost":      # DDS really dropped the policy, then matched it again
+        notes = figures["notes"]
+        assert notes["chunk_publishers_min_while_stopped"] < notes["chunk_publishers_before"], notes
+        assert notes["chunk_publishers_after"] == notes["chunk_publishers_before"], notes
+        assert figures["hold_reasons"].get("waiting for chunk", 0) > 0 and figures["success"]
+    if name == "observations_dropped":
+        notes = figures["notes"]
+        relay = notes["relay_observation"]
+        after = relay["passed"] - notes["observations_passed_before"] + relay["dropped"]
+        assert after > 50 and 0.2 < relay["dropped"] / after < 0.4, notes      # 30% of those after the fault
+    if name == "clock_back":                 # the old timeline's plan dropped once, then recovered
+        assert figures["clock_jumps_back"] == 1
+        assert figures["time_to_recover_s"] is not None and figures["time_to_recover_s"] < 2.0
+    if name == "clock_forward":              # the plan is stale on the new timeline: replaced at once
+        assert figures["clock_jumps_back"] == 0
+        assert figures["time_to_recover_s"] is not None and figures["time_to_recover_s"] < 2.0
+    if name == "arm_while_stale":            # armed, told why it holds, and held on the stale state
+        assert "holding still: robot state" in figures["notes"]["arm"]
+        assert figures["hold_reasons"].get("stale state", 0) > 0
     if name in ("chunk_reordered", "chunk_delayed"):     # judged by their stamps
         assert figures["rejections"].get("chunk: older than requested", 0) + \
             figures["rejections"].get("chunk: stale", 0) == 1

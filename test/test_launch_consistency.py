@@ -560,3 +560,20 @@ def test_processes_that_rejoin_episodes_are_respawned():
         for spec in load_graph(str(graph_file)).nodes:
             assert spec.respawn == (spec.name in {"perception", "policy", "imagination_monitor"}), \
                 f"{graph_file.name}: {spec.name}"
+
+
+def test_remap_reaches_the_command_line_and_bad_entries_are_named(tmp_path):
+    from vla_policy_node.graph import GraphConfigError
+    from vla_policy_node.graph_runner import node_command
+
+    path = tmp_path / "g.yaml"
+    node = {"name": "perception", "executable": "vla_perception", "remap": {"/vla/observation": "/relay/in"}}
+    path.write_text(yaml.safe_dump({"name": "g", "robot": "metaworld_sawyer", "nodes": [node]}))
+    (spec,) = load_graph(str(path)).nodes
+    cmd = node_command(spec, {}, {"/joint_states": "/robot/joint_states"})
+    assert ["-r", "/vla/observation:=/relay/in"] == cmd[cmd.index("/vla/observation:=/relay/in") - 1:][:2]
+    assert "/joint_states:=/robot/joint_states" in cmd
+    node["remap"] = {"/vla/observation": 3}
+    path.write_text(yaml.safe_dump({"name": "g", "robot": "metaworld_sawyer", "nodes": [node]}))
+    with pytest.raises(GraphConfigError, match=re.escape(f"{path}: nodes[0].remap./vla/observation")):
+        load_graph(str(path))

@@ -53,3 +53,18 @@ def test_republished_state_is_assembled_again():
         s.add("ee", 1.0, "pose")
         assert s.poll(1.0).stamp == 1.0
     assert s.counters.emitted == 2
+
+
+def test_clock_going_back_starts_synchronization_over():
+    s = make()
+    s.add_anchor(10.0, "js")
+    s.add("camera:a", 10.0, "img")
+    s.add("ee", 10.0, "pose")
+    assert s.poll(10.0).stamp == 10.0
+    s.add_anchor(9.99, "reordered", now=10.0)             # merely late: dropped, no new timeline
+    assert s.counters.late_samples == 1 and s.counters.clock_jumps_back == 0
+    s.add_anchor(5.0, "js after the jump", now=5.0)      # fresh on the clock, far older than the last
+    s.add("camera:a", 5.0, "img")
+    s.add("ee", 5.0, "pose")
+    out = s.poll(5.0)
+    assert out is not None and out.anchor == "js after the jump" and s.counters.clock_jumps_back == 1

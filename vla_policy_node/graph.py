@@ -30,6 +30,7 @@ class NodeSpec:
     exit_ends_graph: bool = False     # the graph stops when this node exits (e.g. the evaluator)
     respawn: bool = False             # restarted when it exits (it rejoins the running episode)
     respawn_delay_s: float = 1.0
+    remap: dict = field(default_factory=dict)   # topic or service name -> name it takes in this graph
 
 
 @dataclass
@@ -40,7 +41,7 @@ class GraphSpec:
 
 
 _NODE_KEYS = {"name", "executable", "parameters", "use_sim_time", "exit_ends_graph", "set", "respawn",
-              "respawn_delay_s"}
+              "respawn_delay_s", "remap"}
 _GRAPH_KEYS = {"name", "description", "robot", "use_sim_time", "nodes"}
 
 
@@ -78,7 +79,10 @@ def load_graph(name_or_path: str, robot: str | None = None) -> GraphSpec:
         params = {"robot": robot, **entry.get("set", {})}
         spec = NodeSpec(entry["name"], entry["executable"], files, params, bool(entry.get("use_sim_time", sim_time)),
                         bool(entry.get("exit_ends_graph", False)), bool(entry.get("respawn", False)),
-                        float(entry.get("respawn_delay_s", 1.0)))
+                        float(entry.get("respawn_delay_s", 1.0)), dict(entry.get("remap") or {}))
+        bad = [k for k, v in spec.remap.items() if not (isinstance(k, str) and isinstance(v, str) and k and v)]
+        if bad:
+            raise GraphConfigError(f"{where}.remap.{bad[0]}: expected 'from: to' topic names")
         if spec.respawn and spec.exit_ends_graph:
             raise GraphConfigError(f"{where}.respawn: a node that ends the graph cannot be respawned")
         if spec.respawn_delay_s < 0:
@@ -118,7 +122,8 @@ def launch_description(name: str):
         params = [str(f) for f in spec.parameter_files]
         params.append({**spec.parameters, "robot": robot, "use_sim_time": spec.use_sim_time})
         node = Node(package=PACKAGE, executable=spec.executable, name=spec.name, parameters=params,
-                    output="screen", respawn=spec.respawn, respawn_delay=spec.respawn_delay_s)
+                    output="screen", respawn=spec.respawn, respawn_delay=spec.respawn_delay_s,
+                    remappings=list(spec.remap.items()))
         actions.append(node)
         if spec.exit_ends_graph:
             actions.append(RegisterEventHandler(OnProcessExit(

@@ -45,9 +45,12 @@ def find_executable(name: str) -> str:
     raise FileNotFoundError(f"node executable '{name}' not found (is the package installed?)")
 
 
-def node_command(spec, overrides: dict) -> list[str]:
+def node_command(spec, overrides: dict, remaps: dict | None = None) -> list[str]:
+    """The node's command line; `remaps` (topic -> topic) on top of the graph's own."""
     exe = find_executable(spec.executable)
     cmd = [exe, "--ros-args", "-r", f"__node:={spec.name}"]
+    for source, target in {**spec.remap, **(remaps or {})}.items():
+        cmd += ["-r", f"{source}:={target}"]
     for f in spec.parameter_files:
         cmd += ["--params-file", str(f)]
     params = {**spec.parameters, "use_sim_time": spec.use_sim_time, **overrides.get(spec.name, {})}
@@ -79,13 +82,15 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = None,
-              timeout_s: float | None = None, env: dict | None = None, processes: dict | None = None) -> dict:
+              timeout_s: float | None = None, env: dict | None = None, processes: dict | None = None,
+              remaps: dict | None = None) -> dict:
     """Run a graph to its end; `env`: variables for the node processes on top of os.environ (e.g.
     ROS_DOMAIN_ID, so that graphs run side by side without seeing each other). `processes`, when
     given, is kept filled with the live node name -> subprocess.Popen (respawns included) for a
     caller that injects faults. Nodes marked `respawn` are restarted after their delay when they
     exit (killed, crashed), at most MAX_RESTARTS times, but not when they refused their
-    configuration (exit code 2); any other node exiting early fails the graph."""
+    configuration (exit code 2); any other node exiting early fails the graph. `remaps`: node name
+    -> {topic: topic} on top of the graph's `remap` entries (e.g. to put a relay between nodes)."""
     graph = load_graph(name, robot)
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **(env or {})}
@@ -100,7 +105,7 @@ def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = Non
 
     def start(spec) -> None:
         out = None if spec.exit_ends_graph else logs[spec.name]
-        procs[spec.name] = subprocess.Popen(node_command(spec, overrides), env=env, stdout=out,
+        procs[spec.name] = subprocess.Popen(node_command(spec, overrides, (remaps or {}).get(spec.name)), env=env, stdout=out,
                                             stderr=subprocess.STDOUT if out else None)
         sampled[spec.name] = psutil.Process(procs[spec.name].pid)
 

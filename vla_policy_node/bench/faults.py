@@ -4,7 +4,10 @@ Each case runs the `arm_isaac` graph (embedded MuJoCo Panda, JointState commands
 /joint_command, the reach_ik policy; every node its own process, free-running, so the control
 loop keeps its rate whatever happens) for one reach episode and injects one fault once the arm
 moves: a process killed (the graph runner respawns it and it rejoins the running episode from
-/vla/episode), the robot frozen, bad chunks published beside the policy's, an e-stop, a disarm.
+/vla/episode), a process silent long enough for DDS discovery to drop it, the robot frozen, the
+sim clock jumping back or forward, observations dropped or robot states cut by a relay placed
+between two nodes (a graph remap), bad chunks published beside the policy's, an e-stop, a disarm,
+arming while the state is stale.
 The executor's command log (every command with its hold reason) gives the figures:
 
 - commands outside limits: joint position bounds and max_step per period (must be 0);
@@ -47,6 +50,7 @@ class FaultCase:
     after_moving: int = 10            # inject once this many commands moved the arm (0.2 s of motion)
     max_steps: int = 1500             # the evaluator's step limit (sim steps, 50 Hz)
     overrides: dict = field(default_factory=dict)
+    relays: dict = field(default_factory=dict)    # name -> Relay spec: a node's topic rerouted through the injector
 
 
 class FaultContext:
@@ -64,10 +68,30 @@ class FaultContext:
         self.notes["killed_pid"] = self.processes[node].pid
         self.signal(node, signal.SIGKILL)
 
-    def freeze(self, node: str, seconds: float) -> None:
+    def freeze(self, node: str, seconds: float, during: Callable[[], None] | None = None) -> None:
+        """Stop `node` (SIGSTOP) for `seconds`; `during()` is called every 0.5 s meanwhile."""
         self.signal(node, signal.SIGSTOP)
-        time.sleep(seconds)
-        self.signal(node, signal.SIGCONT)
+        try:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                time.sleep(min(0.5, max(end - time.monotonic(), 0.0)))
+                if during is not None:
+                    during()
+        finally:
+            self.signal(node, signal.SIGCONT)
+
+
+@dataclass
+class RelaySpec:
+    """`node` publishes `topic` under `topic_in` (a graph remap); the injector relays it back."""
+    node: str
+    topic: str
+    msg_type: str                     # "sensor_msgs.msg.JointState"
+    qos: str                          # "sensor" | "reliable"
+
+    @property
+    def topic_in(self) -> str:
+        return "/vla/fault" + self.topic
 
 
 # ---- the cases ----------------------------------------------------------------------------------
@@ -104,14 +128,71 @@ def _disarm_rearm(ctx: FaultContext) -> None:
     ctx.notes["rearm"] = ctx.observer.call("set_armed", armed=True)
 
 
+def _drop_observations(ctx: FaultContext) -> None:
+    relay = ctx.observer.relays["observation"]
+    ctx.notes["observations_passed_before"] = relay.passed
+    relay.drop_fraction = 0.3
+
+
+def _clock_jump(seconds: float) -> Callable[[FaultContext], None]:
+    def inject(ctx: FaultContext) -> None:
+        ctx.notes["clock_jump_s"] = seconds
+        ctx.notes["set_parameter"] = ctx.observer.set_sim_clock_offset(CLOCK_START_S + seconds)
+    return inject
+
+
+def _arm_while_stale(ctx: FaultContext) -> None:
+    """Cut /joint_states mid-motion, disarm and arm again while no state comes, then restore it."""
+    relay = ctx.observer.relays["joint_states"]
+    relay.closed = True
+    time.sleep(0.5)                   # > max_state_age_s 0.25: the executor holds on the stale state
+    ctx.notes["disarm"] = ctx.observer.call("set_armed", armed=False)
+    ctx.notes["arm"] = ctx.observer.call("set_armed", armed=True)
+    time.sleep(1.0)
+    relay.closed = False
+
+
+def _discovery_lost(ctx: FaultContext) -> None:
+    """Stop the policy past the DDS participant lease (Fast DDS: 20 s): its peers drop it from
+    discovery; after SIGCONT it announces itself again and is matched anew."""
+    counts = []
+    topic = ctx.observer.chunk_pub.topic_name
+    ctx.freeze("policy", DISCOVERY_FREEZE_S,
+               during=lambda: counts.append(ctx.observer.node.count_publishers(topic)))
+    deadline = time.monotonic() + 15.0
+    while ctx.observer.node.count_publishers(topic) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lost = next((i for i, n in enumerate(counts) if counts and n < counts[0]), None)
+    ctx.notes["discovery_lost_after_s"] = None if lost is None else 0.5 * (lost + 1)
+    ctx.notes["chunk_publishers_before"] = counts[0] if counts else None
+    ctx.notes["chunk_publishers_min_while_stopped"] = min(counts) if counts else None
+    ctx.notes["chunk_publishers_after"] = ctx.observer.node.count_publishers(topic)
+
+
+CLOCK_START_S = 100.0                 # clock cases: sim time starts here so it can jump back
+DISCOVERY_FREEZE_S = 25.0
+OBSERVATION_RELAY = {"observation": RelaySpec("perception", "/vla/observation", "vla_msgs.msg.Observation", "sensor")}
+JOINT_STATE_RELAY = {"joint_states": RelaySpec("sim_bridge", "/joint_states", "sensor_msgs.msg.JointState",
+                                               "reliable")}
+
 CASES = [
     FaultCase("policy_killed", "policy process SIGKILLed mid-motion; the runner respawns it",
               lambda ctx: ctx.kill("policy")),
     FaultCase("perception_killed", "perception process SIGKILLed mid-motion; the runner respawns it",
               lambda ctx: ctx.kill("perception")),
+    FaultCase("policy_discovery_lost", f"policy process stopped {DISCOVERY_FREEZE_S:.0f} s, past the DDS "
+              "participant lease: discovery drops it, then matches it again", _discovery_lost,
+              max_steps=3000),
     FaultCase("robot_frozen", "the sim/robot process stopped (SIGSTOP) for 1.5 s, then continued; under "
               "use_sim_time the graph's clock stops with it, so no command falls due meanwhile",
               lambda ctx: ctx.freeze("sim_bridge", 1.5)),
+    FaultCase("observations_dropped", "30% of the observations dropped between perception and policy from "
+              "mid-motion on (a relay)", _drop_observations, relays=OBSERVATION_RELAY),
+    FaultCase("clock_back", "sim clock jumped 5 s back mid-motion (a simulator's timeline reset under "
+              "use_sim_time; the world stays)", _clock_jump(-5.0),
+              overrides={"sim_bridge": {"clock_offset_s": str(CLOCK_START_S)}}),
+    FaultCase("clock_forward", "sim clock jumped 5 s forward mid-motion", _clock_jump(5.0),
+              overrides={"sim_bridge": {"clock_offset_s": str(CLOCK_START_S)}}),
     FaultCase("chunk_duplicated", "the latest chunk published a second time",
               lambda ctx: _republish(ctx, lambda c: None)),
     FaultCase("chunk_reordered", "an old chunk (the first one seen, under a new id) arriving after newer ones",
@@ -121,6 +202,8 @@ CASES = [
     FaultCase("estop_in_motion", "e-stop engaged mid-motion (latched: the episode cannot finish)", _estop,
               expect_success=False, max_steps=200),
     FaultCase("disarm_in_motion", "disarmed mid-motion, armed again 1 s later", _disarm_rearm),
+    FaultCase("arm_while_stale", "/joint_states cut mid-motion (a relay); disarmed and armed again while "
+              "no state comes; restored 1.5 s after the cut", _arm_while_stale, relays=JOINT_STATE_RELAY),
 ]
 CASE_NAMES = [c.name for c in CASES]
 
@@ -131,7 +214,7 @@ class Observer:
     """Counts the executor's commands, keeps the policy's chunks, publishes bad ones and calls the
     executor's services; its own rclpy context in the graph's ROS domain."""
 
-    def __init__(self, domain_id: int, command_topic: str):
+    def __init__(self, domain_id: int, command_topic: str, relays: dict | None = None):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import JointState
@@ -154,6 +237,9 @@ class Observer:
         self.chunk_pub = self.node.create_publisher(ActionChunk, TOPICS["action_chunk"], RELIABLE_QOS)
         self.clients = {"estop": (self.node.create_client(EmergencyStop, SERVICES["estop"]), EmergencyStop),
                         "set_armed": (self.node.create_client(SetArmed, SERVICES["set_armed"]), SetArmed)}
+        from rcl_interfaces.srv import SetParameters
+        self.param_client = self.node.create_client(SetParameters, "/sim_bridge/set_parameters")
+        self.relays = {name: Relay(self.node, spec) for name, spec in (relays or {}).items()}
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self._spin, daemon=True)
@@ -198,6 +284,25 @@ class Observer:
             raise RuntimeError(f"service {client.srv_name} did not answer")
         return future.result().message
 
+    def set_sim_clock_offset(self, seconds: float) -> str:
+        """Set the sim bridge's clock_offset_s parameter (the sim clock jumps by the change)."""
+        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+
+        if not self.param_client.wait_for_service(timeout_sec=10.0):
+            raise RuntimeError("service /sim_bridge/set_parameters not available")
+        value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(seconds))
+        request = SetParameters.Request(parameters=[Parameter(name="clock_offset_s", value=value)])
+        done = threading.Event()
+        future = self.param_client.call_async(request)
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(10.0):
+            raise RuntimeError("/sim_bridge/set_parameters did not answer")
+        result = future.result().results[0]
+        if not result.successful:
+            raise RuntimeError(f"clock_offset_s {seconds}: refused: {result.reason}")
+        return f"clock_offset_s {seconds}"
+
     def wait_moving(self, n: int, timeout_s: float) -> bool:
         """Wait until `n` commands moved the arm."""
         deadline = time.monotonic() + timeout_s
@@ -212,6 +317,33 @@ class Observer:
         self.thread.join(2.0)
 
 
+class Relay:
+    """Forwards `spec.topic_in` to `spec.topic` in the injector's node: everything, a fraction
+    (drop_fraction, seeded), or nothing while `closed`."""
+
+    def __init__(self, node, spec: RelaySpec, seed: int = 0):
+        import importlib
+
+        from ..nodes.common import RELIABLE_QOS, SENSOR_QOS
+
+        qos = SENSOR_QOS if spec.qos == "sensor" else RELIABLE_QOS
+        self.closed = False
+        self.drop_fraction = 0.0
+        self.rng = np.random.default_rng(seed)
+        self.passed = self.dropped = 0
+        module, _, name = spec.msg_type.rpartition(".")
+        msg_class = getattr(importlib.import_module(module), name)
+        self.pub = node.create_publisher(msg_class, spec.topic, qos)
+        node.create_subscription(msg_class, spec.topic_in, self._on_message, qos)
+
+    def _on_message(self, msg) -> None:
+        if self.closed or (self.drop_fraction > 0 and self.rng.random() < self.drop_fraction):
+            self.dropped += 1
+            return
+        self.passed += 1
+        self.pub.publish(msg)
+
+
 # ---- figures from the executor's command log ---------------------------------------------------
 
 def episode_commands(commands: list, resets: list, fault_stamp: float) -> list:
@@ -219,6 +351,16 @@ def episode_commands(commands: list, resets: list, fault_stamp: float) -> list:
     simulator reset moves the robot, so the first hold after it starts from a new position)."""
     start = max((stamp for stamp, _ in resets if stamp <= fault_stamp), default=float("-inf"))
     return [c for c in commands if c[0] > start]
+
+
+def undo_clock_jump(commands: list, jump_s: float, dt: float) -> list:
+    """The command log on one continuous timeline: from the first step between two commands that
+    is about `jump_s` (the clock's jump) on, stamps are shifted so that step is one control period."""
+    for i in range(1, len(commands)):
+        step = commands[i][0] - commands[i - 1][0]
+        if abs(step - jump_s) < abs(jump_s) / 2:
+            return commands[:i] + [(round(c[0] - step + dt, 6), *c[1:]) for c in commands[i:]]
+    return commands
 
 
 def command_figures(commands: list, fault_stamp: float, limits, dt: float) -> dict:
@@ -238,6 +380,9 @@ def command_figures(commands: list, fault_stamp: float, limits, dt: float) -> di
 
     after = np.flatnonzero(stamps > fault_stamp + 1e-9)
     first_hold = next((i for i in after if holding[i]), None)
+    reason = commands[first_hold][5] if first_hold is not None else ""
+    while first_hold is not None and first_hold > 0 and holding[first_hold - 1]:
+        first_hold -= 1               # the hold began before the fault (a chunk was due): from its start
     last_exec = None
     if first_hold is not None:
         executed_before = np.flatnonzero(~holding[:first_hold])
@@ -262,7 +407,9 @@ def command_figures(commands: list, fault_stamp: float, limits, dt: float) -> di
         round(float(np.diff(stamps[max(after[0] - 1, 0):]).max() / dt), 2),
         "time_to_hold_periods": None if first_hold is None or last_exec is None else
         round(float((stamps[first_hold] - stamps[last_exec]) / dt), 2),
-        "hold_reason": commands[first_hold][5] if first_hold is not None else "",
+        "hold_reason": reason,        # of the first hold after the fault
+        "hold_reasons": {r: int(n) for r, n in zip(*np.unique([c[5] for c in commands[fault_index:] if c[5]],
+                                                              return_counts=True))},
         "braking_accel_ratio": None,
         "at_fault": window(fault_index - 5, fault_index + 50),
         "at_recovery": window(recover - 5, recover + 50) if recover is not None else None,
@@ -296,9 +443,13 @@ def run_case(case: FaultCase, out_dir: Path, domain_id: int, timeout_s: float = 
     env = {"ROS_DOMAIN_ID": str(domain_id), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     processes: dict = {}
     result: dict = {}
+    remaps: dict = {}
+    for spec in case.relays.values():
+        remaps.setdefault(spec.node, {})[spec.topic] = spec.topic_in
     graph = threading.Thread(target=lambda: result.update(
-        run_graph(GRAPH, overrides, out_dir / "logs", timeout_s=timeout_s, env=env, processes=processes)))
-    observer = Observer(domain_id, cfg.output.command_topic)
+        run_graph(GRAPH, overrides, out_dir / "logs", timeout_s=timeout_s, env=env, processes=processes,
+                  remaps=remaps)))
+    observer = Observer(domain_id, cfg.output.command_topic, case.relays)
     ctx = FaultContext(processes, observer)
     injected, error = False, None
     graph.start()
@@ -315,6 +466,8 @@ def run_case(case: FaultCase, out_dir: Path, domain_id: int, timeout_s: float = 
         error = f"injection failed: {exc}"
     finally:
         graph.join()
+        for name, relay in observer.relays.items():
+            ctx.notes[f"relay_{name}"] = {"passed": relay.passed, "dropped": relay.dropped}
         observer.close()
     figures = {"case": case.name, "description": case.description, "injected": injected,
                "error": error or result.get("error"),
@@ -328,9 +481,12 @@ def run_case(case: FaultCase, out_dir: Path, domain_id: int, timeout_s: float = 
         stats = json.loads(stats_file.read_text())
         commands = stats["commands"]
         fault_stamp = ctx.notes["fault_stamp_s"]
+        if "clock_jump_s" in ctx.notes:          # figures on one timeline: the jump is not a gap
+            commands = undo_clock_jump(commands, ctx.notes["clock_jump_s"], stats["control_dt"])
         commands = episode_commands(commands, stats.get("resets", []), fault_stamp)
         figures.update(command_figures(commands, fault_stamp, cfg.limits, stats["control_dt"]))
         figures["rejections"] = stats.get("rejections", {})
+        figures["clock_jumps_back"] = stats["counters"].get("clock_jumps_back", 0)
         figures["gate"] = {k: v for k, v in stats["gate"].items() if v}
     return figures
 

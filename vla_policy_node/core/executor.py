@@ -14,7 +14,10 @@ state) and returns what to send. Modes (DESIGN section 7):
 Chunks are placed on a time axis (t0 + i*dt, stale actions skipped), merged where they overlap
 (replace / ensemble / average) and sampled at the control rate (nearest / linear / smooth, the
 last bounding acceleration). Every command, holds included, goes through the safety gate.
-Times in s on the robot's clock (sim time in simulation).
+Times in s on the robot's clock (sim time in simulation). When that clock goes back (a
+simulator's timeline reset under use_sim_time), every stamp the executor holds belongs to the old
+timeline: the plan and the pending request are dropped and the robot holds until a chunk computed
+on the new timeline comes; a state stamped ahead of the clock is stale like an old one.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from .safety import ChunkRejected, SafetyGate
 
 MODES = ("sync", "async", "async_rtc")
 RECEIVED_KEPT = 64           # (chunk id, stamp) of the last chunks received: duplicates are refused
+CLOCK_JUMP_BACK_S = 1e-6     # a tick earlier than the previous one by more than this: the clock went back
 
 
 @dataclass
@@ -98,11 +102,12 @@ class ChunkExecutor:
         self.force_request = False
         self.executed_in_chunk = 0
         self.request_time = float("-inf")
+        self.last_tick = float("-inf")                     # `now` of the previous tick (s)
         self.last_starved = float("nan")
         self.executed_since_feedback: list[np.ndarray] = []
         self.counters = dict(commands_sent=0, dry_run_commands=0, chunks_received=0, chunks_rejected=0,
                              chunks_stale=0, starved_ticks=0, startup_ticks=0, stale_holds=0, requests=0, ticks=0,
-                             states_rejected=0)
+                             states_rejected=0, clock_jumps_back=0)
         self.rejections: dict[str, int] = {}   # "chunk: <field or reason>" / "state: <field>" -> inputs not used
 
     def count_rejection(self, key: str) -> None:
@@ -166,6 +171,19 @@ class ChunkExecutor:
         self.force_request = True
         return True
 
+    def on_clock_jump_back(self, now: float) -> None:
+        """The clock went back to `now`: drop what is stamped on the old timeline (plan, request,
+        received chunks) and keep the episode, the e-stop and the last command to hold at."""
+        self.counters["clock_jumps_back"] += 1
+        self.queue.clear()
+        self.current_chunk = None
+        self.received.clear()
+        self.awaiting_chunk = False
+        self.force_request = False
+        self.request_time = float("-inf")
+        self.episode_start = min(self.episode_start, now)
+        self.executed_in_chunk = 0
+
     # ---- inputs ----------------------------------------------------------------------
     def on_chunk(self, chunk: Chunk, now: float) -> tuple[bool, str]:
         """Validate a chunk and schedule it (sync: only the first execute_per_chunk actions).
@@ -193,6 +211,7 @@ class ChunkExecutor:
         if age < -self.settings.max_chunk_age_s:
             self.counters["chunks_rejected"] += 1
             self.count_rejection("chunk: stamp in the future")
+            self.awaiting_chunk = False                     # computed on another timeline: ask again
             return False, f"stamped {-age:.3f} s in the future (> max_chunk_age_s {self.settings.max_chunk_age_s})"
         if age > self.settings.max_chunk_age_s:
             self.counters["chunks_stale"] += 1
@@ -236,11 +255,14 @@ class ChunkExecutor:
         """One control period at time `now`. `measured`: measured state in action coordinates
         (position spaces), `measured_ee`: hand position (m) for the workspace check."""
         self.counters["ticks"] += 1
+        if now < self.last_tick - CLOCK_JUMP_BACK_S:
+            self.on_clock_jump_back(now)
+        self.last_tick = now
         if self.estop:
             return self._hold("e-stop", measured, measured_ee)
         if not self.armed:
             return self._hold("disarmed", measured, measured_ee)
-        if state_stamp is None or now - state_stamp > self.max_state_age_s:
+        if state_stamp is None or abs(now - state_stamp) > self.max_state_age_s:
             self.counters["stale_holds"] += 1
             return self._hold("stale state", measured, measured_ee)
         request = self.needs_chunk(now)

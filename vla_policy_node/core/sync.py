@@ -3,7 +3,9 @@
 The robot state (joint states) is the anchor: each state message is a candidate observation
 time t. It is emitted once every other required stream has a sample within `tolerance_s` of t.
 Candidates that are overtaken by a newer complete one are dropped as unsynchronized, and
-candidates older than `max_age_s` (on the caller's clock) are dropped as stale. Times in s.
+candidates older than `max_age_s` (on the caller's clock) are dropped as stale. A state that is
+fresh on the caller's clock but older than the last emitted observation by more than `max_age_s`
+means the clock went back (a simulator's timeline reset): the buffers start over. Times in s.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class SyncCounters:
     dropped_unsynchronized: int = 0
     dropped_stale: int = 0
     late_samples: int = 0             # stream samples older than the newest emitted observation
+    clock_jumps_back: int = 0         # new timelines started (the buffers were cleared)
 
 
 @dataclass
@@ -47,9 +50,13 @@ class TimeSynchronizer:
         self._pending.clear()
         self._last_emitted = float("-inf")
 
-    def add_anchor(self, stamp: float, payload) -> None:
+    def add_anchor(self, stamp: float, payload, now: float | None = None) -> None:
         """A state sample; one with the stamp of the last emitted observation (a re-publication
-        by the robot) is assembled again, an older one is late."""
+        by the robot) is assembled again, an older one is late, unless it is fresh at `now` (the
+        caller's clock, s) while far older than the last emitted one: then the clock went back."""
+        if now is not None and stamp < self._last_emitted - self.max_age_s and abs(now - stamp) <= self.max_age_s:
+            self.counters.clock_jumps_back += 1
+            self.reset()
         if stamp < self._last_emitted:
             self.counters.late_samples += 1
             return

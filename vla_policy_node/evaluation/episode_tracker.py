@@ -11,6 +11,7 @@ import threading
 
 from ..core.progress import StageTracker
 
+CLOCK_JUMP_BACK_S = 0.5       # the clock this far before the episode's start went back (s)
 METAWORLD_STATE_DIM = 39       # stage progress reads MetaWorld's observation layout (core/progress.py)
 
 
@@ -34,8 +35,13 @@ class EpisodeTracker:
         self._seen_reset = False
         self.changed = threading.Event()
 
-    def on_env_state(self, stamp: float, step: int, values=None) -> None:
-        """A simulator state; states stamped before the episode's start are ignored."""
+    def on_env_state(self, stamp: float, step: int, values=None, now: float | None = None) -> None:
+        """A simulator state; states stamped before the episode's start are ignored, unless the
+        graph's clock (`now`, s) is itself well before the start (CLOCK_JUMP_BACK_S; a clock that
+        merely lags the reset stamp is not): then the clock went back (a simulator's timeline
+        reset) and the episode goes on from this state's stamp."""
+        if now is not None and now < self.start - CLOCK_JUMP_BACK_S and stamp <= now + 1e-9:
+            self.start = self.last_stamp = stamp
         if stamp >= self.start - 1e-9:
             self.steps, self.last_stamp = max(self.steps, step), max(self.last_stamp, stamp)
             if self.stages is not None and values is not None and len(values) == METAWORLD_STATE_DIM:

@@ -157,7 +157,8 @@ class EvaluatorNode(Node):
     # ---- topic callbacks ---------------------------------------------------------------
     def on_env_state(self, msg: StateVector) -> None:
         if self.tracker is not None:
-            self.tracker.on_env_state(to_sec(msg.header.stamp), int(msg.step), np.asarray(msg.values))
+            self.tracker.on_env_state(to_sec(msg.header.stamp), int(msg.step), np.asarray(msg.values),
+                                      self.get_clock().now().nanoseconds * 1e-9)
 
     def on_success(self, msg: Bool) -> None:
         if self.tracker is not None:

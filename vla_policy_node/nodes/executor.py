@@ -216,6 +216,14 @@ class ExecutorNode(Node):
 
     def on_set_armed(self, request, response):
         response.success, response.message = self.core.set_armed(request.armed)
+        if response.success and request.armed and not self.lockstep:
+            age = None if self.state_stamp is None else self.now() - self.state_stamp
+            if age is None or abs(age) > self.core.max_state_age_s:
+                # armed, but nothing moves until a fresh state comes: say so to whoever armed
+                seen = "no robot state received" if age is None else f"robot state {age:.3f} s old"
+                response.message += (f"; holding still: {seen} on {self.robot.config.state.joint_states_topic} "
+                                      f"(max_state_age_s {self.core.max_state_age_s})")
+                self.get_logger().warning(response.message)
         if response.success and request.armed and self.lockstep:
             self.lockstep_tick()
         self.publish_status()
@@ -236,6 +244,8 @@ class ExecutorNode(Node):
         simulator steps only on a command stamped with its current time, so this is safe."""
         if self.state_stamp is None:
             return
+        if self.state_stamp < self.answered_stamp - 1e-9:     # the clock went back: a new timeline
+            self.answered_stamp = float("-inf")
         if self.state_stamp <= self.answered_stamp:
             if self.state_stamp == self.answered_stamp and self.last_sent is not None and self.core.armed:
                 self.send(self.last_sent, self.answered_stamp)

@@ -105,7 +105,11 @@ class PerceptionNode(Node):
         if problem:
             self.reject(self.robot.config.state.joint_states_topic, problem_field(problem), problem)
             return
-        self.sync.add_anchor(to_sec(msg.header.stamp), msg)
+        jumps = self.sync.counters.clock_jumps_back
+        self.sync.add_anchor(to_sec(msg.header.stamp), msg, self.get_clock().now().nanoseconds * 1e-9)
+        if self.sync.counters.clock_jumps_back > jumps:
+            self.get_logger().warning(f"{self.robot.config.state.joint_states_topic}: the clock went back to "
+                                      f"{to_sec(msg.header.stamp):.3f} s; synchronization starts over")
         self.try_emit()
 
     def on_set_instruction(self, request, response):

@@ -168,7 +168,10 @@ class PolicyNode(Node):
         if msg.executed_count:
             executed = np.asarray(msg.executed_actions, dtype=np.float64).reshape(msg.executed_count, dim)
             with self.lock:
-                self.executed.append((to_sec(msg.header.stamp), executed))
+                stamp = to_sec(msg.header.stamp)
+                if self.executed and stamp < self.executed[-1][0]:     # the clock went back: a new timeline
+                    self.executed.clear()
+                self.executed.append((stamp, executed))
         if msg.request_chunk:
             with self.lock:
                 self.request_after = to_sec(msg.request_after)

@@ -13,6 +13,9 @@ command comes, the current state is re-published every `republish_period_s` of w
 joiners and lost best-effort frames never stall the loop.
 lockstep=false: free-running at `real_time_factor` x real time, holding still when commands stop
 (panda_reach: follows the latest trajectory and holds its last point).
+`clock_offset_s` may be changed while running (`ros2 param set /sim_bridge clock_offset_s -5.0`):
+the published sim time jumps by the change, as a simulator's does when its timeline is reset
+(Gazebo's world reset, Isaac Sim's stop/play) while the world stays; commands in flight are dropped.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
@@ -95,6 +99,11 @@ class SimBridgeNode(Node):
         self.create_service(ResetEpisode, SERVICES["sim_reset"], self.on_reset)
 
         self.sim_time = 0.0
+        self.clock_offset_s = float(p("clock_offset_s", 0.0).value)
+        if self.clock_offset_s < 0:
+            raise SystemExit(f"parameter clock_offset_s: {self.clock_offset_s} s; sim time starts at it, so >= 0")
+        self.sim_time = self.clock_offset_s
+        self.add_on_set_parameters_callback(self.on_parameters)
         self.frames = {}
         self.last_publish_wall = 0.0
         self.latest_command = None
@@ -123,6 +132,22 @@ class SimBridgeNode(Node):
         raise SystemExit(f"{self.robot.path}: output.contract '{out.contract}' cannot drive the panda_reach "
                          "simulation, which takes joint positions: use ros2_control, isaac, or cartesian "
                          "with output.joint_names and output.ik")
+
+    def on_parameters(self, params) -> SetParametersResult:
+        """`clock_offset_s` changed at run time: the sim clock jumps by the change."""
+        for param in params:
+            if param.name != "clock_offset_s":
+                continue
+            jump = float(param.value) - self.clock_offset_s
+            if self.sim_time + jump < 0:
+                return SetParametersResult(successful=False, reason=f"clock_offset_s: a jump of {jump:+.3f} s "
+                                           f"would take sim time {self.sim_time:.3f} s below zero")
+            self.clock_offset_s = float(param.value)
+            self.sim_time += jump
+            self.latest_command = self.latest_trajectory = None      # stamped on the old timeline
+            self.latest_command_time = -np.inf
+            self.get_logger().warning(f"clock_offset_s: sim time jumped {jump:+.3f} s to {self.sim_time:.3f} s")
+        return SetParametersResult(successful=True)
 
     # ---- publishing ---------------------------------------------------------------------
     def publish_state(self, render: bool, images: bool = True) -> None:

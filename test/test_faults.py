@@ -118,3 +118,41 @@ def test_command_figures_measure_hold_braking_and_recovery():
     assert command_figures(bad, 0.1, limits, dt)["commands_outside_limits"] == 1
     # commands before the executor's reset belong to another episode (the sim moved the robot)
     assert episode_commands(bad, [(0.3, "reach_s100")], 0.35) == [c for c in bad if c[0] > 0.3]
+
+
+def test_clock_jump_is_taken_out_of_the_command_log():
+    from vla_policy_node.bench.faults import undo_clock_jump
+
+    log = [(10.0, [0.0], 1, 0, 1, ""), (10.02, [0.0], 1, 1, 1, ""), (5.03, [0.0], -1, -1, 0, "waiting for chunk"),
+           (5.05, [0.0], 2, 0, 1, "")]
+    fixed = undo_clock_jump(log, -5.0, 0.02)
+    assert [c[0] for c in fixed] == [10.0, 10.02, 10.04, 10.06]
+    assert undo_clock_jump(log[:2], -5.0, 0.02) == log[:2]          # no jump: unchanged
+
+
+# ---- the soak's figures (vla_policy_node/bench/soak.py) on hand-made samples --------------------
+
+def test_soak_figures_flag_growth_drift_and_tracebacks(tmp_path):
+    from vla_policy_node.bench import soak
+
+    steady = [(t, 60.0 + t, 500.0, 20, 18) for t in range(0, 1000, 10)]          # wall s, sim s, MiB, threads, fds
+    leaking = [(t, 60.0 + t, 100.0 + 0.2 * t, 19 + t // 300, 18 + t // 100) for t in range(0, 1000, 10)]
+    short = [(t, 60.0 + t, 100.0, 19, 18) for t in range(0, 60, 10)]
+    rows = soak.resource_figures({("policy", 1): steady, ("evaluator", 2): leaking, ("perception", 3): short})
+    by_pid = {r["pid"]: r for r in rows}
+    assert by_pid[1]["rss_growth_mb"] == 0.0 and by_pid[1]["measured_s"] == 870.0   # from the end of warm-up
+    assert by_pid[2]["rss_growth_mb"] == pytest.approx(0.2 * 870, abs=0.1)
+    assert "rss_growth_mb" not in by_pid[3]                                           # died during warm-up
+    chunks = [(60.0 + i, 100.0, 50.0) for i in range(300)] + [(360.0 + i, 250.0, 50.0) for i in range(300)]
+    windows = soak.latency_windows(chunks, sim_start=60.0)
+    assert [w["inference_ms_p50"] for w in windows] == [100.0, 250.0]
+    (tmp_path / "policy.log").write_text("ok\nTraceback (most recent call last):\n  x\n")
+    figures = {"error": None, "sim_minutes": 10.0, "sim_minutes_target": 10.0, "commands_outside_limits": 0,
+               "tracebacks": soak.count_tracebacks(tmp_path), "processes": rows, "latency_windows": windows}
+    problems = soak.check_soak(figures)
+    assert any("evaluator (pid 2): memory grew" in p for p in problems)
+    assert any("evaluator (pid 2): threads 19 -> 22" in p for p in problems)
+    assert any("file descriptors" in p for p in problems)
+    assert any("inference p50 drifted 100.0 -> 250.0" in p for p in problems)
+    assert any("tracebacks in the logs: {'policy': 1}" in p for p in problems)
+    assert not any("policy (pid 1)" in p for p in problems)

@@ -24,7 +24,8 @@ import psutil
 from .graph import GraphConfigError, load_graph, node_parameter
 
 SAMPLE_PERIOD_S = 0.5        # how often the runner checks the nodes and samples their memory
-MAX_RESTARTS = 3             # a respawned node that exits more often fails the graph
+MAX_RESTARTS = 3             # a respawned node exiting more often than this within RESTART_WINDOW_S
+RESTART_WINDOW_S = 60.0      # fails the graph (a crash loop); occasional exits are always restarted
 CONFIG_ERROR_EXIT = 2        # a node refusing its configuration: restarting it cannot help
 
 
@@ -83,13 +84,14 @@ def parse_overrides(items: list[str]) -> dict:
 
 def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = None,
               timeout_s: float | None = None, env: dict | None = None, processes: dict | None = None,
-              remaps: dict | None = None) -> dict:
+              remaps: dict | None = None, stop=None) -> dict:
     """Run a graph to its end; `env`: variables for the node processes on top of os.environ (e.g.
     ROS_DOMAIN_ID, so that graphs run side by side without seeing each other). `processes`, when
     given, is kept filled with the live node name -> subprocess.Popen (respawns included) for a
     caller that injects faults. Nodes marked `respawn` are restarted after their delay when they
-    exit (killed, crashed), at most MAX_RESTARTS times, but not when they refused their
-    configuration (exit code 2); any other node exiting early fails the graph. `remaps`: node name
+    exit (killed, crashed), at most MAX_RESTARTS times within RESTART_WINDOW_S, but not when they
+    refused their configuration (exit code 2); any other node exiting early fails the graph. Setting
+    `stop` (a threading.Event) ends the graph as its ending node would. `remaps`: node name
     -> {topic: topic} on top of the graph's `remap` entries (e.g. to put a relay between nodes)."""
     graph = load_graph(name, robot)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -100,6 +102,11 @@ def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = Non
     env.setdefault("PYTHONUNBUFFERED", "1")
     procs = processes if processes is not None else {}
     logs, peaks, sampled, restarts, exited_at = {}, {}, {}, {}, {}
+    restart_times: dict = {}          # node -> wall times of its restarts (monotonic s)
+
+    def may_restart(n: str) -> bool:
+        recent = [t for t in restart_times.get(n, []) if time.monotonic() - t < RESTART_WINDOW_S]
+        return specs[n].respawn and len(recent) < MAX_RESTARTS and procs[n].returncode != CONFIG_ERROR_EXIT
     specs = {spec.name: spec for spec in graph.nodes}
     started = time.monotonic()
 
@@ -122,14 +129,14 @@ def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = Non
                     peaks[n] = max(peaks.get(n, 0.0), rss)
             done = [n for n in enders if procs[n].poll() is not None]
             crashed = [n for n, p in procs.items() if n not in enders and p.poll() is not None]
-            for n in [n for n in crashed if specs[n].respawn and restarts.get(n, 0) < MAX_RESTARTS
-                      and procs[n].returncode != CONFIG_ERROR_EXIT]:
+            for n in [n for n in crashed if may_restart(n)]:
                 crashed.remove(n)
                 exited_at.setdefault(n, time.monotonic())
                 if time.monotonic() - exited_at[n] >= specs[n].respawn_delay_s:
                     logs[n].write(f"[graph runner] {n} exited with code {procs[n].returncode}; respawning\n")
                     logs[n].flush()
                     restarts[n] = restarts.get(n, 0) + 1
+                    restart_times.setdefault(n, []).append(time.monotonic())
                     del exited_at[n]
                     start(specs[n])
             if crashed:
@@ -137,7 +144,7 @@ def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = Non
                 failed = f"node {crashed[0]} exited early with code {procs[crashed[0]].returncode}{again} " \
                          f"(see {log_dir / (crashed[0] + '.log')})"
                 break
-            if done and len(done) == len(enders):
+            if (done and len(done) == len(enders)) or (stop is not None and stop.is_set()):
                 break
             if timeout_s and time.monotonic() - started > timeout_s:
                 failed = f"graph did not finish within {timeout_s:.0f} s"
@@ -157,7 +164,7 @@ def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = Non
             log.close()
     codes = {n: p.returncode for n, p in procs.items()}
     ender_failed = [n for n in enders if codes[n] != 0]
-    if failed is None and ender_failed:
+    if failed is None and ender_failed and not (stop is not None and stop.is_set()):
         failed = f"node {ender_failed[0]} exited with code {codes[ender_failed[0]]}"
     return {"graph": graph.name, "robot": graph.robot, "wall_time_s": round(time.monotonic() - started, 2),
             "processes": {n: {"pid": procs[n].pid, "exit_code": codes[n], "restarts": restarts.get(n, 0),

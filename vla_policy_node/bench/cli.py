@@ -4,6 +4,7 @@
     vla-bench policy [--checkpoint DIR] ...           one checkpoint: latency, imagination, success vs steps
     vla-bench executor [--modes ...] ...              execution modes free-running, control-loop jitter
     vla-bench faults [--cases NAME ...]               fault injection through the graph (faults.json / .md)
+    vla-bench soak [--sim-minutes 30]                 the learned policy for a long run with random faults
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from . import executor, faults, policy
+    from . import executor, faults, policy, soak
 
     parser = argparse.ArgumentParser(prog="vla-bench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -26,6 +27,7 @@ def main(argv=None) -> int:
     policy.build_argparser(commands.add_parser("policy", help="one checkpoint's latency and imagination"))
     executor.build_argparser(commands.add_parser("executor", help="execution modes and control-loop jitter"))
     faults.build_argparser(commands.add_parser("faults", help="fault injection through the graph"))
+    soak.build_argparser(commands.add_parser("soak", help="long run with random faults: leaks and drift"))
     args = parser.parse_args(argv)
     if args.command == "policy":
         return policy.run(args)
@@ -33,6 +35,8 @@ def main(argv=None) -> int:
         return executor.run(args)
     if args.command == "faults":
         return faults.run(args)
+    if args.command == "soak":
+        return soak.run(args)
     from .leaderboard import Leaderboard, run_leaderboard
     try:
         leaderboard = Leaderboard.load(args.config)

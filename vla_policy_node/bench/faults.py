@@ -526,10 +526,16 @@ def run_suite(out: Path, names: list[str] | None = None, first_domain: int = 80)
     return rows
 
 
-def write_reports(rows: list[dict], out: Path) -> None:
+def write_reports(rows: list[dict], out: Path, soak: dict | None = None) -> None:
+    """faults.json / faults.md: the cases and the soak (bench/soak.py); the one not given is kept."""
+    from .soak import soak_markdown
+
     out.mkdir(parents=True, exist_ok=True)
-    (out / "faults.json").write_text(json.dumps({"graph": GRAPH, "robot": ROBOT, "seed": SEED,
-                                                 "cases": rows}, indent=2))
+    path = out / "faults.json"
+    if soak is None and path.is_file():
+        soak = json.loads(path.read_text()).get("soak")
+    path.write_text(json.dumps({"graph": GRAPH, "robot": ROBOT, "seed": SEED, "cases": rows, "soak": soak},
+                               indent=2))
     header = ("| case | outcome | outside limits | hold (periods) | braking / accel limit | step / max at fault | "
               "jerk at fault (rad/s³) | recover (s) | longest gap (periods) | restarts | rejections | targets |")
     lines = [f"# Fault injection: {GRAPH} ({ROBOT}), free-running, seed {SEED}", "", header,
@@ -544,6 +550,8 @@ def write_reports(rows: list[dict], out: Path) -> None:
                      f"{at.get('max_jerk')} | {r.get('time_to_recover_s')} | {r.get('max_gap_periods')} | {restarts} | "
                      f"{rejections} | "
                      f"{'met' if not r['problems'] else '; '.join(r['problems'])} |")
+    if soak is not None:
+        lines += soak_markdown(soak)
     (out / "faults.md").write_text("\n".join(lines) + "\n")
 
 

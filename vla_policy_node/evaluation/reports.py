@@ -73,6 +73,7 @@ class EpisodeRecord:
     bag: str = ""
     reason: str = ""                                # success | step_limit | timeout | error: ... | recorded
     extra: dict = field(default_factory=dict)       # more per-episode figures, copied into the row
+    video: str = ""                                 # its video, when written before the report (frames dropped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,9 +459,11 @@ def write_run_report(out_dir: str | Path, summary: dict, episodes: list[EpisodeR
             path = out / "videos" / f"{ep.name}.mp4"
             write_episode_video(ep, path)
             videos[ep.name] = written[f"video:{ep.name}"] = path
+        elif ep.video and Path(ep.video).is_file():
+            videos[ep.name] = written[f"video:{ep.name}"] = Path(ep.video)
     report["plots"] = {name: str(p.relative_to(out)) for name, p in plots.items()}
     report["plots_skipped"] = skipped_plots
-    report["videos"] = {name: str(p.relative_to(out)) for name, p in videos.items()}
+    report["videos"] = {name: os.path.relpath(p, out) for name, p in videos.items()}
 
     written["report_json"] = out / "report.json"
     written["report_json"].write_text(json.dumps(json_safe(report), indent=2))

@@ -34,6 +34,8 @@ from rcl_interfaces.msg import ParameterType
 from rclpy.node import Node
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
@@ -49,7 +51,7 @@ from ..data.bags import BagWriter, make_typestore
 from ..evaluation.closed_loop_report import EvaluationProtocol, episode_record, monitor_row, run_description
 from ..evaluation.episode_tracker import EpisodeTracker
 from ..evaluation.replay_scoring import replay_score
-from ..evaluation.reports import EpisodeRecord, write_run_report
+from ..evaluation.reports import EpisodeRecord, write_episode_video, write_run_report
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, load_robot_or_exit, message_class,
                      run_node, to_sec)
 
@@ -119,6 +121,7 @@ class EvaluatorNode(Node):
         self.typestore = make_typestore() if self.record else None
         self.exit_code = 0
         self.recorded: list[str] = []
+        self.recorded_clock = float("-inf")             # newest /clock the recorder wrote (s)
 
         self.service_clients = {
             "sim_reset": self.create_client(ResetEpisode, SERVICES["sim_reset"]),
@@ -218,6 +221,22 @@ class EvaluatorNode(Node):
         with self.write_lock:
             if self.writer is not None:
                 self.writer.write(topic, msgtype, self.get_clock().now().nanoseconds, data)
+                if topic == "/clock":
+                    self.recorded_clock = to_sec(deserialize_message(data, Clock).clock)
+
+    def drain_recording(self, stamp: float, timeout_s: float = 2.0, settle_s: float = 0.1) -> None:
+        """Before the bag closes: wait until the recorder has written the graph's clock up to
+        `stamp` (the episode's last state; a loaded machine delivers the recorder's messages later
+        than the tracker's), then `settle_s` for the other topics of that instant."""
+        if self.writer is None or "/clock" not in self.recorded:
+            return
+        deadline = time.monotonic() + timeout_s
+        while self.recorded_clock < stamp - 1e-9 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self.recorded_clock < stamp - 1e-9:
+            self.get_logger().warning(f"recording: /clock reached {self.recorded_clock:.3f} s of {stamp:.3f} s "
+                                      f"within {timeout_s} s; the bag ends there")
+        time.sleep(settle_s)
 
     # ---- recording -----------------------------------------------------------------------
     def subscribe_recorded_topics(self, wait_s: float = 10.0) -> None:
@@ -255,6 +274,7 @@ class EvaluatorNode(Node):
         bag_path.parent.mkdir(parents=True, exist_ok=True)
         with self.write_lock:
             self.writer = BagWriter(bag_path, self.typestore, self.bag_storage)
+            self.recorded_clock = float("-inf")
         return str(bag_path)
 
     def close_bag(self) -> None:
@@ -323,6 +343,10 @@ class EvaluatorNode(Node):
         record = episode_record(name, task, seed, instruction, tracker, log, reason, bag, wall_s,
                                 self.robot.config.action.dt, success, steps, extra)
         self.monitor_rows.append(monitor_row(record.success, log))
+        if record.real_frames:        # written now: a long run must not hold every episode's frames
+            path = self.output_dir / "videos" / f"{record.name}.mp4"
+            write_episode_video(record, path)
+            record.video, record.real_frames, record.imagined_frames = str(path), [], []
         return record
 
     def publish_result(self, episode_id: str, record: EpisodeRecord) -> None:
@@ -370,6 +394,7 @@ class EvaluatorNode(Node):
                 break
         self.call("set_armed", SetArmed.Request(armed=False))
         self.announce(episode_id, task, instruction, seed, active=False)
+        self.drain_recording(tracker.last_stamp)
         self.close_bag()
         record = self.end_episode(episode_id, task, seed, instruction, tracker, reason, bag,
                                   time.monotonic() - wall_start)

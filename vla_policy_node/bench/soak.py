@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import threading
 import time
 from pathlib import Path
@@ -263,14 +264,17 @@ def run_soak(out: Path, sim_minutes: float, fault_every_s: float, checkpoint: st
     samples: dict = {}
     faults = []
     wall_start = time.monotonic()
+    interrupted = threading.Event()             # Ctrl-C / SIGTERM: stop the graph and report what ran
+    previous = {sig: signal.signal(sig, lambda *_: interrupted.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    sim_start = float("nan")
     graph.start()
     try:
-        while not np.isfinite(observer.sim_time) and graph.is_alive():
+        while not np.isfinite(observer.sim_time) and graph.is_alive() and not interrupted.is_set():
             time.sleep(0.2)
         sim_start = observer.sim_time
         next_fault = sim_start + fault_every_s * rng.uniform(0.5, 1.5)
         next_sample = 0.0
-        while graph.is_alive() and observer.sim_time - sim_start < target_s:
+        while not interrupted.is_set() and graph.is_alive() and observer.sim_time - sim_start < target_s:
             if time.monotonic() >= next_sample:
                 sample_processes(processes, samples, observer.sim_time)
                 next_sample = time.monotonic() + SAMPLE_PERIOD_S
@@ -285,8 +289,10 @@ def run_soak(out: Path, sim_minutes: float, fault_every_s: float, checkpoint: st
                 print(f"soak: {(at - sim_start) / 60:.1f} sim min: {kind}: {note}", flush=True)
                 next_fault = observer.sim_time + fault_every_s * rng.uniform(0.5, 1.5)
             time.sleep(0.2)
-        sim_end = observer.sim_time
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sim_end = observer.sim_time
         stop.set()
         graph.join()
         observer.close()

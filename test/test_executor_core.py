@@ -242,13 +242,13 @@ def test_stats_log_commands_and_loop_timing(executing):
     stats = ExecutorStats()
     result = executing.tick(0.0, 0.0)
     stats.on_command(0.0, result.command, result.executed, result.hold_reason)
-    stats.on_command(DT, np.array([0.0, 0.0, 0.0, 0.25]), None, "waiting for chunk")
+    stats.on_command(DT, np.array([0.0, 0.0, 0.0, 0.25]), None, "waiting for chunk", tick=7)
     for k in range(5):
         stats.on_tick(k * DT + (0.001 if k == 2 else 0.0))               # one tick 1 ms late
     stats.on_lateness(0.002)
     out = stats.summary(executing, {"replan": 1, "hold": 0}, 2, 3, None, 0)
-    assert out["commands"][0][2:] == (1, 0, 1, "")                        # chunk 1, index 0, one source
-    assert out["commands"][1] == (round(DT, 6), [0.0, 0.0, 0.0, 0.25], -1, -1, 0, "waiting for chunk")
+    assert out["commands"][0][2:] == (1, 0, 1, "", -1)                      # chunk 1, index 0, one source
+    assert out["commands"][1] == (round(DT, 6), [0.0, 0.0, 0.0, 0.25], -1, -1, 0, "waiting for chunk", 7)
     assert out["loop_jitter_ms"]["ticks"] == 5 and out["loop_jitter_ms"]["p99"] == pytest.approx(1.0, abs=0.05)
     assert out["deadline_lateness_ms"]["p50"] == pytest.approx(2.0)
     assert (out["lockstep"], out["control_dt"], out["counters"]["commands_sent"]) == (False, DT, 1)

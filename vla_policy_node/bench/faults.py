@@ -407,6 +407,10 @@ def command_figures(commands: list, fault_stamp: float, limits, dt: float) -> di
         round(float(np.diff(stamps[max(after[0] - 1, 0):]).max() / dt), 2),
         "time_to_hold_periods": None if first_hold is None or last_exec is None else
         round(float((stamps[first_hold] - stamps[last_exec]) / dt), 2),
+        # control ticks from the last executed action to the first hold: 1 = the very next tick held
+        # (the time above also counts a tick the OS ran late, which max_gap_periods shows)
+        "hold_after_ticks": None if first_hold is None or last_exec is None or len(commands[0]) < 7 else
+        int(commands[first_hold][6] - commands[last_exec][6]),
         "hold_reason": reason,        # of the first hold after the fault
         "hold_reasons": {r: int(n) for r, n in zip(*np.unique([c[5] for c in commands[fault_index:] if c[5]],
                                                               return_counts=True))},
@@ -502,8 +506,12 @@ def check_targets(case: FaultCase, figures: dict) -> list[str]:
         problems.append("no episode report")
     elif case.expect_success and not figures["success"]:
         problems.append(f"episode did not recover: {figures.get('reason')}")
+    ticks = figures.get("hold_after_ticks")
     hold = figures.get("time_to_hold_periods")
-    if hold is not None and hold > 1.0 + 1e-6:
+    if ticks is not None:
+        if ticks > 1:
+            problems.append(f"held {ticks} control ticks after the last executed action (> 1)")
+    elif hold is not None and hold > 1.0 + 1e-6:
         problems.append(f"held {hold} periods after the last executed action (> 1)")
     braking = figures.get("braking_accel_ratio")
     if braking is not None and braking > 1.0 + 5e-3:     # the log rounds commands to 1e-6 rad
@@ -536,7 +544,7 @@ def write_reports(rows: list[dict], out: Path, soak: dict | None = None) -> None
         soak = json.loads(path.read_text()).get("soak")
     path.write_text(json.dumps({"graph": GRAPH, "robot": ROBOT, "seed": SEED, "cases": rows, "soak": soak},
                                indent=2))
-    header = ("| case | outcome | outside limits | hold (periods) | braking / accel limit | step / max at fault | "
+    header = ("| case | outcome | outside limits | hold (ticks / periods) | braking / accel limit | step / max at fault | "
               "jerk at fault (rad/s³) | recover (s) | longest gap (periods) | restarts | rejections | targets |")
     lines = [f"# Fault injection: {GRAPH} ({ROBOT}), free-running, seed {SEED}", "", header,
              "|" + "---|" * 12]
@@ -546,7 +554,7 @@ def write_reports(rows: list[dict], out: Path, soak: dict | None = None) -> None
         rejections = ", ".join(f"{k}: {v}" for k, v in (r.get("rejections") or {}).items()) or "-"
         restarts = ", ".join(f"{k} x{v}" for k, v in r.get("restarts", {}).items()) or "-"
         lines.append(f"| {r['case']} | {outcome} | {r.get('commands_outside_limits')} | "
-                     f"{r.get('time_to_hold_periods')} | {r.get('braking_accel_ratio')} | {at.get('max_step_ratio')} | "
+                     f"{r.get('hold_after_ticks')} / {r.get('time_to_hold_periods')} | {r.get('braking_accel_ratio')} | {at.get('max_step_ratio')} | "
                      f"{at.get('max_jerk')} | {r.get('time_to_recover_s')} | {r.get('max_gap_periods')} | {restarts} | "
                      f"{rejections} | "
                      f"{'met' if not r['problems'] else '; '.join(r['problems'])} |")

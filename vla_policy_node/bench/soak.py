@@ -2,7 +2,8 @@
 faults injected at random times, and what would show a leak or a drift measured throughout.
 
 The graph runs as the user runs it (every node its own process, the imagination monitor on),
-free-running, episodes of the 5 default tasks on held-out seeds back to back. A ROS node beside
+free-running, episode after episode on held-out seeds from 100 up (the evaluator's protocol is
+task-major, so a 30-minute run stays on its first task, button-press). A ROS node beside
 the graph (its own rclpy context) follows the sim clock, the policy's chunks and the episode
 results; it injects one fault every `fault_every_s` (uniform in [0.5, 1.5] x, sim time, seeded):
 a process killed (respawned by the runner), the simulator stopped 1.5 s, a chunk duplicated or

@@ -23,7 +23,8 @@ class ExecutorStats:
     def __init__(self):
         self.tick_wall_times: list[float] = []     # wall-clock loop: perf_counter at each tick, s
         self.lateness_s: list[float] = []          # wall-clock loop: wake-up time - deadline, s
-        self.commands: list[tuple] = []            # (stamp s, command, chunk id, index, merged chunks, hold reason)
+        self.commands: list[tuple] = []            # (stamp s, command, chunk id, index, merged chunks, hold reason,
+        #                                            control tick number)
         self.resets: list[tuple] = []              # (stamp s, episode id): commands before and after are apart
 
     def on_tick(self, wall_s: float) -> None:
@@ -39,13 +40,14 @@ class ExecutorStats:
         self.resets.append((round(stamp_s, 6), episode_id))
 
     def on_command(self, stamp_s: float, command: np.ndarray, executed: QueuedAction | None,
-                   hold_reason: str) -> None:
-        """A command sent (or published in dry run) at `stamp_s`; `executed` None when it holds."""
+                   hold_reason: str, tick: int = -1) -> None:
+        """A command sent (or published in dry run) at `stamp_s` by control tick number `tick`;
+        `executed` None when it holds. Ticks tell a tick that sent nothing from a late tick."""
         if len(self.commands) < MAX_COMMANDS:
             self.commands.append((round(stamp_s, 6), [round(float(v), 6) for v in command],
                                   -1 if executed is None else int(executed.chunk_id),
                                   -1 if executed is None else int(executed.index),
-                                  0 if executed is None else len(executed.sources), hold_reason))
+                                  0 if executed is None else len(executed.sources), hold_reason, int(tick)))
 
     def summary(self, core: ChunkExecutor, monitor_reactions: dict, commands_resent: int, request_retries: int,
                 ik: dict | None, control_thread_priority: int) -> dict:

@@ -98,7 +98,6 @@ class SimBridgeNode(Node):
             self.create_subscription(self.joint_command_type, command_topic, self.on_joint_command, RELIABLE_QOS)
         self.create_service(ResetEpisode, SERVICES["sim_reset"], self.on_reset)
 
-        self.sim_time = 0.0
         self.clock_offset_s = float(p("clock_offset_s", 0.0).value)
         if self.clock_offset_s < 0:
             raise SystemExit(f"parameter clock_offset_s: {self.clock_offset_s} s; sim time starts at it, so >= 0")

@@ -70,6 +70,8 @@ def test_fault_case_meets_targets(suite, name):
         assert figures["rejections"].get("chunk: duplicate", 0) == 1
     if name == "chunk_old_episode":
         assert figures["rejections"].get("chunk: episode_id", 0) >= 1
+    if name == "policy_killed_between_episodes":     # the next episode's reset is asked again, not lost
+        assert figures["restarts"] == {"policy": 1} and figures["success"]
     if name == "policy_discovery_lost":      # DDS really dropped the policy, then matched it again
         notes = figures["notes"]
         assert notes["chunk_publishers_min_while_stopped"] < notes["chunk_publishers_before"], notes

@@ -48,6 +48,7 @@ class FaultCase:
     inject: Callable[["FaultContext"], None]
     expect_success: bool = True       # the episode still reaches its target
     after_moving: int = 10            # inject once this many commands moved the arm (0.2 s of motion)
+    episodes: int = 1                 # >1: inject when the first episode ends, judge the last one
     max_steps: int = 1500             # the evaluator's step limit (sim steps, 50 Hz)
     overrides: dict = field(default_factory=dict)
     relays: dict = field(default_factory=dict)    # name -> Relay spec: a node's topic rerouted through the injector
@@ -180,6 +181,9 @@ CASES = [
               lambda ctx: ctx.kill("policy")),
     FaultCase("perception_killed", "perception process SIGKILLed mid-motion; the runner respawns it",
               lambda ctx: ctx.kill("perception")),
+    FaultCase("policy_killed_between_episodes", "policy process SIGKILLed as an episode ends: the next "
+              "episode's reset request finds a dead server (discovery lists it until its lease ends)",
+              lambda ctx: ctx.kill("policy"), episodes=2),
     FaultCase("policy_discovery_lost", f"policy process stopped {DISCOVERY_FREEZE_S:.0f} s, past the DDS "
               "participant lease: discovery drops it, then matches it again", _discovery_lost,
               max_steps=3000),
@@ -218,7 +222,7 @@ class Observer:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import JointState
-        from vla_msgs.msg import ActionChunk
+        from vla_msgs.msg import ActionChunk, EpisodeResult
         from vla_msgs.srv import EmergencyStop, SetArmed
 
         from ..nodes.common import RELIABLE_QOS, SERVICES, TOPICS
@@ -234,6 +238,8 @@ class Observer:
         self.lock = threading.Lock()
         self.node.create_subscription(JointState, command_topic, self._on_command, RELIABLE_QOS)
         self.node.create_subscription(ActionChunk, TOPICS["action_chunk"], self._on_chunk, RELIABLE_QOS)
+        self.results = []
+        self.node.create_subscription(EpisodeResult, TOPICS["episode_result"], self.results.append, RELIABLE_QOS)
         self.chunk_pub = self.node.create_publisher(ActionChunk, TOPICS["action_chunk"], RELIABLE_QOS)
         self.clients = {"estop": (self.node.create_client(EmergencyStop, SERVICES["estop"]), EmergencyStop),
                         "set_armed": (self.node.create_client(SetArmed, SERVICES["set_armed"]), SetArmed)}
@@ -302,6 +308,13 @@ class Observer:
         if not result.successful:
             raise RuntimeError(f"clock_offset_s {seconds}: refused: {result.reason}")
         return f"clock_offset_s {seconds}"
+
+    def wait_results(self, n: int, timeout_s: float) -> bool:
+        """Wait until the evaluator has published `n` episode results."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.results) < n and time.monotonic() < deadline:
+            time.sleep(0.002)
+        return len(self.results) >= n
 
     def wait_moving(self, n: int, timeout_s: float) -> bool:
         """Wait until `n` commands moved the arm."""
@@ -440,7 +453,8 @@ def run_case(case: FaultCase, out_dir: Path, domain_id: int, timeout_s: float = 
     stats_file.unlink(missing_ok=True)
     overrides = {"sim_bridge": {"lockstep": "false", "max_steps": str(case.max_steps + 100)},
                  "executor": {"lockstep": "false", "stats_file": str(stats_file)},
-                 "evaluator": {"lockstep": "false", "seeds": f"[{SEED}]", "output_dir": str(out_dir),
+                 "evaluator": {"lockstep": "false", "seeds": f"{list(range(SEED, SEED + case.episodes))}",
+                               "output_dir": str(out_dir),
                                "record": "false", "max_steps": str(case.max_steps), "episode_timeout_s": "90.0"}}
     for node, params in case.overrides.items():
         overrides.setdefault(node, {}).update(params)
@@ -458,7 +472,9 @@ def run_case(case: FaultCase, out_dir: Path, domain_id: int, timeout_s: float = 
     injected, error = False, None
     graph.start()
     try:
-        if observer.wait_moving(case.after_moving, timeout_s - 30):
+        ready = observer.wait_moving(case.after_moving, timeout_s - 30) if case.episodes == 1 else \
+            observer.wait_results(1, timeout_s - 30)
+        if ready:
             injected_wall = time.monotonic()
             ctx.notes["fault_stamp_s"] = observer.last_command_stamp
             case.inject(ctx)
@@ -479,7 +495,7 @@ def run_case(case: FaultCase, out_dir: Path, domain_id: int, timeout_s: float = 
                "notes": ctx.notes, "logs": str(out_dir / "logs")}
     report_file = out_dir / "report.json"
     if report_file.is_file():
-        episode = json.loads(report_file.read_text())["episodes"][0]
+        episode = json.loads(report_file.read_text())["episodes"][-1]
         figures.update(success=bool(episode["success"]), reason=episode["reason"], steps=episode["steps"])
     if stats_file.is_file() and injected:
         stats = json.loads(stats_file.read_text())
@@ -487,6 +503,8 @@ def run_case(case: FaultCase, out_dir: Path, domain_id: int, timeout_s: float = 
         fault_stamp = ctx.notes["fault_stamp_s"]
         if "clock_jump_s" in ctx.notes:          # figures on one timeline: the jump is not a gap
             commands = undo_clock_jump(commands, ctx.notes["clock_jump_s"], stats["control_dt"])
+        if case.episodes > 1:                     # judged on the episode that started after the fault
+            fault_stamp = next((stamp for stamp, _ in stats.get("resets", []) if stamp > fault_stamp), fault_stamp)
         commands = episode_commands(commands, stats.get("resets", []), fault_stamp)
         figures.update(command_figures(commands, fault_stamp, cfg.limits, stats["control_dt"]))
         figures["rejections"] = stats.get("rejections", {})

@@ -284,15 +284,29 @@ class EvaluatorNode(Node):
                 self.writer = None
 
     # ---- episodes ------------------------------------------------------------------------
-    def call(self, name: str, request, timeout_s: float = 30.0):
+    def call(self, name: str, request, timeout_s: float = 60.0, first_attempt_s: float = 5.0):
+        """Call a graph service and wait for its answer. A request can be lost when the server was
+        just killed and is being respawned (discovery still lists the dead one for its lease), so
+        an unanswered request is sent again, waiting 5, 10, 20 ... s, within `timeout_s` in all.
+        The graph's services are idempotent (resets with one episode id, arming)."""
         client = self.service_clients[name]
-        if not client.wait_for_service(timeout_sec=timeout_s):
-            raise RuntimeError(f"service {client.srv_name} not available after {timeout_s:.0f} s")
-        done = threading.Event()
-        future = client.call_async(request)
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout_s):
-            raise RuntimeError(f"service {client.srv_name} did not answer within {timeout_s:.0f} s")
+        deadline = time.monotonic() + timeout_s
+        attempt_s, attempts = first_attempt_s, 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not client.wait_for_service(timeout_sec=remaining):
+                raise RuntimeError(f"service {client.srv_name} did not answer within {timeout_s:.0f} s "
+                                   f"({attempts} requests sent)")
+            done = threading.Event()
+            future = client.call_async(request)
+            future.add_done_callback(lambda _: done.set())
+            attempts += 1
+            if done.wait(min(attempt_s, max(deadline - time.monotonic(), 0.0))):
+                break
+            client.remove_pending_request(future)
+            self.get_logger().warning(f"service {client.srv_name}: no answer within {attempt_s:.0f} s; "
+                                      "asking again (its server may have been restarted)")
+            attempt_s *= 2
         response = future.result()
         if hasattr(response, "success") and not response.success:
             raise RuntimeError(f"service {client.srv_name} refused: {response.message}")

@@ -327,8 +327,9 @@ class ExecutorNode(Node):
         if result.command is not None:
             self.send(result.command, now)
             self.last_sent = result.command
-            self.activity.on_command(now, result.command, result.executed, result.hold_reason,
-                                     self.core.counters["ticks"])
+            if self.stats_file:           # the command log is for the stats file only (it grows)
+                self.activity.on_command(now, result.command, result.executed, result.hold_reason,
+                                         self.core.counters["ticks"])
         self.ticks_since_feedback += 1
         if result.request_chunk or self.ticks_since_feedback >= self.feedback_every:
             self.publish_feedback(now, result.request_chunk)

@@ -214,22 +214,48 @@ CASE_NAMES = [c.name for c in CASES]
 
 # ---- a ROS node beside the graph ---------------------------------------------------------------
 
-class Observer:
+class SideNode:
+    """A ROS node beside the graph in its own rclpy context (ROS domain `domain_id`), spun on a
+    thread: what fault injectors and observers build on. Call start() once subscribed."""
+
+    def __init__(self, name: str, domain_id: int):
+        import rclpy
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node(name, context=self.context)
+
+    def start(self) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        while self.context.ok():
+            self.executor.spin_once(timeout_sec=0.1)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+        self.thread.join(2.0)
+
+
+class Observer(SideNode):
     """Counts the executor's commands, keeps the policy's chunks, publishes bad ones and calls the
     executor's services; its own rclpy context in the graph's ROS domain."""
 
     def __init__(self, domain_id: int, command_topic: str, relays: dict | None = None):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import JointState
         from vla_msgs.msg import ActionChunk, EpisodeResult
         from vla_msgs.srv import EmergencyStop, SetArmed
 
         from ..nodes.common import RELIABLE_QOS, SERVICES, TOPICS
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node("fault_injector", context=self.context)
+        super().__init__("fault_injector", domain_id)
         self.commands = 0
         self.moving = 0                            # commands that changed the target position
         self.last_position = None
@@ -246,14 +272,7 @@ class Observer:
         from rcl_interfaces.srv import SetParameters
         self.param_client = self.node.create_client(SetParameters, "/sim_bridge/set_parameters")
         self.relays = {name: Relay(self.node, spec) for name, spec in (relays or {}).items()}
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            self.executor.spin_once(timeout_sec=0.1)
+        self.start()
 
     def _on_command(self, msg) -> None:
         self.last_command_stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
@@ -322,12 +341,6 @@ class Observer:
         while self.moving < n and time.monotonic() < deadline:
             time.sleep(0.002)
         return self.moving >= n
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
-        self.thread.join(2.0)
 
 
 class Relay:

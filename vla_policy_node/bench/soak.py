@@ -30,7 +30,7 @@ import numpy as np
 import psutil
 
 from ..core.embodiment import load_robot
-from .faults import FaultContext, Relay, RelaySpec
+from .faults import FaultContext, Relay, RelaySpec, SideNode
 
 GRAPH = "sim_demo"
 ROBOT = "metaworld_sawyer"
@@ -47,12 +47,10 @@ OLD_EPISODE = "soak_old_episode"
 OBSERVATION_RELAY = RelaySpec("perception", "/vla/observation", "vla_msgs.msg.Observation", "sensor")
 
 
-class SoakObserver:
+class SoakObserver(SideNode):
     """Sim clock, chunks and episode results of the graph; publishes chunks and calls set_armed."""
 
     def __init__(self, domain_id: int):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
         from rosgraph_msgs.msg import Clock
         from vla_msgs.msg import ActionChunk, EpisodeResult
         from vla_msgs.srv import SetArmed
@@ -60,9 +58,7 @@ class SoakObserver:
         from ..nodes.common import RELIABLE_QOS, SERVICES, TOPICS, to_sec
 
         self.to_sec = to_sec
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node("soak_observer", context=self.context)
+        super().__init__("soak_observer", domain_id)
         self.sim_time = float("nan")
         self.chunks = []                          # (sim s, inference ms, observation age ms)
         self.latest_chunk = None
@@ -76,14 +72,7 @@ class SoakObserver:
         self.arm_client = self.node.create_client(SetArmed, SERVICES["set_armed"])
         self.SetArmed = SetArmed
         self.relays = {"observation": Relay(self.node, OBSERVATION_RELAY)}
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            self.executor.spin_once(timeout_sec=0.1)
+        self.start()
 
     def _on_clock(self, msg) -> None:
         self.sim_time = self.to_sec(msg.clock)
@@ -107,12 +96,6 @@ class SoakObserver:
         future = self.arm_client.call_async(self.SetArmed.Request(armed=armed))
         future.add_done_callback(lambda _: done.set())
         return future.result().message if done.wait(5.0) else "set_armed did not answer"
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
-        self.thread.join(2.0)
 
 
 def inject(kind: str, ctx: FaultContext, observer: SoakObserver) -> str:

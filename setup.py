@@ -15,6 +15,7 @@ NODES = {
     "vla_evaluator": "vla_policy_node.nodes.evaluator:main",
     "vla_imagination_monitor": "vla_policy_node.nodes.imagination_monitor:main",
     "vla_replay": "vla_policy_node.nodes.replay:main",
+    "vla_task_runner": "vla_policy_node.nodes.task_runner:main",
 }
 
 setup(
@@ -44,6 +45,7 @@ setup(
             "vla-train=vla_policy_node.train:main",
             "vla-bench=vla_policy_node.bench.cli:main",
             "vla-eval=vla_policy_node.evaluation.cli:main",
+            "vla-task=vla_policy_node.task_cli:main",
         ],
     },
 )

@@ -33,6 +33,7 @@ class EpisodeTracker:
         self._flag = False
         self._env_state = None
         self._seen_reset = False
+        self._reported = False
         self.changed = threading.Event()
 
     def on_env_state(self, stamp: float, step: int, values=None, now: float | None = None) -> None:
@@ -50,6 +51,7 @@ class EpisodeTracker:
             self.changed.set()
 
     def on_success(self, value: bool) -> None:
+        self._reported = True
         if not value:
             self._seen_reset = True
         elif self._seen_reset and not self.success:
@@ -58,6 +60,12 @@ class EpisodeTracker:
         self._flag = bool(value) and self._seen_reset
         if self.stages is not None and self._env_state is not None:
             self.stages.update(self._env_state, self._flag)
+
+    @property
+    def success_reported(self) -> bool:
+        """A success signal arrived during this episode (a simulator's; a physical arm has none).
+        A True that was never preceded by this episode's False does not count as success."""
+        return self._reported
 
     @property
     def staged(self) -> bool:

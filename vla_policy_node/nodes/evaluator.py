@@ -28,7 +28,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import rclpy
 from rcl_interfaces.msg import ParameterType
 from rclpy.node import Node
@@ -37,15 +36,13 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
-from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
-from vla_msgs.msg import (ActionChunk, ActionCommand, EpisodeAnnouncement, EpisodeResult, ExecutorStatus,
-                          ImaginationDivergence, ImaginedFuture, PolicyStatus, StateVector)
-from vla_msgs.srv import ResetEpisode, SetArmed, SetInstruction
+from vla_msgs.msg import (ActionChunk, ActionCommand, EpisodeResult, ExecutorStatus, ImaginationDivergence,
+                          ImaginedFuture, PolicyStatus)
 
 from ..core import images
 from ..core.episode_log import EpisodeLog
-from ..core.progress import StageThresholds, StageTracker
+from ..core.progress import StageThresholds
 from ..core.protocol import check_training_seeds, resolve_seeds
 from ..data.bags import BagWriter, make_typestore
 from ..evaluation.closed_loop_report import EvaluationProtocol, episode_record, monitor_row, run_description
@@ -54,6 +51,7 @@ from ..evaluation.replay_scoring import replay_score
 from ..evaluation.reports import EpisodeRecord, write_episode_video, write_run_report
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, load_robot_or_exit, message_class,
                      run_node, to_sec)
+from .task_runner import TaskHooks, TaskRequest, TaskRunner
 
 # A recorder takes the reliability its publishers offer (as rosbag2 does): reliable topics are
 # recorded without loss, best-effort ones (camera streams) without back-pressure on the robot.
@@ -106,7 +104,6 @@ class EvaluatorNode(Node):
         monitor_camera = cfg.monitor.camera if cfg.monitor is not None and cfg.monitor.camera else None
         self.camera = next(c for c in cfg.cameras if c.name == (monitor_camera or cfg.cameras[0].name))
         self.backend = "unknown"
-        self.tracker: EpisodeTracker | None = None
         self.log: EpisodeLog | None = None           # the running episode's divergence, frames, latencies
         self.episode_id = ""
         self.monitor_rows: list[dict] = []          # per episode: success, divergence, psnr, ssim
@@ -123,16 +120,9 @@ class EvaluatorNode(Node):
         self.recorded: list[str] = []
         self.recorded_clock = float("-inf")             # newest /clock the recorder wrote (s)
 
-        self.service_clients = {
-            "sim_reset": self.create_client(ResetEpisode, SERVICES["sim_reset"]),
-            "policy_reset": self.create_client(ResetEpisode, SERVICES["policy_reset"]),
-            "executor_reset": self.create_client(ResetEpisode, SERVICES["executor_reset"]),
-            "set_instruction": self.create_client(SetInstruction, SERVICES["set_instruction"]),
-            "set_armed": self.create_client(SetArmed, SERVICES["set_armed"]),
-        }
-        self.create_subscription(StateVector, self.robot.config.env_state_topic or TOPICS["env_state"],
-                                 self.on_env_state, RELIABLE_QOS)
-        self.create_subscription(Bool, TOPICS["success"], self.on_success, RELIABLE_QOS)
+        # resets, arming, success and step tracking, the latched /vla/episode: the same path as a RunTask goal
+        self.tasks = TaskRunner(self, self.robot.config.env_state_topic or None, episode_timeout_s,
+                                thresholds if stage_progress else None)
         self.create_subscription(PolicyStatus, TOPICS["policy_status"], self.on_policy_status, LATCHED_QOS)
         self.create_subscription(ImaginationDivergence, TOPICS["divergence"], self.on_divergence, RELIABLE_QOS)
         self.create_subscription(ImaginedFuture, TOPICS["imagined"], self.on_imagined, RELIABLE_QOS)
@@ -153,20 +143,10 @@ class EvaluatorNode(Node):
                                      LATCHED_QOS)
             self.replay_start = self.create_client(Trigger, SERVICES["replay_start"])
         self.result_pub = self.create_publisher(EpisodeResult, TOPICS["episode_result"], RELIABLE_QOS)
-        self.episode_pub = self.create_publisher(EpisodeAnnouncement, TOPICS["episode"], LATCHED_QOS)
         self.runner = threading.Thread(target=self.run, name="episodes", daemon=True)
         self.runner.start()
 
     # ---- topic callbacks ---------------------------------------------------------------
-    def on_env_state(self, msg: StateVector) -> None:
-        if self.tracker is not None:
-            self.tracker.on_env_state(to_sec(msg.header.stamp), int(msg.step), np.asarray(msg.values),
-                                      self.get_clock().now().nanoseconds * 1e-9)
-
-    def on_success(self, msg: Bool) -> None:
-        if self.tracker is not None:
-            self.tracker.on_success(msg.data)
-
     def on_policy_status(self, msg: PolicyStatus) -> None:
         self.backend = msg.backend
 
@@ -284,34 +264,6 @@ class EvaluatorNode(Node):
                 self.writer = None
 
     # ---- episodes ------------------------------------------------------------------------
-    def call(self, name: str, request, timeout_s: float = 60.0, first_attempt_s: float = 5.0):
-        """Call a graph service and wait for its answer. A request can be lost when the server was
-        just killed and is being respawned (discovery still lists the dead one for its lease), so
-        an unanswered request is sent again, waiting 5, 10, 20 ... s, within `timeout_s` in all.
-        The graph's services are idempotent (resets with one episode id, arming)."""
-        client = self.service_clients[name]
-        deadline = time.monotonic() + timeout_s
-        attempt_s, attempts = first_attempt_s, 0
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not client.wait_for_service(timeout_sec=remaining):
-                raise RuntimeError(f"service {client.srv_name} did not answer within {timeout_s:.0f} s "
-                                   f"({attempts} requests sent)")
-            done = threading.Event()
-            future = client.call_async(request)
-            future.add_done_callback(lambda _: done.set())
-            attempts += 1
-            if done.wait(min(attempt_s, max(deadline - time.monotonic(), 0.0))):
-                break
-            client.remove_pending_request(future)
-            self.get_logger().warning(f"service {client.srv_name}: no answer within {attempt_s:.0f} s; "
-                                      "asking again (its server may have been restarted)")
-            attempt_s *= 2
-        response = future.result()
-        if hasattr(response, "success") and not response.success:
-            raise RuntimeError(f"service {client.srv_name} refused: {response.message}")
-        return response
-
     def remote_parameter(self, node_name: str, name: str, timeout_s: float = 5.0):
         """A parameter of another node (bool, int, float or string); None when it does not answer."""
         client = AsyncParameterClient(self, node_name)
@@ -341,13 +293,10 @@ class EvaluatorNode(Node):
                                  f"lockstep={value}; set them together, e.g. --set {node_name}.lockstep:={flag}")
         return seen
 
-    def begin_episode(self, episode_id: str, start: float) -> EpisodeTracker:
-        stages = StageTracker(self.protocol.stage_thresholds) if self.protocol.stage_progress else None
-        tracker = EpisodeTracker(start, stages)
+    def begin_log(self, episode_id: str, start: float) -> None:
+        """Start keeping episode `episode_id`'s divergence, frames and latencies (from `start`, s)."""
         self.log = EpisodeLog(start, self.max_video_frames, self.video_frame_stride, self.max_imagined_chunks)
         self.episode_id = episode_id
-        self.tracker = tracker
-        return tracker
 
     def end_episode(self, name: str, task: str, seed: int, instruction: str, tracker: EpisodeTracker, reason: str,
                     bag: str, wall_s: float, success: bool | None = None, steps: int | None = None,
@@ -374,45 +323,23 @@ class EvaluatorNode(Node):
                                f"({record.extra['wall_time_s']:.1f} s wall), progress {record.progress_score:.2f}, "
                                f"{len(record.divergence)} imagined frames scored")
 
-    def announce(self, episode_id: str, task: str, instruction: str, seed: int, active: bool) -> None:
-        """Latch the running episode on /vla/episode: a node restarted during it rejoins it."""
-        msg = EpisodeAnnouncement(episode_id=episode_id, task=task, instruction=instruction, seed=seed, active=active)
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.episode_pub.publish(msg)
-
     def run_episode(self, task: str, seed: int) -> EpisodeRecord:
-        episode_id = f"{task}_s{seed}"
-        wall_start = time.monotonic()
-        self.call("set_armed", SetArmed.Request(armed=False))
-        self.tracker, self.log = None, None
-        bag = self.open_bag(episode_id)  # before the reset so the episode's first state is in the bag
-        reset = self.call("sim_reset", ResetEpisode.Request(task=task, seed=seed, episode_id=episode_id))
-        instruction, start = reset.instruction, to_sec(reset.stamp)
-        self.call("set_instruction", SetInstruction.Request(instruction=instruction, episode_id=episode_id))
-        self.call("policy_reset", ResetEpisode.Request(task=task, instruction=instruction, seed=seed,
-                                                      episode_id=episode_id))
-        self.call("executor_reset", ResetEpisode.Request(task=task, instruction=instruction, seed=seed,
-                                                        episode_id=episode_id))
-        tracker = self.begin_episode(episode_id, start)
-        self.announce(episode_id, task, instruction, seed, active=True)
-        self.call("set_armed", SetArmed.Request(armed=True))
-        reason = "timeout"
-        while time.monotonic() - wall_start < self.protocol.episode_timeout_s:
-            tracker.changed.wait(0.5)
-            tracker.changed.clear()
-            if tracker.success:
-                reason = "success"
-                break
-            if tracker.steps >= self.protocol.max_steps:
-                reason = "step_limit"
-                break
-        self.call("set_armed", SetArmed.Request(armed=False))
-        self.announce(episode_id, task, instruction, seed, active=False)
-        self.drain_recording(tracker.last_stamp)
+        """One closed-loop episode through the task runner, recorded into its bag and scored."""
+        bag = ""
+
+        def before_reset(episode_id: str) -> None:
+            nonlocal bag
+            self.log = None
+            bag = self.open_bag(episode_id)   # before the reset so the episode's first state is in the bag
+
+        request = TaskRequest(task=task, seed=seed, arm=True, timeout_s=self.protocol.episode_timeout_s,
+                              max_steps=self.protocol.max_steps, episode_id=f"{task}_s{seed}")
+        outcome = self.tasks.run(request, hooks=TaskHooks(before_reset=before_reset, started=self.begin_log))
+        self.drain_recording(outcome.tracker.last_stamp)
         self.close_bag()
-        record = self.end_episode(episode_id, task, seed, instruction, tracker, reason, bag,
-                                  time.monotonic() - wall_start)
-        self.publish_result(episode_id, record)
+        record = self.end_episode(outcome.episode_id, task, seed, outcome.instruction, outcome.tracker,
+                                  outcome.reason, bag, outcome.wall_time_s)
+        self.publish_result(outcome.episode_id, record)
         return record
 
     # ---- replay ---------------------------------------------------------------------------
@@ -439,18 +366,15 @@ class EvaluatorNode(Node):
                                "arms it only in dry-run (parameter executor.dry_run:=true)")
         episode_id, task, seed, instruction = desc.episode_id, desc.task, int(desc.seed), desc.instruction
         wall_start = time.monotonic()
-        self.call("set_armed", SetArmed.Request(armed=False))
+        self.tasks.set_armed(False)
         bag = self.open_bag(f"{episode_id}_replay")
-        self.call("set_instruction", SetInstruction.Request(instruction=instruction, episode_id=episode_id))
-        self.call("policy_reset", ResetEpisode.Request(task=task, instruction=instruction, seed=seed,
-                                                      episode_id=episode_id))
-        self.call("executor_reset", ResetEpisode.Request(task=task, instruction=instruction, seed=seed,
-                                                        episode_id=episode_id))
-        tracker = self.begin_episode(episode_id, to_sec(desc.header.stamp))
+        self.tasks.reset_graph(episode_id, task, instruction, seed)
+        tracker = self.tasks.begin(episode_id, to_sec(desc.header.stamp))
+        self.begin_log(episode_id, to_sec(desc.header.stamp))
         self.commanded.clear()
         self.recorded_commands.clear()
         self.collect_commands = True
-        self.call("set_armed", SetArmed.Request(armed=True))
+        self.tasks.set_armed(True)
         if not self.replay_start.wait_for_service(timeout_sec=10.0):
             raise RuntimeError(f"service {SERVICES['replay_start']} not available after 10 s")
         done = threading.Event()
@@ -459,7 +383,7 @@ class EvaluatorNode(Node):
         done.wait(10.0)
         finished = self.wait_replay(("finished",), self.protocol.episode_timeout_s)
         time.sleep(self.replay_settle_s)             # the graph answers the last recorded states
-        self.call("set_armed", SetArmed.Request(armed=False))
+        self.tasks.set_armed(False)
         self.collect_commands = False
         self.close_bag()
         score = replay_score(self.commanded, self.recorded_commands, list(self.robot.config.action.names),

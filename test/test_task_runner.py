@@ -1,0 +1,197 @@
+"""The task entry point on a running graph, as an operator uses it: the panda_bringup graph (the
+robot_bringup nodes on the embedded MuJoCo Panda, ros2_control contract, free-running, every node
+its own process) and `vla-task` in another process, over the RunTask action."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from vla_policy_node.core.task_progress import TaskLimits, TaskProgress, end_reason
+from vla_policy_node.nodes.task_runner import TaskRequest, new_episode_id
+
+DOMAIN_ID = 40          # this file's graph; 41: a domain with no graph at all
+FEEDBACK = re.compile(r"^\[(?P<id>[^\]]+)\] (?P<phase>[^:]+): (?P<chunks>\d+) chunks, (?P<steps>\d+) steps")
+RESULT = re.compile(r"vla-task: (?P<id>\S+): (?P<reason>\w+), success=(?P<success>\w+), (?P<steps>\d+) steps")
+
+
+# ---- the pure parts --------------------------------------------------------------------------
+def test_the_end_reason_follows_operator_then_success_then_limits():
+    limits = TaskLimits(timeout_s=10.0, max_steps=100)
+    assert end_reason(limits, 1.0, 5, False) is None
+    assert end_reason(limits, 1.0, 100, False) == "step_limit"
+    assert end_reason(limits, 10.0, 5, False) == "timeout"
+    assert end_reason(limits, 10.0, 100, True) == "success"          # reached in the same instant as a limit
+    assert end_reason(limits, 1.0, 5, True, canceled=True) == "canceled"
+    assert end_reason(limits, 1.0, 5, True, canceled=True, preempted=True) == "preempted"
+    assert end_reason(TaskLimits(timeout_s=10.0), 1.0, 10 ** 6, False) is None   # 0 = no step limit
+
+
+def test_limits_and_requests_name_what_is_wrong():
+    with pytest.raises(ValueError, match="timeout_s"):
+        TaskLimits(timeout_s=0.0)
+    with pytest.raises(ValueError, match="max_steps"):
+        TaskLimits(timeout_s=1.0, max_steps=-1)
+    with pytest.raises(ValueError, match="instruction"):
+        TaskRequest(instruction="  ").check()
+    with pytest.raises(ValueError, match="timeout_s"):
+        TaskRequest(instruction="reach", timeout_s=-1.0).check()
+    TaskRequest(task="reach").check()                                 # a simulator gives the instruction
+
+
+def test_progress_counts_only_its_own_episode():
+    progress = TaskProgress("reach_1")
+    progress.on_chunk("reach_0", 5.0)              # a chunk of the previous episode still in flight
+    progress.on_feedback("reach_0", 4)
+    progress.on_chunk("reach_1", 12.5)
+    progress.on_feedback("reach_1", 4)
+    progress.on_feedback("reach_1", 3)
+    assert (progress.chunks, progress.executed_steps, progress.last_latency_ms) == (1, 7, 12.5)
+    assert new_episode_id("reach").startswith("reach_") and new_episode_id("") != new_episode_id("")
+
+
+# ---- through the graph -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    from vla_policy_node.graph_runner import run_graph
+
+    out = tmp_path_factory.mktemp("panda_bringup")
+    env = {"ROS_DOMAIN_ID": str(DOMAIN_ID), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    stop, result = threading.Event(), {}
+    runner = threading.Thread(target=lambda: result.update(run_graph("panda_bringup", {}, out / "logs", env=env,
+                                                                     stop=stop, timeout_s=600)))
+    runner.start()
+    yield env
+    stop.set()
+    runner.join(60)
+    assert result.get("error") is None, result.get("error")
+    assert all(p["restarts"] == 0 for p in result["processes"].values())
+
+
+def vla_task(env: dict, *args: str, timeout_s: float = 150.0) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vla_policy_node.task_cli", *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=timeout_s)
+
+
+def start_task(env: dict, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "vla_policy_node.task_cli", *args], env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_feedback(proc: subprocess.Popen, phase: str, min_steps: int = 0, timeout_s: float = 90.0) -> list[str]:
+    """Lines of a running vla-task until one shows `phase` with at least `min_steps` executed."""
+    lines, deadline = [], time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = FEEDBACK.match(line)
+        if m and m["phase"] == phase and int(m["steps"]) >= min_steps:
+            return lines
+    raise AssertionError(f"no '{phase}' feedback with >= {min_steps} steps: {lines}")
+
+
+def result_of(stdout: str) -> re.Match:
+    m = RESULT.search(stdout)
+    assert m, stdout
+    return m
+
+
+def test_an_instruction_and_arm_reach_the_target_as_on_a_physical_arm(graph):
+    """The physical-arm path: no simulator reset, one goal resets perception, policy and executor
+    with one episode id and arms; the arm reaches the target over the ros2_control contract."""
+    done = vla_task(graph, "reach the red target", "--arm", "--timeout", "120")
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = result_of(done.stdout)
+    assert result["reason"] == "success" and result["success"] == "true" and int(result["steps"]) > 10
+    moving = [FEEDBACK.match(line) for line in done.stdout.splitlines()]
+    assert any(m and m["phase"] == "armed" and int(m["chunks"]) > 0 and m["id"] == result["id"] for m in moving)
+
+
+def test_a_simulator_task_and_seed_reset_the_simulator_first(graph):
+    done = vla_task(graph, "--task", "reach", "--seed", "100", "--arm", "--timeout", "120", "--quiet")
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = result_of(done.stdout)
+    assert result["id"].startswith("reach_") and result["reason"] == "success"
+    assert done.stdout.count("\n") == 1                                   # --quiet: the result only
+
+
+def test_a_new_task_preempts_the_running_one(graph):
+    first = start_task(graph, "wait here", "--timeout", "120")           # disarmed: the arm holds
+    try:
+        wait_for_feedback(first, "running (disarmed)")
+        second = vla_task(graph, "--task", "reach", "--seed", "101", "--arm", "--timeout", "120", "--quiet")
+        out, err = first.communicate(timeout=60)
+    finally:
+        first.kill()
+    assert second.returncode == 0 and result_of(second.stdout)["reason"] == "success", second.stdout + second.stderr
+    assert first.returncode == 1 and result_of(out)["reason"] == "preempted", out + err
+
+
+def test_ctrl_c_cancels_the_task_and_the_arm_holds(graph):
+    task = start_task(graph, "--task", "reach", "--seed", "102", "--arm", "--timeout", "120")
+    try:
+        wait_for_feedback(task, "armed", min_steps=1)
+        task.send_signal(signal.SIGINT)
+        out, err = task.communicate(timeout=60)
+    finally:
+        task.kill()
+    assert task.returncode == 1 and result_of(out)["reason"] == "canceled", out + err
+    assert "canceling the task" in err
+    status, positions = executor_status_and_joint_motion(graph)
+    assert not status.armed and status.holding and status.hold_reason == "disarmed"
+    assert np.max(np.ptp(positions, axis=0)) < 1e-3          # rad over the sampled second: holding still
+
+
+def test_a_task_the_graph_cannot_run_is_named(graph):
+    done = vla_task(graph, "--task", "no-such-task", "--arm", "--quiet")
+    assert done.returncode == 1
+    assert "/vla/sim/reset_episode refused" in done.stderr and "no-such-task" in done.stderr
+
+
+def test_no_task_runner_is_named():
+    done = vla_task({"ROS_DOMAIN_ID": str(DOMAIN_ID + 1)}, "reach", "--server-timeout", "2")
+    assert done.returncode == 2 and "no task runner serves /vla/run_task" in done.stderr
+
+
+def executor_status_and_joint_motion(env: dict, sample_s: float = 1.0):
+    """The latched executor status and the joint positions seen over `sample_s` (s, wall)."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import JointState
+    from vla_msgs.msg import ExecutorStatus
+
+    from vla_policy_node.nodes.common import LATCHED_QOS, RELIABLE_QOS
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    node = rclpy.create_node("task_probe", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    statuses, positions = [], []
+    node.create_subscription(ExecutorStatus, "/vla/executor_status", statuses.append, LATCHED_QOS)
+    node.create_subscription(JointState, "/joint_states", lambda m: positions.append(list(m.position)[:7]),
+                             RELIABLE_QOS)
+    try:
+        deadline = time.monotonic() + 20.0
+        while (not statuses or len(positions) < 2) and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        positions.clear()
+        end = time.monotonic() + sample_s
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.05)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+    assert statuses and len(positions) >= 2, (len(statuses), len(positions))
+    return statuses[-1], np.asarray(positions)

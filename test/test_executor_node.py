@@ -79,6 +79,18 @@ class Robot:
         assert future.done(), f"{SERVICES[name]} did not answer"
         return future.result()
 
+    def set_parameter(self, name: str, value):
+        """Set one of the executor's parameters at run time; the SetParametersResult list."""
+        from rclpy.parameter import Parameter
+        from rclpy.parameter_client import AsyncParameterClient
+
+        client = AsyncParameterClient(self.node, "executor")
+        assert client.wait_for_services(timeout_sec=20.0)
+        future = client.set_parameters([Parameter(name, value=value)])
+        self.spin(10.0, until=future.done)
+        assert future.done(), "executor did not answer set_parameters"
+        return future.result().results
+
     def send_chunk(self, t0: float, actions: np.ndarray, episode="ep") -> None:
         self.chunk_id += 1
         h, d = actions.shape
@@ -143,11 +155,23 @@ def test_free_running_async_executes_chunks_and_latches_estop(robot):
 
 
 @pytest.mark.parametrize("robot", [dict(domain=53, mode="async", dry_run="true")], indirect=True)
-def test_dry_run_publishes_nothing_to_the_robot(robot):
+def test_dry_run_publishes_nothing_to_the_robot_until_turned_off_disarmed(robot):
     start(robot)
     robot.answer_requests(0.7, 2.5)
     assert robot.commands == []
     assert any(abs(c.values[0] - 0.7) < 1e-6 for c in robot.dry)
+    refused, = robot.set_parameter("dry_run", False)             # armed: leaving dry-run is refused
+    assert not refused.successful and "disarm first" in refused.reason
+    robot.answer_requests(0.7, 0.5)
+    assert robot.commands == []
+    assert robot.call("set_armed", SetArmed.Request(armed=False)).success
+    accepted, = robot.set_parameter("dry_run", False)
+    assert accepted.successful
+    assert robot.call("set_armed", SetArmed.Request(armed=True)).success
+    robot.answer_requests(0.7, 1.5)
+    assert any(abs(c.values[0] - 0.7) < 1e-6 for c in robot.commands)
+    robot.spin(1.0, until=lambda: robot.status and not robot.status[-1].dry_run)
+    assert not robot.status[-1].dry_run
 
 
 @pytest.mark.parametrize("robot", [dict(domain=54, mode="async")], indirect=True)

@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 from rclpy.clock import Clock, ClockType
 from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from vla_msgs.msg import ActionChunk, ActionCommand, ExecutionFeedback, ExecutorStatus, ImaginationDivergence
 from vla_msgs.srv import EmergencyStop, ResetEpisode, SetArmed
@@ -115,6 +117,7 @@ class ExecutorNode(Node):
                         pass
                 self.control_thread = threading.Thread(target=self.control_loop, name="control", daemon=True)
                 self.control_thread.start()
+        self.add_on_set_parameters_callback(self.on_parameters)
         self.create_timer(float(p("status_period_s", 0.5).value), self.publish_status)
         self.create_timer(0.5, self.retry_request, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.publish_status()
@@ -228,6 +231,24 @@ class ExecutorNode(Node):
             self.lockstep_tick()
         self.publish_status()
         return response
+
+    def on_parameters(self, params) -> SetParametersResult:
+        """`dry_run` changes at run time (`ros2 param set /executor dry_run false` once the operator
+        has watched the would-be commands); leaving dry-run is refused while armed."""
+        for param in params:
+            if param.name != "dry_run":
+                continue
+            if param.type_ != Parameter.Type.BOOL:
+                return SetParametersResult(successful=False, reason="dry_run: expected true or false")
+            with self.lock:
+                if not param.value and self.core.dry_run and self.core.armed:
+                    return SetParametersResult(successful=False,
+                                               reason="dry_run: disarm first (/vla/executor/set_armed armed: false)")
+                self.core.dry_run = bool(param.value)
+            self.get_logger().warning(f"dry_run={self.core.dry_run}: commands go to "
+                                      f"{TOPICS['dry_run_command'] if self.core.dry_run else self.robot.config.output.command_topic}")
+            self.publish_status()
+        return SetParametersResult(successful=True)
 
     def on_estop(self, request, response):
         response.success, response.message = self.core.emergency_stop(request.engage, request.clear, request.reason)

@@ -15,10 +15,11 @@ $(STAMPS)/system: scripts/install_system_packages.sh
 	bash scripts/install_system_packages.sh
 	@mkdir -p $(STAMPS) && touch $@
 
-$(STAMPS)/python: requirements.txt
+$(STAMPS)/python: requirements.txt requirements-nodeps.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/interfaces: $(STAMPS)/python scripts/build_interfaces.sh scripts/fix_wheel_cmake_paths.py \
@@ -55,10 +56,12 @@ train: setup
 	$(VENV)/bin/vla-train --family bc --output checkpoints/bc_metaworld $(TRAIN_COMMON) \
 		--vae checkpoints/videovla_metaworld/vae
 
-# Policy figures (artifacts/bench/policy.json) and executor figures (artifacts/bench/executor.json).
+# Policy figures (artifacts/bench/policy.json), executor figures (artifacts/bench/executor.json) and
+# the added latency of a policy served by vla-serve (artifacts/bench/remote.json).
 bench: setup
 	$(VENV)/bin/vla-bench policy
 	$(VENV)/bin/vla-bench executor
+	$(VENV)/bin/vla-bench remote
 
 # The policy leaderboard (artifacts/bench/policies.json / policies.md): every row of
 # config/bench/policies.yaml on 5 tasks x 6 held-out seeds through the graph; cached per checkpoint.

@@ -46,6 +46,7 @@ setup(
             "vla-bench=vla_policy_node.bench.cli:main",
             "vla-eval=vla_policy_node.evaluation.cli:main",
             "vla-task=vla_policy_node.task_cli:main",
+            "vla-serve=vla_policy_node.serving.server:main",
         ],
     },
 )

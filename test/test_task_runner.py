@@ -163,6 +163,37 @@ def test_no_task_runner_is_named():
     assert done.returncode == 2 and "no task runner serves /vla/run_task" in done.stderr
 
 
+def test_the_same_task_with_the_policy_behind_vla_serve(tmp_path):
+    """The model core in another process behind the openpi protocol (as on a GPU box): the graph's
+    policy node runs the `remote` backend, `vla-serve` runs reach_ik; the task still succeeds."""
+    from vla_policy_node.graph_runner import run_graph
+
+    serve = subprocess.Popen([sys.executable, "-m", "vla_policy_node.serving.server", "--backend", "reach_ik",
+                              "--robot", "panda_ros2_control", "--host", "127.0.0.1", "--port", "0"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {"ROS_DOMAIN_ID": str(DOMAIN_ID + 2), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    stop, result = threading.Event(), {}
+    try:
+        banner = serve.stdout.readline()
+        port = re.search(r"ws://127.0.0.1:(\d+)", banner)
+        assert port, banner
+        overrides = {"policy": {"backend": "remote", "server": f"ws://127.0.0.1:{port[1]}"}}
+        runner = threading.Thread(target=lambda: result.update(
+            run_graph("panda_bringup", overrides, tmp_path / "logs", env=env, stop=stop, timeout_s=600)))
+        runner.start()
+        done = vla_task(env, "reach the red target", "--arm", "--timeout", "120")
+        stop.set()
+        runner.join(60)
+    finally:
+        stop.set()
+        serve.terminate()
+        serve.wait(timeout=10)
+    assert done.returncode == 0 and result_of(done.stdout)["reason"] == "success", done.stdout + done.stderr
+    assert result.get("error") is None, result.get("error")
+    policy_log = (tmp_path / "logs" / "policy.log").read_text()
+    assert "remote" in policy_log
+
+
 def executor_status_and_joint_motion(env: dict, sample_s: float = 1.0):
     """The latched executor status and the joint positions seen over `sample_s` (s, wall)."""
     import rclpy

@@ -5,6 +5,7 @@
     vla-bench executor [--modes ...] ...              execution modes free-running, control-loop jitter
     vla-bench faults [--cases NAME ...]               fault injection through the graph (faults.json / .md)
     vla-bench soak [--sim-minutes 30]                 the learned policy for a long run with random faults
+    vla-bench remote [--checkpoint DIR]               the model core behind vla-serve vs in-process (remote.json)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from . import executor, faults, policy, soak
+    from . import executor, faults, policy, remote, soak
 
     parser = argparse.ArgumentParser(prog="vla-bench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -28,6 +29,7 @@ def main(argv=None) -> int:
     executor.build_argparser(commands.add_parser("executor", help="execution modes and control-loop jitter"))
     faults.build_argparser(commands.add_parser("faults", help="fault injection through the graph"))
     soak.build_argparser(commands.add_parser("soak", help="long run with random faults: leaks and drift"))
+    remote.build_argparser(commands.add_parser("remote", help="added latency of a policy behind vla-serve"))
     args = parser.parse_args(argv)
     if args.command == "policy":
         return policy.run(args)
@@ -37,6 +39,8 @@ def main(argv=None) -> int:
         return faults.run(args)
     if args.command == "soak":
         return soak.run(args)
+    if args.command == "remote":
+        return remote.run(args)
     from .leaderboard import Leaderboard, run_leaderboard
     try:
         leaderboard = Leaderboard.load(args.config)

@@ -58,6 +58,19 @@ def test_progress_counts_only_its_own_episode():
     assert new_episode_id("reach").startswith("reach_") and new_episode_id("") != new_episode_id("")
 
 
+def test_health_levels_name_the_threshold():
+    from vla_policy_node.core.health import ERROR, OK, WARN, Above, Flag, assess
+
+    checks = [Above("latency_ms_p95", 50.0, 100.0, " ms"), Flag("estop", ERROR, "emergency stop latched"),
+              Above("state_age_ms", 125.0, 250.0, " ms", when=lambda f: f["armed"])]
+    assert assess({"latency_ms_p95": 20.0, "estop": False, "state_age_ms": 900.0, "armed": False}, checks) == \
+        (OK, "OK")                                                    # stale state matters only when armed
+    assert assess({"latency_ms_p95": 60.0, "armed": True, "state_age_ms": None}, checks) == \
+        (WARN, "latency_ms_p95 60 ms > 50 ms")
+    assert assess({"latency_ms_p95": 60.0, "estop": True, "armed": True, "state_age_ms": 300.0}, checks) == \
+        (ERROR, "emergency stop latched; state_age_ms 300 ms > 250 ms")
+
+
 # ---- through the graph -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory):
@@ -156,6 +169,51 @@ def test_a_task_the_graph_cannot_run_is_named(graph):
     done = vla_task(graph, "--task", "no-such-task", "--arm", "--quiet")
     assert done.returncode == 1
     assert "/vla/sim/reset_episode refused" in done.stderr and "no-such-task" in done.stderr
+
+
+def test_every_node_reports_its_health_on_diagnostics(graph):
+    """/diagnostics from the graph's processes: one status per node with levels and figures."""
+    statuses = diagnostics_of(graph, {"perception: observations", "policy: model", "executor: execution",
+                                      "task_runner: tasks"})
+    executor = statuses["executor: execution"]
+    assert executor["level"] == 0 and executor["values"]["armed"] == "False"       # after the tasks: disarmed
+    assert float(executor["values"]["command_rate_hz"]) >= 0 and executor["values"]["gate.outside_limits"] == "0"
+    assert int(executor["values"]["counters.commands_sent"]) > 0
+    policy = statuses["policy: model"]
+    assert policy["values"]["backend"] == "reach_ik" and float(policy["values"]["process_rss_mb"]) > 20
+    perception = statuses["perception: observations"]
+    assert perception["level"] == 0 and float(perception["values"]["observation_rate_hz"]) > 1
+    assert int(statuses["task_runner: tasks"]["values"]["tasks_run"]) >= 4
+
+
+def diagnostics_of(env: dict, names: set, timeout_s: float = 20.0) -> dict:
+    """name -> {level, message, values} of the newest DiagnosticStatus of each of `names`."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    node = rclpy.create_node("diagnostics_probe", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    seen = {}
+
+    def on_array(msg) -> None:
+        for status in msg.status:
+            seen[status.name] = {"level": status.level[0] if isinstance(status.level, bytes) else int(status.level),
+                                 "message": status.message, "values": {kv.key: kv.value for kv in status.values}}
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_array, 10)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not names <= set(seen) and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+    assert names <= set(seen), sorted(seen)
+    return seen
 
 
 def test_no_task_runner_is_named():

@@ -39,7 +39,9 @@ from ..core.monitor_reaction import MonitorReaction
 from ..core.motion_limiter import POSITION_SPACES
 from ..core.state import (StateAssemblyError, assemble_state, joint_state_problem, problem_field, state_joints,
                           values_problem)
+from ..core.health import ERROR, WARN, Above, Flag
 from .command_contracts import CommandPublisher
+from .diagnostics import Diagnostics
 from .common import LATCHED_QOS, RELIABLE_QOS, SERVICES, TOPICS, load_robot_or_exit, run_node, to_sec, to_stamp
 
 
@@ -118,6 +120,15 @@ class ExecutorNode(Node):
                 self.control_thread = threading.Thread(target=self.control_loop, name="control", daemon=True)
                 self.control_thread.start()
         self.add_on_set_parameters_callback(self.on_parameters)
+        chunk_ms = cfg.action.horizon * cfg.action.dt * 1e3
+        self.rate_window = (time.monotonic(), 0)        # (wall s, commands) at the last diagnostics
+        self.diagnostics = Diagnostics(self, "execution", cfg.name, self.health_figures, [
+            Flag("estop", ERROR, "emergency stop latched"),
+            Above("outside_limits", None, 0, when=lambda f: True),
+            Above("state_age_ms", 0.5e3 * self.core.max_state_age_s, 1e3 * self.core.max_state_age_s, " ms",
+                  when=lambda f: f["armed"]),
+            Above("latency_ms_p95", 0.5 * chunk_ms, chunk_ms, " ms"),
+            Flag("armed_holding", WARN, "armed but holding")])
         self.create_timer(float(p("status_period_s", 0.5).value), self.publish_status)
         self.create_timer(0.5, self.retry_request, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.publish_status()
@@ -395,6 +406,28 @@ class ExecutorNode(Node):
             path = Path(self.stats_file)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(self.stats()))
+
+    def health_figures(self) -> dict:
+        """What /diagnostics reports: state, rates, counters by reason, latency, gate (units in the keys)."""
+        with self.lock:
+            c, gate = dict(self.core.counters), self.core.gate.counters
+            sent = c["commands_sent"] + c["dry_run_commands"]
+            now_wall = time.monotonic()
+            then, before = self.rate_window
+            self.rate_window = (now_wall, sent)
+            p50, p95 = self.core.latency_percentiles()
+            age = None if self.state_stamp is None else self.now() - self.state_stamp
+            reason = self.core.hold_reason
+            return {"armed": self.core.armed, "estop": self.core.estop, "dry_run": self.core.dry_run,
+                    "holding": bool(reason), "hold_reason": reason, "armed_holding": self.core.armed and bool(reason),
+                    "mode": self.core.mode, "contract": self.commands.contract,
+                    "command_rate_hz": (sent - before) / max(now_wall - then, 1e-6),
+                    "queue_depth": len(self.core.queue), "latency_ms_p50": p50 * 1e3, "latency_ms_p95": p95 * 1e3,
+                    "state_age_ms": None if age is None else age * 1e3,
+                    "counters": {k: v for k, v in c.items()},
+                    "gate": {"commands_clamped": gate.commands_clamped, "outside_limits": gate.outside_limits,
+                             "rejected_by_reason": dict(gate.reasons)},
+                    "outside_limits": gate.outside_limits}
 
     def publish_status(self) -> None:
         c, gate = self.core.counters, self.core.gate.counters

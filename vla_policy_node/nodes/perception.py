@@ -9,6 +9,9 @@ crashes the graph.
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
@@ -18,7 +21,9 @@ from vla_msgs.srv import SetInstruction
 from ..core import images
 from ..core.state import (StateAssemblyError, assemble_state, joint_state_problem, problem_field, state_joints,
                           values_problem)
+from ..core.health import WARN, Above, Flag
 from ..core.sync import TimeSynchronizer
+from .diagnostics import Diagnostics
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit,
                      run_node, to_sec)
 
@@ -57,7 +62,23 @@ class PerceptionNode(Node):
         self.obs_pub = self.create_publisher(Observation, TOPICS["observation"], SENSOR_QOS)
         self.create_service(SetInstruction, SERVICES["set_instruction"], self.on_set_instruction)
         self.create_subscription(EpisodeAnnouncement, TOPICS["episode"], self.on_episode, LATCHED_QOS)
+        self.last_published = None                       # wall time (monotonic s) of the last observation
+        self.obs_window = (time.monotonic(), 0)          # (wall s, observations) at the last diagnostics
+        self.diagnostics = Diagnostics(self, "observations", cfg.name, self.health_figures, [
+            Above("since_last_observation_s", 0.5, 2.0, " s"),
+            Flag("no_observation_yet", WARN, "no observation published yet (waiting for every stream)")])
         self.get_logger().info(f"perception ready for {cfg.name}: streams {streams}")
+
+    def health_figures(self) -> dict:
+        """What /diagnostics reports: observation rate, time since the last one, drops by reason."""
+        now, (then, before) = time.monotonic(), self.obs_window
+        self.obs_window = (now, self.seq)
+        return {"episode_id": self.episode_id, "instruction_set": bool(self.instruction),
+                "observations_published": self.seq,
+                "observation_rate_hz": (self.seq - before) / max(now - then, 1e-6),
+                "since_last_observation_s": None if self.last_published is None else now - self.last_published,
+                "no_observation_yet": self.last_published is None,
+                "dropped_by_reason": dict(self.rejections), "sync": dataclasses.asdict(self.sync.counters)}
 
     # ---- inputs -------------------------------------------------------------------------
     def reject(self, topic: str, field: str, reason: str) -> None:
@@ -157,6 +178,7 @@ class PerceptionNode(Node):
         if "env_state" in sample.streams:
             obs.env_state = sample.streams["env_state"]
         self.obs_pub.publish(obs)
+        self.last_published = time.monotonic()
 
 
 def main(args=None):

@@ -19,15 +19,18 @@ import threading
 import time
 
 import numpy as np
+import psutil
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from vla_msgs.msg import ActionChunk, EpisodeAnnouncement, ExecutionFeedback, ImaginedFuture, Observation, PolicyStatus
 from vla_msgs.srv import ResetEpisode
 
 from ..core import images
+from ..core.health import Above
 from ..core.rtc_prefix import align_prefix
 from ..models.backend import PolicyInput
 from ..models.registry import backend_class
+from .diagnostics import Diagnostics
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit,
                      run_node, to_sec)
 
@@ -75,6 +78,10 @@ class PolicyNode(Node):
         self.create_service(ResetEpisode, SERVICES["policy_reset"], self.on_reset)
         self.create_subscription(EpisodeAnnouncement, TOPICS["episode"], self.on_episode, LATCHED_QOS)
         self.create_timer(1.0, self.publish_status)
+        chunk_ms = cfg.action.horizon * cfg.action.dt * 1e3
+        self.chunks_window = (time.monotonic(), 0)      # (wall s, chunks) at the last diagnostics
+        self.diagnostics = Diagnostics(self, "model", cfg.name, self.health_figures, [
+            Above("inference_ms_p95", 0.5 * chunk_ms, chunk_ms, " ms")])
         self.worker = threading.Thread(target=self.serve, name="inference", daemon=True)
         self.worker.start()
         self.publish_status()
@@ -92,6 +99,7 @@ class PolicyNode(Node):
         for key, spec in cls.options.items():
             value = checkpoint if key == "checkpoint" else self.declare_parameter(key, spec.default).value
             options[key] = type(spec.default)(value) if spec.default is not None else value
+        self.backend_options = options
         return cls(self.robot, **options)
 
     # ---- inputs -------------------------------------------------------------------------
@@ -291,6 +299,26 @@ class PolicyNode(Node):
                 imagined.frames.append(image_msg(f[k], chunk.header.stamp, f"camera_{name}", "rgb8"))
         imagined.frame_offsets = [float(o) * chunk.dt for o in offsets[:n]]
         self.imagined_pub.publish(imagined)
+
+    def health_figures(self) -> dict:
+        """What /diagnostics reports: backend, device, chunk rate, inference time, drops by reason, memory."""
+        recent = self.inference_ms[-100:]
+        now, (then, before) = time.monotonic(), self.chunks_window
+        self.chunks_window = (now, self.chunk_id)
+        figures = {"backend": self.backend_name, "device": self.backend_options.get("device", "cpu"),
+                   "episode_id": self.episode_id, "chunks_published": self.chunk_id,
+                   "chunk_rate_hz": (self.chunk_id - before) / max(now - then, 1e-6),
+                   "requests_pending": int(self.request_after is not None),
+                   "inference_ms_p50": float(np.percentile(recent, 50)) if recent else None,
+                   "inference_ms_p95": float(np.percentile(recent, 95)) if recent else None,
+                   "dropped_by_reason": dict(self.rejections),
+                   "process_rss_mb": psutil.Process().memory_info().rss / 2 ** 20}
+        device = str(figures["device"])
+        if device.startswith("cuda"):
+            import torch
+            figures["cuda_allocated_mb"] = torch.cuda.memory_allocated(device) / 2 ** 20
+            figures["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        return figures
 
     def publish_status(self) -> None:
         recent = self.inference_ms[-100:]

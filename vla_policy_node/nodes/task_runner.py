@@ -25,10 +25,12 @@ from vla_msgs.action import RunTask
 from vla_msgs.msg import ActionChunk, EpisodeAnnouncement, ExecutionFeedback, ExecutorStatus, StateVector
 from vla_msgs.srv import ResetEpisode, SetArmed, SetInstruction
 
+from ..core.health import WARN, Flag
 from ..core.progress import StageThresholds, StageTracker
 from ..core.task_progress import TaskLimits, TaskProgress, end_reason
 from ..evaluation.episode_tracker import EpisodeTracker
 from .common import LATCHED_QOS, RELIABLE_QOS, SERVICES, TOPICS, run_node, to_sec
+from .diagnostics import Diagnostics
 
 ACTION_NAME = "/vla/run_task"
 
@@ -274,11 +276,23 @@ class TaskRunnerNode(Node):
         self.feedback_period_s = float(p("feedback_period_s", 0.5).value)
         self.lock = threading.Lock()             # one task drives the graph at a time
         self.latest_goal = None                  # id of the newest accepted goal; older ones are preempted
+        self.last_result = ""                    # reason the last task ended with
+        self.tasks_run = 0
+        self.diagnostics = Diagnostics(self, "tasks", p("robot", "").value or "graph", self.health_figures, [
+            Flag("last_failed", WARN, "the last task ended with an error")])
         group = ReentrantCallbackGroup()
         self.server = ActionServer(self, RunTask, ACTION_NAME, execute_callback=self.execute,
                                    goal_callback=self.on_goal, cancel_callback=lambda _: CancelResponse.ACCEPT,
                                    handle_accepted_callback=self.on_accepted, callback_group=group)
         self.get_logger().info(f"ready: send a vla_msgs/action/RunTask goal to {ACTION_NAME} (or: vla-task)")
+
+    def health_figures(self) -> dict:
+        progress = self.runner.progress
+        return {"running": self.lock.locked(), "tasks_run": self.tasks_run, "last_result": self.last_result,
+                "last_failed": self.last_result.startswith("error"),
+                "episode_id": progress.episode_id if progress is not None else "",
+                "chunks": progress.chunks if progress is not None else 0,
+                "executed_steps": progress.executed_steps if progress is not None else 0}
 
     def on_goal(self, goal: RunTask.Goal) -> GoalResponse:
         request = goal_to_request(goal)
@@ -310,12 +324,15 @@ class TaskRunnerNode(Node):
                     executed_steps=progress.executed_steps, last_latency_ms=progress.last_latency_ms,
                     holding=progress.holding, hold_reason=progress.hold_reason))
 
+            self.tasks_run += 1
             try:
                 outcome = self.runner.run(request, stop, feedback, feedback_period_s=self.feedback_period_s)
             except Exception as exc:    # a service that refused or did not answer: named, the goal aborts
                 self.get_logger().error(f"task failed: {exc}")
+                self.last_result = f"error: {exc}"
                 goal_handle.abort()
                 return RunTask.Result(reason=f"error: {exc}", episode_id=request.episode_id)
+        self.last_result = outcome.reason
         result = RunTask.Result(success=outcome.success, success_known=outcome.success_known, reason=outcome.reason,
                                 episode_id=outcome.episode_id, steps=outcome.steps, duration_s=outcome.duration_s,
                                 wall_time_s=outcome.wall_time_s)

@@ -174,6 +174,7 @@ def perception(context):
 
 def one_rejection(node, before_topic: dict, before_fields: dict, topic: str) -> str:
     """The field of the single rejection a message caused on `topic` (asserts there is exactly one)."""
+    topic = node.resolve_topic_name(topic)        # counted under the name an operator sees
     assert node.rejected.get(topic, 0) == before_topic.get(topic, 0) + 1
     new = delta(node.rejections, before_fields)
     assert list(new.values()) == [1] and next(iter(new)).startswith(f"{topic}: "), new

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from vla_policy_node.core.embodiment import load_robot, resolve_robot
-from vla_policy_node.graph import PACKAGE, load_graph
+from vla_policy_node.graph import PACKAGE, load_graph, params_section_key
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_DIR = ROOT / "launch"
@@ -174,10 +174,11 @@ def param_file_problems(path: str, node_name: str) -> list[str]:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
         return [f"node '{node_name}': parameter file {p} is not valid YAML: {exc}"]
-    if not isinstance(data, dict) or list(data) != [node_name]:
+    section = params_section_key(node_name)
+    if not isinstance(data, dict) or list(data) != [section]:
         keys = list(data) if isinstance(data, dict) else type(data).__name__
-        return [f"node '{node_name}': parameter file {p} top-level keys {keys}, expected ['{node_name}']"]
-    body = data[node_name]
+        return [f"node '{node_name}': parameter file {p} top-level keys {keys}, expected ['{section}']"]
+    body = data[section]
     if not isinstance(body, dict) or not isinstance(body.get("ros__parameters"), dict):
         return [f"node '{node_name}': parameter file {p} has no '{node_name}.ros__parameters' mapping"]
     return []
@@ -236,7 +237,10 @@ def node_problems(node: Node, spec) -> list[str]:
                             f"{spec.use_sim_time}")
         if spec is not None:
             for key, value in spec.parameters.items():
-                if key != "robot" and overrides.get(key) != value:
+                given = overrides.get(key)
+                if isinstance(given, LaunchConfiguration) and given.name == key:
+                    continue       # a launch argument (backend, checkpoint, device) defaulting to it: checked below
+                if key != "robot" and given != value:
                     problems.append(f"node '{name}': parameter {key}={overrides.get(key)!r}, graph sets {value!r}")
     if spec is not None and (kw.get("respawn", False), kw.get("respawn_delay")) != \
             (spec.respawn, spec.respawn_delay_s):
@@ -331,8 +335,17 @@ def test_launch_description_details(fake_launch, launch_file):
     nodes = [a for a in ld.actions if isinstance(a, Node)]
     assert [(n.kwargs["name"], n.kwargs["executable"]) for n in nodes] == \
         [(s.name, s.executable) for s in graph.nodes]
-    (robot_arg,) = [a for a in ld.actions if isinstance(a, DeclareLaunchArgument)]
-    assert robot_arg.name == "robot" and robot_arg.kwargs["default_value"] == graph.robot
+    declared = {a.name: a for a in ld.actions if isinstance(a, DeclareLaunchArgument)}
+    robot_arg = declared["robot"]
+    assert robot_arg.kwargs["default_value"] == graph.robot
+    assert declared["namespace"].kwargs["default_value"] == ""
+    assert all(n.kwargs["namespace"].name == "namespace" and ("/clock", "clock") in n.kwargs["remappings"]
+               for n in [a for a in ld.actions if isinstance(a, Node)])
+    policy = next((s for s in graph.nodes if s.executable == "vla_policy"), None)
+    if policy is not None:        # model arguments default to what the graph sets: unset, they change nothing
+        from vla_policy_node.graph import node_parameter
+        for key in ("backend", "checkpoint"):
+            assert declared[key].kwargs["default_value"] == str(node_parameter(policy, key, "") or "")
     assert load_robot(robot_arg.kwargs["default_value"]).name == graph.robot
     for node, spec in zip(nodes, graph.nodes):
         exe = node.kwargs["executable"]
@@ -342,8 +355,8 @@ def test_launch_description_details(fake_launch, launch_file):
         assert files and all(isinstance(f, str) for f in files)
         for f in files:
             data = yaml.safe_load(Path(f).read_text())
-            assert list(data) == [spec.name]
-            assert isinstance(data[spec.name]["ros__parameters"], dict)
+            assert list(data) == [params_section_key(spec.name)]
+            assert isinstance(data[params_section_key(spec.name)]["ros__parameters"], dict)
         assert isinstance(overrides["robot"], LaunchConfiguration)
         assert overrides["robot"].name == "robot"
         assert overrides["use_sim_time"] is spec.use_sim_time
@@ -425,9 +438,9 @@ BROKEN_GRAPHS = {
                            "executable 'vla_ghost': not a node console script in setup.py NODES"),
     "wrong_top_level_key": (lambda tmp: SIM_DEMO_TEXT.replace(
         "params/policy.yaml", _params(tmp, "planner:\n  ros__parameters: {backend: oracle}\n")),
-        "top-level keys ['planner'], expected ['policy']"),
+        "top-level keys ['planner'], expected ['/**/policy']"),
     "no_ros_parameters": (lambda tmp: SIM_DEMO_TEXT.replace(
-        "params/policy.yaml", _params(tmp, "policy:\n  backend: oracle\n")),
+        "params/policy.yaml", _params(tmp, "/**/policy:\n  backend: oracle\n")),
         "has no 'policy.ros__parameters' mapping"),
     "invalid_yaml": (lambda tmp: SIM_DEMO_TEXT.replace(
         "params/policy.yaml", _params(tmp, "policy: [unclosed\n")), "is not valid YAML"),

@@ -131,14 +131,14 @@ def test_a_slow_server_is_named_and_the_backend_reconnects(robot, checkpoint):
     slow = SlowBackend(make_backend("bc", robot, checkpoint=str(checkpoint)), 0.0)
     server = PolicyServer(PolicyService(slow, robot), "127.0.0.1", 0).start()
     try:
-        remote = make_backend("remote", robot, server=f"127.0.0.1:{server.port}", timeout_s=0.3, reconnect_s=0.5)
+        remote = make_backend("remote", robot, server=f"127.0.0.1:{server.port}", timeout_s=10.0, reconnect_s=0.5)
         remote.reset("press the button", 0)
         obs = observation(robot)
         remote.predict(obs)
-        slow.delay_s = 1.0
+        remote.timeout_s, slow.delay_s = 0.3, 1.0
         with pytest.raises(RemotePolicyError, match="no answer .* within 0.3 s"):
             remote.predict(obs)
-        slow.delay_s = 0.0
+        remote.timeout_s, slow.delay_s = 10.0, 0.0
         with pytest.raises(RemotePolicyError, match="reconnecting after 0.5 s"):
             remote.predict(obs)                      # not hammering a failing server
         time.sleep(1.2)                              # the late answer drains with the old connection

@@ -252,6 +252,53 @@ def test_the_same_task_with_the_policy_behind_vla_serve(tmp_path):
     assert "remote" in policy_log
 
 
+def test_two_namespaced_robots_run_one_task_each_without_cross_talk(tmp_path):
+    """Two panda_bringup graphs (two embedded Pandas, each with its own /<ns>/clock) in one DDS
+    domain under namespaces robot1 and robot2, a task on each at the same time."""
+    from vla_policy_node.graph_runner import run_graph
+
+    env = {"ROS_DOMAIN_ID": str(DOMAIN_ID + 3), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    stop, results, runners = threading.Event(), {}, []
+    for ns in ("robot1", "robot2"):
+        runners.append(threading.Thread(target=lambda ns=ns: results.update({ns: run_graph(
+            "panda_bringup", {}, tmp_path / ns, env=env, stop=stop, timeout_s=600, namespace=ns)})))
+        runners[-1].start()
+    try:
+        tasks = {ns: start_task(env, "--namespace", ns, "--task", "reach", "--seed", str(seed), "--arm",
+                                "--timeout", "150", "--quiet", "--server-timeout", "90")
+                 for ns, seed in (("robot1", 100), ("robot2", 103))}
+        outputs = {ns: proc.communicate(timeout=240) for ns, proc in tasks.items()}
+        topics = topic_names(env)
+    finally:
+        stop.set()
+        for runner in runners:
+            runner.join(60)
+    for ns, (out, err) in outputs.items():
+        assert tasks[ns].returncode == 0 and result_of(out)["reason"] == "success", (ns, out, err)
+    assert all(results[ns]["error"] is None for ns in results), results
+    ours = [t for t in topics if "vla" in t or "joint" in t or "clock" in t or "camera" in t]
+    assert ours and all(t.startswith(("/robot1/", "/robot2/")) for t in ours), ours     # nothing at the root
+    for ns in ("robot1", "robot2"):
+        assert {f"/{ns}/clock", f"/{ns}/joint_states", f"/{ns}/vla/action_chunk",
+                f"/{ns}/panda_arm_controller/joint_trajectory"} <= set(topics)
+        log = (tmp_path / ns / "task_runner.log").read_text()
+        assert log.count("success after") == 1       # each runner ran its own task only
+
+
+def topic_names(env: dict) -> list[str]:
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    node = rclpy.create_node("topic_probe", context=context)
+    try:
+        time.sleep(2.0)                              # discovery
+        return [name for name, _ in node.get_topic_names_and_types()]
+    finally:
+        node.destroy_node()
+        context.try_shutdown()
+
+
 def executor_status_and_joint_motion(env: dict, sample_s: float = 1.0):
     """The latched executor status and the joint positions seen over `sample_s` (s, wall)."""
     import rclpy

@@ -94,13 +94,19 @@ def load_graph(name_or_path: str, robot: str | None = None) -> GraphSpec:
     return GraphSpec(raw["name"], robot, nodes)
 
 
+def params_section_key(node_name: str) -> str:
+    """The top-level key of a node's section in a parameter file: '/**/<node>', the node in any
+    namespace (a plain '<node>' key would match only the node at the root)."""
+    return f"/**/{node_name}"
+
+
 def node_parameter(spec: NodeSpec, key: str, default=None):
     """A node's parameter as the graph sets it: `set` entries win over its parameter files."""
     if key in spec.parameters:
         return spec.parameters[key]
     value = default
     for f in spec.parameter_files:
-        params = (yaml.safe_load(f.read_text()) or {}).get(spec.name, {}).get("ros__parameters", {})
+        params = (yaml.safe_load(f.read_text()) or {}).get(params_section_key(spec.name), {}).get("ros__parameters", {})
         value = params.get(key, value)
     return value
 
@@ -117,13 +123,28 @@ def launch_description(name: str):
     graph = load_graph(name)
     robot = LaunchConfiguration("robot")
     actions = [DeclareLaunchArgument("robot", default_value=graph.robot,
-                                     description="embodiment name in config/robots/")]
+                                     description="embodiment name in config/robots/"),
+               DeclareLaunchArgument("namespace", default_value="",
+                                     description="every node, topic, service and /clock under this namespace")]
+    # the policy's model: defaults are the graph's own values, so an unset argument changes nothing
+    policy = next((s for s in graph.nodes if s.executable == "vla_policy"), None)
+    model_args = {}
+    if policy is not None:
+        for key, help_text in (("backend", "policy backend (registry name, auto, remote)"),
+                               ("checkpoint", "checkpoint directory"), ("device", "torch device: cpu, cuda, mps")):
+            try:
+                default = str(node_parameter(policy, key, "") or {"device": "cpu"}.get(key, ""))
+            except (yaml.YAMLError, OSError, AttributeError):   # a broken parameter file fails at launch, named
+                default = ""
+            actions.append(DeclareLaunchArgument(key, default_value=default, description=help_text))
+            model_args[key] = LaunchConfiguration(key)
     for spec in graph.nodes:
         params = [str(f) for f in spec.parameter_files]
-        params.append({**spec.parameters, "robot": robot, "use_sim_time": spec.use_sim_time})
-        node = Node(package=PACKAGE, executable=spec.executable, name=spec.name, parameters=params,
-                    output="screen", respawn=spec.respawn, respawn_delay=spec.respawn_delay_s,
-                    remappings=list(spec.remap.items()))
+        params.append({**spec.parameters, "robot": robot, "use_sim_time": spec.use_sim_time,
+                       **(model_args if spec is policy else {})})
+        node = Node(package=PACKAGE, executable=spec.executable, name=spec.name, namespace=LaunchConfiguration("namespace"),
+                    parameters=params, output="screen", respawn=spec.respawn, respawn_delay=spec.respawn_delay_s,
+                    remappings=[("/clock", "clock"), *spec.remap.items()])
         actions.append(node)
         if spec.exit_ends_graph:
             actions.append(RegisterEventHandler(OnProcessExit(

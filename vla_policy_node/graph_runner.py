@@ -26,6 +26,7 @@ from .graph import GraphConfigError, load_graph, node_parameter
 SAMPLE_PERIOD_S = 0.5        # how often the runner checks the nodes and samples their memory
 MAX_RESTARTS = 3             # a respawned node exiting more often than this within RESTART_WINDOW_S
 RESTART_WINDOW_S = 60.0      # fails the graph (a crash loop); occasional exits are always restarted
+CLOCK_REMAP = {"/clock": "clock"}   # relative: /clock at the root, /<namespace>/clock in a namespace
 CONFIG_ERROR_EXIT = 2        # a node refusing its configuration: restarting it cannot help
 
 
@@ -46,11 +47,14 @@ def find_executable(name: str) -> str:
     raise FileNotFoundError(f"node executable '{name}' not found (is the package installed?)")
 
 
-def node_command(spec, overrides: dict, remaps: dict | None = None) -> list[str]:
-    """The node's command line; `remaps` (topic -> topic) on top of the graph's own."""
+def node_command(spec, overrides: dict, remaps: dict | None = None, namespace: str = "") -> list[str]:
+    """The node's command line; `remaps` (topic -> topic) on top of the graph's own. In a
+    `namespace`, /clock is the namespace's own (a simulator per namespace keeps its own time)."""
     exe = find_executable(spec.executable)
     cmd = [exe, "--ros-args", "-r", f"__node:={spec.name}"]
-    for source, target in {**spec.remap, **(remaps or {})}.items():
+    if namespace:
+        cmd += ["-r", f"__ns:=/{namespace.strip('/')}"]
+    for source, target in {**CLOCK_REMAP, **spec.remap, **(remaps or {})}.items():
         cmd += ["-r", f"{source}:={target}"]
     for f in spec.parameter_files:
         cmd += ["--params-file", str(f)]
@@ -84,7 +88,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = None,
               timeout_s: float | None = None, env: dict | None = None, processes: dict | None = None,
-              remaps: dict | None = None, stop=None) -> dict:
+              remaps: dict | None = None, stop=None, namespace: str = "") -> dict:
     """Run a graph to its end; `env`: variables for the node processes on top of os.environ (e.g.
     ROS_DOMAIN_ID, so that graphs run side by side without seeing each other). `processes`, when
     given, is kept filled with the live node name -> subprocess.Popen (respawns included) for a
@@ -92,7 +96,8 @@ def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = Non
     exit (killed, crashed), at most MAX_RESTARTS times within RESTART_WINDOW_S, but not when they
     refused their configuration (exit code 2); any other node exiting early fails the graph. Setting
     `stop` (a threading.Event) ends the graph as its ending node would. `remaps`: node name
-    -> {topic: topic} on top of the graph's `remap` entries (e.g. to put a relay between nodes)."""
+    -> {topic: topic} on top of the graph's `remap` entries (e.g. to put a relay between nodes).
+    `namespace`: every node under it (its topics, services, the task action and /clock)."""
     graph = load_graph(name, robot)
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **(env or {})}
@@ -112,7 +117,8 @@ def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = Non
 
     def start(spec) -> None:
         out = None if spec.exit_ends_graph else logs[spec.name]
-        procs[spec.name] = subprocess.Popen(node_command(spec, overrides, (remaps or {}).get(spec.name)), env=env, stdout=out,
+        procs[spec.name] = subprocess.Popen(node_command(spec, overrides, (remaps or {}).get(spec.name), namespace),
+                                            env=env, stdout=out,
                                             stderr=subprocess.STDOUT if out else None)
         sampled[spec.name] = psutil.Process(procs[spec.name].pid)
 
@@ -180,6 +186,7 @@ def main(argv=None) -> int:
                         help="override one node parameter (repeatable)")
     parser.add_argument("--output-dir", default=None, help="evaluator output folder (default artifacts/<graph>)")
     parser.add_argument("--timeout", type=float, default=None, help="stop the graph after this many seconds")
+    parser.add_argument("--namespace", default="", help="run every node under this namespace (robots side by side)")
     args = parser.parse_args(argv)
     overrides = parse_overrides(args.set)
     try:
@@ -193,7 +200,7 @@ def main(argv=None) -> int:
     if args.output_dir:
         for spec in enders:
             overrides.setdefault(spec.name, {})["output_dir"] = args.output_dir
-    result = run_graph(args.graph, overrides, out_dir / "logs", args.robot, args.timeout)
+    result = run_graph(args.graph, overrides, out_dir / "logs", args.robot, args.timeout, namespace=args.namespace)
     (out_dir / "processes.json").write_text(json.dumps(result, indent=2))
     for name, info in result["processes"].items():
         print(f"  {name:<11} pid {info['pid']:<7} exit {info['exit_code']!s:<4} peak RSS {info['peak_rss_mb']:.0f} MiB")

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-ACTION_NAME = "/vla/run_task"
+ACTION_NAME = "vla/run_task"            # relative: under --namespace
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -28,7 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, default=0, help="executed control steps before step_limit (0: none)")
     parser.add_argument("--episode-id", default="", help="episode id (default: a new one)")
     parser.add_argument("--server-timeout", type=float, default=15.0,
-                        help=f"seconds to wait for a task runner on {ACTION_NAME}")
+                        help="seconds to wait for a task runner")
+    parser.add_argument("--namespace", default="", help="the graph's namespace (robots side by side)")
     parser.add_argument("--quiet", action="store_true", help="print only the result")
     args = parser.parse_args(argv)
     if not args.instruction and not args.task:
@@ -44,15 +45,16 @@ def run(args: argparse.Namespace, out=sys.stdout) -> int:
 
     context = rclpy.Context()
     rclpy.init(context=context)
-    node = rclpy.create_node("vla_task", context=context)
+    node = rclpy.create_node("vla_task", context=context, namespace="/" + args.namespace.strip("/"))
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     client = ActionClient(node, RunTask, ACTION_NAME)
+    where = node.resolve_topic_name(ACTION_NAME)
     try:
         if not client.wait_for_server(timeout_sec=args.server_timeout):
-            print(f"vla-task: no task runner serves {ACTION_NAME} (waited {args.server_timeout:.0f} s); start a "
+            print(f"vla-task: no task runner serves {where} (waited {args.server_timeout:.0f} s); start a "
                   "graph with one, e.g. `vla-graph robot_bringup`", file=sys.stderr)
             return 2
 
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace, out=sys.stdout) -> int:
                             timeout_s=args.timeout, max_steps=args.max_steps, episode_id=args.episode_id)
         handle = wait_future(client.send_goal_async(goal, feedback_callback=on_feedback), args.server_timeout)
         if handle is None or not handle.accepted:
-            print(f"vla-task: {ACTION_NAME} refused the goal (see the task_runner's log)", file=sys.stderr)
+            print(f"vla-task: {where} refused the goal (see the task_runner's log)", file=sys.stderr)
             return 2
         result_future = handle.get_result_async()
         try:

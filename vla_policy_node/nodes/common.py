@@ -19,33 +19,35 @@ RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
+# Relative names: a graph started in a namespace (`vla-graph --namespace robot1`, launch argument
+# `namespace`) keeps its topics and services under it, so two robots run side by side.
 TOPICS = {
-    "observation": "/vla/observation",
-    "action_chunk": "/vla/action_chunk",
-    "imagined": "/vla/imagined",
-    "feedback": "/vla/execution_feedback",
-    "policy_status": "/vla/policy_status",
-    "executor_status": "/vla/executor_status",
-    "episode_result": "/vla/episode_result",
+    "observation": "vla/observation",
+    "action_chunk": "vla/action_chunk",
+    "imagined": "vla/imagined",
+    "feedback": "vla/execution_feedback",
+    "policy_status": "vla/policy_status",
+    "executor_status": "vla/executor_status",
+    "episode_result": "vla/episode_result",
     # the running episode (vla_msgs/EpisodeAnnouncement, latched): restarted nodes rejoin it
-    "episode": "/vla/episode",
-    "success": "/vla/sim/success",
-    "env_state": "/vla/sim/env_state",
+    "episode": "vla/episode",
+    "success": "vla/sim/success",
+    "env_state": "vla/sim/env_state",
     # what a dry-run executor would have commanded (vla_msgs/ActionCommand); never read by a robot
-    "dry_run_command": "/vla/executor/dry_run_command",
+    "dry_run_command": "vla/executor/dry_run_command",
     # imagination monitor: imagined vs real frames (vla_msgs/ImaginationDivergence)
-    "divergence": "/vla/imagination/divergence",
+    "divergence": "vla/imagination/divergence",
     # bag replay: the recorded episode being played and the replay's state (vla_msgs/EpisodeResult, latched)
-    "replay_episode": "/vla/replay/episode",
+    "replay_episode": "vla/replay/episode",
 }
 SERVICES = {
-    "sim_reset": "/vla/sim/reset_episode",
-    "policy_reset": "/vla/policy/reset_episode",
-    "executor_reset": "/vla/executor/reset_episode",
-    "set_instruction": "/vla/perception/set_instruction",
-    "set_armed": "/vla/executor/set_armed",
-    "estop": "/vla/executor/emergency_stop",
-    "replay_start": "/vla/replay/start",
+    "sim_reset": "vla/sim/reset_episode",
+    "policy_reset": "vla/policy/reset_episode",
+    "executor_reset": "vla/executor/reset_episode",
+    "set_instruction": "vla/perception/set_instruction",
+    "set_armed": "vla/executor/set_armed",
+    "estop": "vla/executor/emergency_stop",
+    "replay_start": "vla/replay/start",
 }
 
 

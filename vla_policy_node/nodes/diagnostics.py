@@ -36,7 +36,8 @@ class Diagnostics:
     def __init__(self, node: Node, what: str, hardware_id: str, collect: Callable[[], dict], checks: list,
                  period_s: float = 1.0):
         self.node, self.collect, self.checks = node, collect, checks
-        self.name, self.hardware_id = f"{node.get_name()}: {what}", hardware_id
+        # "executor: execution", or "robot1/executor: execution" in a namespace
+        self.name, self.hardware_id = f"{node.get_fully_qualified_name().lstrip('/')}: {what}", hardware_id
         self.pub = node.create_publisher(DiagnosticArray, TOPIC, 10)
         node.create_timer(period_s, self.publish, clock=Clock(clock_type=ClockType.STEADY_TIME))
 

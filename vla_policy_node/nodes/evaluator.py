@@ -119,6 +119,7 @@ class EvaluatorNode(Node):
         self.exit_code = 0
         self.recorded: list[str] = []
         self.recorded_clock = float("-inf")             # newest /clock the recorder wrote (s)
+        self.clock_topic = self.resolve_topic_name("/clock")   # remapped into the graph's namespace
 
         # resets, arming, success and step tracking, the latched /vla/episode: the same path as a RunTask goal
         self.tasks = TaskRunner(self, self.robot.config.env_state_topic or None, episode_timeout_s,
@@ -201,14 +202,14 @@ class EvaluatorNode(Node):
         with self.write_lock:
             if self.writer is not None:
                 self.writer.write(topic, msgtype, self.get_clock().now().nanoseconds, data)
-                if topic == "/clock":
+                if topic == self.clock_topic:
                     self.recorded_clock = to_sec(deserialize_message(data, Clock).clock)
 
     def drain_recording(self, stamp: float, timeout_s: float = 2.0, settle_s: float = 0.1) -> None:
         """Before the bag closes: wait until the recorder has written the graph's clock up to
         `stamp` (the episode's last state; a loaded machine delivers the recorder's messages later
         than the tracker's), then `settle_s` for the other topics of that instant."""
-        if self.writer is None or "/clock" not in self.recorded:
+        if self.writer is None or self.clock_topic not in self.recorded:
             return
         deadline = time.monotonic() + timeout_s
         while self.recorded_clock < stamp - 1e-9 and time.monotonic() < deadline:
@@ -220,7 +221,7 @@ class EvaluatorNode(Node):
 
     # ---- recording -----------------------------------------------------------------------
     def subscribe_recorded_topics(self, wait_s: float = 10.0) -> None:
-        wanted = [t for t in self.record_topics if t]
+        wanted = [self.resolve_topic_name(t) for t in self.record_topics if t]   # relative ones: in the namespace
         deadline = time.monotonic() + wait_s
         found = {}
         while time.monotonic() < deadline:

@@ -82,6 +82,7 @@ class PerceptionNode(Node):
 
     # ---- inputs -------------------------------------------------------------------------
     def reject(self, topic: str, field: str, reason: str) -> None:
+        topic = self.resolve_topic_name(topic)        # as an operator sees it (namespace included)
         self.rejected[topic] = self.rejected.get(topic, 0) + 1
         key = f"{topic}: {field}"
         self.rejections[key] = self.rejections.get(key, 0) + 1

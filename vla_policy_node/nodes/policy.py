@@ -143,7 +143,7 @@ class PolicyNode(Node):
     def on_observation(self, msg: Observation) -> None:
         field, why = self.observation_problem(msg)
         if field:
-            self.reject(f"{TOPICS['observation']}: {field}", why, routine=field == "episode_id")
+            self.reject(f"{self.resolve_topic_name(TOPICS['observation'])}: {field}", why, routine=field == "episode_id")
             return
         with self.lock:
             self.latest_obs = msg
@@ -165,12 +165,12 @@ class PolicyNode(Node):
 
     def on_feedback(self, msg: ExecutionFeedback) -> None:
         if msg.episode_id != self.episode_id:
-            self.reject(f"{TOPICS['feedback']}: episode_id",
+            self.reject(f"{self.resolve_topic_name(TOPICS['feedback'])}: episode_id",
                         f"'{msg.episode_id}', the episode is '{self.episode_id}'", routine=True)
             return
         field, why = self.feedback_problem(msg)
         if field:
-            self.reject(f"{TOPICS['feedback']}: {field}", why)
+            self.reject(f"{self.resolve_topic_name(TOPICS['feedback'])}: {field}", why)
             return
         dim = self.action.dim
         if msg.executed_count:

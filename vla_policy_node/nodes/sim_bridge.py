@@ -86,7 +86,7 @@ class SimBridgeNode(Node):
         self.clock_pub = self.create_publisher(Clock, "/clock", RELIABLE_QOS)
         self.image_pubs = {c.name: self.create_publisher(Image, c.topic, SENSOR_QOS) for c, _ in self.cameras}
         self.joint_pub = self.create_publisher(JointState, self.robot.config.state.joint_states_topic, RELIABLE_QOS)
-        ee_topic = self.robot.config.state.ee_pose_topic or "/vla/sim/ee_pose"
+        ee_topic = self.robot.config.state.ee_pose_topic or "vla/sim/ee_pose"
         self.ee_pub = self.create_publisher(PoseStamped, ee_topic, RELIABLE_QOS)
         self.env_pub = self.create_publisher(StateVector, self.robot.config.env_state_topic or TOPICS["env_state"],
                                              RELIABLE_QOS)

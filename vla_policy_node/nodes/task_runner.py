@@ -32,7 +32,7 @@ from ..evaluation.episode_tracker import EpisodeTracker
 from .common import LATCHED_QOS, RELIABLE_QOS, SERVICES, TOPICS, run_node, to_sec
 from .diagnostics import Diagnostics
 
-ACTION_NAME = "/vla/run_task"
+ACTION_NAME = "vla/run_task"          # relative: under the graph's namespace
 
 
 @dataclass
@@ -148,13 +148,14 @@ class TaskRunner:
         an unanswered request is sent again, waiting 5, 10, 20 ... s, within `timeout_s` in all.
         The graph's services are idempotent (resets with one episode id, arming)."""
         client = self.clients[name]
+        where = self.node.resolve_service_name(client.srv_name)
         timeout_s = self.service_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout_s
         attempt_s, attempts = first_attempt_s, 0
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not client.wait_for_service(timeout_sec=remaining):
-                raise RuntimeError(f"service {client.srv_name} did not answer within {timeout_s:.0f} s "
+                raise RuntimeError(f"service {where} did not answer within {timeout_s:.0f} s "
                                    f"({attempts} requests sent)")
             done = threading.Event()
             future = client.call_async(request)
@@ -163,12 +164,12 @@ class TaskRunner:
             if done.wait(min(attempt_s, max(deadline - time.monotonic(), 0.0))):
                 break
             client.remove_pending_request(future)
-            self.node.get_logger().warning(f"service {client.srv_name}: no answer within {attempt_s:.0f} s; "
+            self.node.get_logger().warning(f"service {where}: no answer within {attempt_s:.0f} s; "
                                            "asking again (its server may have been restarted)")
             attempt_s *= 2
         response = future.result()
         if hasattr(response, "success") and not response.success:
-            raise RuntimeError(f"service {client.srv_name} refused: {response.message}")
+            raise RuntimeError(f"service {where} refused: {response.message}")
         return response
 
     def set_armed(self, armed: bool) -> None:
@@ -214,7 +215,8 @@ class TaskRunner:
         instruction, simulated = request.instruction, bool(request.task)
         if simulated:
             if not self.clients["sim_reset"].wait_for_service(timeout_sec=5.0):
-                raise RuntimeError(f"goal.task '{request.task}': no simulator answers {SERVICES['sim_reset']}; "
+                where = self.node.resolve_service_name(SERVICES["sim_reset"])
+                raise RuntimeError(f"goal.task '{request.task}': no simulator answers {where}; "
                                    "a task and seed apply to embedded simulators only (give an instruction)")
             reset = self.call("sim_reset", ResetEpisode.Request(task=request.task, seed=request.seed,
                                                                 instruction=request.instruction,
@@ -276,6 +278,7 @@ class TaskRunnerNode(Node):
         self.feedback_period_s = float(p("feedback_period_s", 0.5).value)
         self.lock = threading.Lock()             # one task drives the graph at a time
         self.latest_goal = None                  # id of the newest accepted goal; older ones are preempted
+        self.closing = False
         self.last_result = ""                    # reason the last task ended with
         self.tasks_run = 0
         self.diagnostics = Diagnostics(self, "tasks", p("robot", "").value or "graph", self.health_figures, [
@@ -285,6 +288,14 @@ class TaskRunnerNode(Node):
                                    goal_callback=self.on_goal, cancel_callback=lambda _: CancelResponse.ACCEPT,
                                    handle_accepted_callback=self.on_accepted, callback_group=group)
         self.get_logger().info(f"ready: send a vla_msgs/action/RunTask goal to {ACTION_NAME} (or: vla-task)")
+
+    def close(self) -> None:
+        """At shutdown: the running task ends as canceled (its runner disarms if the graph still
+        answers); the action server goes before the node."""
+        self.closing = True
+        if self.lock.acquire(timeout=2.0):
+            self.lock.release()
+        self.server.destroy()
 
     def health_figures(self) -> dict:
         progress = self.runner.progress
@@ -314,6 +325,8 @@ class TaskRunnerNode(Node):
         goal_id = bytes(goal_handle.goal_id.uuid)
         with self.lock:
             def stop() -> str | None:
+                if self.closing:
+                    return "canceled"
                 if self.latest_goal != goal_id:
                     return "preempted"
                 return "canceled" if goal_handle.is_cancel_requested else None

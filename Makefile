@@ -23,7 +23,8 @@ $(STAMPS)/python: requirements.txt requirements-nodeps.txt
 	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/interfaces: $(STAMPS)/python scripts/build_interfaces.sh scripts/fix_wheel_cmake_paths.py \
-		vla_msgs/CMakeLists.txt vla_msgs/package.xml $(wildcard vla_msgs/msg/*.msg vla_msgs/srv/*.srv vla_msgs/action/*.action)
+		vla_msgs/CMakeLists.txt vla_msgs/package.xml $(wildcard vla_msgs/msg/*.msg vla_msgs/srv/*.srv vla_msgs/action/*.action) \
+		$(wildcard interfaces/control_msgs/*.* interfaces/control_msgs/*/*)
 	bash scripts/build_interfaces.sh $(VENV)
 	@touch $@
 

@@ -207,12 +207,46 @@ class IKConfig(_Strict):
         None, gt=0, description="rad: a solution farther than this from the previous joint command is not sent")
 
 
+class TrajectoryActionConfig(_Strict):
+    """ros2_control contract: each command as a control_msgs/action/FollowJointTrajectory goal to
+    the controller's action server instead of a message on output.command_topic; the controller's
+    result is counted by error code."""
+    name: str = Field(description="action name, e.g. panda_arm_controller/follow_joint_trajectory")
+    path_tolerance: float | list[float] = Field(0.0, description="rad (per joint or one for all); 0: the controller's default")
+    goal_tolerance: float | list[float] = Field(0.0, description="rad (per joint or one for all); 0: the controller's default")
+    goal_time_tolerance_s: float = Field(0.0, ge=0, description="s after the trajectory's end")
+
+    @model_validator(mode="after")
+    def _check(self):
+        for key in ("path_tolerance", "goal_tolerance"):
+            value = getattr(self, key)
+            values = value if isinstance(value, list) else [value]
+            if any(v < 0 and v != -1 for v in values):
+                raise ValueError(f"trajectory_action.{key}: {value}: tolerances are >= 0 rad (or -1: none)")
+        return self
+
+
 class OutputConfig(_Strict):
     contract: Contract
     command_topic: str
     joint_names: list[str] = []
     frame_id: str = "base"
     ik: IKConfig | None = None
+    trajectory_action: TrajectoryActionConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_action(self):
+        action = self.trajectory_action
+        if action is None:
+            return self
+        if self.contract != "ros2_control":
+            raise ValueError(f"trajectory_action: needs contract 'ros2_control', not '{self.contract}'")
+        for key in ("path_tolerance", "goal_tolerance"):
+            value = getattr(action, key)
+            if isinstance(value, list) and self.joint_names and len(value) != len(self.joint_names):
+                raise ValueError(f"trajectory_action.{key}: {len(value)} values for {len(self.joint_names)} "
+                                 "joint_names")
+        return self
 
 
 class EmbodimentConfig(_Strict):

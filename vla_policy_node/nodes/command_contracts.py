@@ -1,7 +1,10 @@
 """Publishers for each command contract the executor speaks (chosen by output.contract in the robot YAML).
 
 - sim:          vla_msgs/ActionCommand, the embedded simulator's own action
-- ros2_control: trajectory_msgs/JointTrajectory (one point) to a JointTrajectoryController topic
+- ros2_control: trajectory_msgs/JointTrajectory (one point) to a JointTrajectoryController topic, or
+                with output.trajectory_action set, the same trajectory as a
+                control_msgs/action/FollowJointTrajectory goal (tolerances from the robot file), the
+                controller's results counted by error code (TrajectoryGoals)
 - isaac:        sensor_msgs/JointState on a joint_command topic (Isaac Sim's ROS 2 bridge)
 - cartesian:    geometry_msgs/PoseStamped end-effector targets (ee_absolute: x y z qx qy qz qw); for a
                 robot commanded in joints (output.joint_names and output.ik set), each pose is solved
@@ -53,6 +56,8 @@ class CommandPublisher:
             self.pose_pub = node.create_publisher(PoseStamped, cfg.output.ik.pose_topic, RELIABLE_QOS) \
                 if cfg.output.ik.pose_topic else None
             node.create_subscription(JointState, cfg.state.joint_states_topic, self.on_joint_state, RELIABLE_QOS)
+        self.goals = TrajectoryGoals(node, cfg.output.trajectory_action, self.joint_names) \
+            if cfg.output.trajectory_action is not None else None
         self.pub = node.create_publisher(msg_type, self.topic, RELIABLE_QOS)
 
     def on_joint_state(self, msg: JointState) -> None:
@@ -69,6 +74,9 @@ class CommandPublisher:
             msg.header.stamp = stamp
         elif self.contract == "ros2_control":
             msg = self.joint_trajectory(values, stamp)
+            if self.goals is not None:
+                self.goals.send(msg)
+                return
         elif self.contract == "isaac":
             msg = self.joint_state(values, stamp)
         elif self.ik is not None:
@@ -117,3 +125,76 @@ class CommandPublisher:
             return None
         build = self.joint_trajectory if self.pub.msg_type is JointTrajectory else self.joint_state
         return build(positions, stamp)
+
+
+ERROR_CODES = {0: "successful", -1: "invalid_goal", -2: "invalid_joints", -3: "old_header_timestamp",
+               -4: "path_tolerance_violated", -5: "goal_tolerance_violated"}
+
+
+class TrajectoryGoals:
+    """Commands as FollowJointTrajectory goals: each goal preempts the previous one at the
+    controller, as a new topic message does. Outcomes are counted (`outcomes`: no_server, rejected,
+    canceled or aborted by preemption, and the result's error code); failures are logged with the
+    controller's error_string."""
+
+    def __init__(self, node, action, joint_names: list[str]):
+        from control_msgs.action import FollowJointTrajectory
+        from control_msgs.msg import JointTolerance
+        from rclpy.action import ActionClient
+
+        self.node, self.name, self.Goal = node, action.name, FollowJointTrajectory.Goal
+        self.client = ActionClient(node, FollowJointTrajectory, action.name)
+
+        def tolerances(value) -> list:
+            values = value if isinstance(value, list) else [value] * len(joint_names)
+            return [JointTolerance(name=n, position=float(v)) for n, v in zip(joint_names, values) if v != 0]
+        self.path_tolerance, self.goal_tolerance = tolerances(action.path_tolerance), tolerances(action.goal_tolerance)
+        ns = int(round(action.goal_time_tolerance_s * 1e9))
+        self.goal_time_tolerance = Duration(sec=ns // 10**9, nanosec=ns % 10**9)
+        self.outcomes: dict[str, int] = {}
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    @property
+    def failures(self) -> int:
+        """Goals the controller refused or failed; not those preempted by the next command, nor
+        those answered as too old (a lockstep executor re-sends a command whose state seemed lost)."""
+        return sum(n for k, n in self.outcomes.items()
+                   if k not in ("sent", "successful", "preempted", "old_header_timestamp"))
+
+    def send(self, trajectory: JointTrajectory) -> None:
+        where = self.node.resolve_topic_name(self.name)
+        if not self.client.server_is_ready():
+            self.count("no_server")
+            self.node.get_logger().error(f"{where}: no FollowJointTrajectory server; command not sent",
+                                         throttle_duration_sec=1.0)
+            return
+        goal = self.Goal(trajectory=trajectory, path_tolerance=self.path_tolerance,
+                         goal_tolerance=self.goal_tolerance, goal_time_tolerance=self.goal_time_tolerance)
+        self.count("sent")
+        self.client.send_goal_async(goal).add_done_callback(self.on_goal_response)
+
+    def on_goal_response(self, future) -> None:
+        handle = future.result()
+        if handle is None or not handle.accepted:
+            self.count("rejected")
+            self.node.get_logger().error(f"{self.node.resolve_topic_name(self.name)}: goal rejected by the controller",
+                                         throttle_duration_sec=1.0)
+            return
+        handle.get_result_async().add_done_callback(self.on_result)
+
+    def on_result(self, future) -> None:
+        from action_msgs.msg import GoalStatus
+
+        answer = future.result()
+        if answer is None:
+            return
+        if answer.status == GoalStatus.STATUS_CANCELED:
+            self.count("preempted")
+            return
+        outcome = ERROR_CODES.get(answer.result.error_code, f"error_code_{answer.result.error_code}")
+        self.count(outcome)
+        if answer.result.error_code != 0:
+            self.node.get_logger().error(f"{self.node.resolve_topic_name(self.name)}: {outcome}: "
+                                         f"{answer.result.error_string}", throttle_duration_sec=1.0)

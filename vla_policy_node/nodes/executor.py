@@ -128,7 +128,8 @@ class ExecutorNode(Node):
             Above("state_age_ms", 0.5e3 * self.core.max_state_age_s, 1e3 * self.core.max_state_age_s, " ms",
                   when=lambda f: f["armed"]),
             Above("latency_ms_p95", 0.5 * chunk_ms, chunk_ms, " ms"),
-            Flag("armed_holding", WARN, "armed but holding")])
+            Flag("armed_holding", WARN, "armed but holding"),
+            Above("controller_failures", 0, None)])
         self.create_timer(float(p("status_period_s", 0.5).value), self.publish_status)
         self.create_timer(0.5, self.retry_request, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.publish_status()
@@ -394,9 +395,12 @@ class ExecutorNode(Node):
     def stats(self) -> dict:
         """Counters, latency, control-loop period jitter and the command log (core/executor_stats.py)."""
         ik = self.commands.ik
-        return self.activity.summary(self.core, self.monitor_reaction.counts, self.commands_resent,
-                                     self.request_retries, None if ik is None else ik.counters.as_dict(),
-                                     self.thread_priority)
+        summary = self.activity.summary(self.core, self.monitor_reaction.counts, self.commands_resent,
+                                        self.request_retries, None if ik is None else ik.counters.as_dict(),
+                                        self.thread_priority)
+        if self.commands.goals is not None:      # FollowJointTrajectory goals: the controller's outcomes
+            summary["controller"] = dict(self.commands.goals.outcomes)
+        return summary
 
     def close(self) -> None:
         self.running = False
@@ -427,7 +431,9 @@ class ExecutorNode(Node):
                     "counters": {k: v for k, v in c.items()},
                     "gate": {"commands_clamped": gate.commands_clamped, "outside_limits": gate.outside_limits,
                              "rejected_by_reason": dict(gate.reasons)},
-                    "outside_limits": gate.outside_limits}
+                    "outside_limits": gate.outside_limits,
+                    **({"controller": dict(self.commands.goals.outcomes),
+                        "controller_failures": self.commands.goals.failures} if self.commands.goals else {})}
 
     def publish_status(self) -> None:
         c, gate = self.core.counters, self.core.gate.counters

@@ -97,6 +97,11 @@ class SimBridgeNode(Node):
         else:
             self.create_subscription(self.joint_command_type, command_topic, self.on_joint_command, RELIABLE_QOS)
         self.create_service(ResetEpisode, SERVICES["sim_reset"], self.on_reset)
+        action = self.robot.config.output.trajectory_action
+        if action is not None and self.joint_command_type is JointTrajectory:
+            from control_msgs.action import FollowJointTrajectory
+            from rclpy.action import ActionServer
+            self.trajectory_server = ActionServer(self, FollowJointTrajectory, action.name, self.on_trajectory_goal)
 
         self.clock_offset_s = float(p("clock_offset_s", 0.0).value)
         if self.clock_offset_s < 0:
@@ -210,8 +215,26 @@ class SimBridgeNode(Node):
         else:
             self.latest_command, self.latest_command_time = values, to_sec(msg.header.stamp)
 
-    def on_joint_command(self, msg) -> None:
-        """JointTrajectory or JointState joint positions for the panda_reach arm."""
+    def on_trajectory_goal(self, goal_handle):
+        """A FollowJointTrajectory goal (robot files with output.trajectory_action), taken as a
+        trajectory message is. The embedded controller answers when it has taken the trajectory
+        (INVALID_JOINTS / INVALID_GOAL / OLD_HEADER_TIMESTAMP when it cannot), not when the
+        motion ends as a JointTrajectoryController does."""
+        from control_msgs.action import FollowJointTrajectory
+
+        Result = FollowJointTrajectory.Result
+        problem = self.on_joint_command(goal_handle.request.trajectory)
+        if problem is None:
+            goal_handle.succeed()
+            return Result(error_code=Result.SUCCESSFUL)
+        goal_handle.abort()
+        code = {"joints": Result.INVALID_JOINTS, "stale": Result.OLD_HEADER_TIMESTAMP}.get(problem[0],
+                                                                                         Result.INVALID_GOAL)
+        return Result(error_code=code, error_string=problem[1])
+
+    def on_joint_command(self, msg) -> tuple[str, str] | None:
+        """JointTrajectory or JointState joint positions for the panda_reach arm; (kind, why) when
+        the command is not taken."""
         topic = self.robot.config.output.command_topic
         stamp = to_sec(msg.header.stamp)
         try:
@@ -227,15 +250,16 @@ class SimBridgeNode(Node):
         except JointCommandError as exc:
             self.commands_rejected += 1
             self.get_logger().error(f"{topic}: command rejected: {exc}", throttle_duration_sec=1.0)
-            return
+            return ("joints" if "joint" in str(exc) else "goal", str(exc))
         if self.lockstep:
             if abs(stamp - self.sim_time) > 1e-6:   # answers an older state: must not move the arm
                 self.commands_stale += 1
-                return
+                return "stale", f"stamp {stamp:.4f} s answers an older state (sim time {self.sim_time:.4f} s)"
             self.advance(sample_trajectory(current, stamp, times, points, self.sim_time + self.sim.dt))
         else:  # a zero stamp means "start now", as for a JointTrajectoryController
             self.latest_trajectory = (current, stamp or self.sim_time, times, points)
             self.latest_command_time = stamp or self.sim_time
+        return None
 
     def on_reset(self, request, response):
         task = request.task or self.sim.task

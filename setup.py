@@ -16,6 +16,7 @@ NODES = {
     "vla_imagination_monitor": "vla_policy_node.nodes.imagination_monitor:main",
     "vla_replay": "vla_policy_node.nodes.replay:main",
     "vla_task_runner": "vla_policy_node.nodes.task_runner:main",
+    "vla_lifecycle_manager": "vla_policy_node.nodes.lifecycle_manager:main",
 }
 
 setup(

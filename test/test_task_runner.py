@@ -72,21 +72,30 @@ def test_health_levels_name_the_threshold():
 
 
 # ---- through the graph -----------------------------------------------------------------------
+GRAPH_PROCESSES: dict = {}      # node name -> live process of the module's graph (respawns included)
+
+
+@pytest.fixture(scope="module")
+def graph_processes(graph):
+    return GRAPH_PROCESSES
+
+
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory):
     from vla_policy_node.graph_runner import run_graph
 
     out = tmp_path_factory.mktemp("panda_bringup")
     env = {"ROS_DOMAIN_ID": str(DOMAIN_ID), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
-    stop, result = threading.Event(), {}
+    stop, result, processes = threading.Event(), {}, GRAPH_PROCESSES
     runner = threading.Thread(target=lambda: result.update(run_graph("panda_bringup", {}, out / "logs", env=env,
-                                                                     stop=stop, timeout_s=600)))
+                                                                     stop=stop, timeout_s=600, processes=processes)))
     runner.start()
+    wait_until_active(env)
     yield env
     stop.set()
     runner.join(60)
     assert result.get("error") is None, result.get("error")
-    assert all(p["restarts"] == 0 for p in result["processes"].values())
+    assert {n: p["restarts"] for n, p in result["processes"].items() if p["restarts"]} == {"policy": 1}
 
 
 def vla_task(env: dict, *args: str, timeout_s: float = 150.0) -> subprocess.CompletedProcess:
@@ -171,10 +180,73 @@ def test_a_task_the_graph_cannot_run_is_named(graph):
     assert "/vla/sim/reset_episode refused" in done.stderr and "no-such-task" in done.stderr
 
 
+def test_pause_holds_the_arm_and_resume_brings_the_graph_back(graph):
+    """Lifecycle: pause deactivates the nodes (the executor disarms, arming is refused, the arm
+    holds still); resume activates them again and a task runs."""
+    paused = call_trigger(graph, "lifecycle_manager/pause")
+    assert paused.success, paused.message
+    refused = call_set_armed(graph, True)
+    assert not refused.success and "inactive" in refused.message
+    status, positions = executor_status_and_joint_motion(graph)
+    assert not status.armed and status.holding
+    assert np.max(np.ptp(positions, axis=0)) < 1e-3
+    assert vla_task(graph, "reach the red target", "--arm", "--quiet", "--server-timeout", "5").returncode == 2
+    resumed = call_trigger(graph, "lifecycle_manager/resume")
+    assert resumed.success, resumed.message
+    done = vla_task(graph, "--task", "reach", "--seed", "104", "--arm", "--timeout", "120", "--quiet")
+    assert done.returncode == 0 and result_of(done.stdout)["reason"] == "success", done.stdout + done.stderr
+
+
+def test_a_killed_policy_comes_back_active_without_an_operator(graph, graph_processes):
+    """The policy process killed: the runner respawns it (unconfigured: autostart is off in bringup
+    graphs), the lifecycle manager configures and activates it again, and the next task succeeds."""
+    graph_processes["policy"].kill()
+    name = "lifecycle_manager: lifecycle"
+    seen = diagnostics_of(graph, {name}, 60.0, until=lambda s: name in s and s[name]["values"]["states.policy"]
+                          not in ("active", "unknown"))
+    assert seen[name]["values"]["states.policy"] in ("unreachable", "unconfigured", "inactive")
+    values = wait_until_active(graph)
+    assert values["states.policy"] == "active"
+    done = vla_task(graph, "--task", "reach", "--seed", "105", "--arm", "--timeout", "120", "--quiet")
+    assert done.returncode == 0 and result_of(done.stdout)["reason"] == "success", done.stdout + done.stderr
+
+
+def call_trigger(env: dict, service: str):
+    from std_srvs.srv import Trigger
+    return call_service(env, Trigger, service, Trigger.Request())
+
+
+def call_set_armed(env: dict, armed: bool):
+    from vla_msgs.srv import SetArmed
+    return call_service(env, SetArmed, "/vla/executor/set_armed", SetArmed.Request(armed=armed))
+
+
+def call_service(env: dict, srv_type, name: str, request, timeout_s: float = 90.0):
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    node = rclpy.create_node("service_probe", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        client = node.create_client(srv_type, name)
+        assert client.wait_for_service(timeout_sec=20.0), f"service {name} missing"
+        future = client.call_async(request)
+        executor.spin_until_future_complete(future, timeout_sec=timeout_s)
+        assert future.done(), f"{name} did not answer"
+        return future.result()
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+
+
 def test_every_node_reports_its_health_on_diagnostics(graph):
     """/diagnostics from the graph's processes: one status per node with levels and figures."""
     statuses = diagnostics_of(graph, {"perception: observations", "policy: model", "executor: execution",
-                                      "task_runner: tasks"})
+                                      "task_runner: tasks", "lifecycle_manager: lifecycle"})
     executor = statuses["executor: execution"]
     assert executor["level"] == 0 and executor["values"]["armed"] == "False"       # after the tasks: disarmed
     assert float(executor["values"]["command_rate_hz"]) >= 0 and executor["values"]["gate.outside_limits"] == "0"
@@ -183,11 +255,25 @@ def test_every_node_reports_its_health_on_diagnostics(graph):
     assert policy["values"]["backend"] == "reach_ik" and float(policy["values"]["process_rss_mb"]) > 20
     perception = statuses["perception: observations"]
     assert perception["level"] == 0 and float(perception["values"]["observation_rate_hz"]) > 1
-    assert int(statuses["task_runner: tasks"]["values"]["tasks_run"]) >= 4
+    assert int(statuses["task_runner: tasks"]["values"]["tasks_run"]) >= 1     # the policy test restarted none
+    manager = statuses["lifecycle_manager: lifecycle"]
+    assert manager["level"] == 0 and {manager["values"][f"states.{n}"] for n in
+                                      ("perception", "policy", "executor", "task_runner")} == {"active"}
 
 
-def diagnostics_of(env: dict, names: set, timeout_s: float = 20.0) -> dict:
-    """name -> {level, message, values} of the newest DiagnosticStatus of each of `names`."""
+def wait_until_active(env: dict, timeout_s: float = 120.0, namespace: str = "") -> dict:
+    """Until the lifecycle manager reports every managed node active; its status values."""
+    name = f"{namespace}/lifecycle_manager: lifecycle".lstrip("/")
+    status = diagnostics_of(env, {name}, timeout_s,
+                            until=lambda seen: name in seen and seen[name]["level"] == 0
+                            and seen[name]["values"].get("target") == "active")[name]
+    assert status["level"] == 0, status
+    return status["values"]
+
+
+def diagnostics_of(env: dict, names: set, timeout_s: float = 20.0, until=None) -> dict:
+    """name -> {level, message, values} of the newest DiagnosticStatus of each of `names`
+    (waiting until `until(seen)` holds, when given)."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
@@ -206,7 +292,7 @@ def diagnostics_of(env: dict, names: set, timeout_s: float = 20.0) -> dict:
     node.create_subscription(DiagnosticArray, "/diagnostics", on_array, 10)
     try:
         deadline = time.monotonic() + timeout_s
-        while not names <= set(seen) and time.monotonic() < deadline:
+        while not (until(seen) if until else names <= set(seen)) and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
     finally:
         executor.shutdown()
@@ -239,6 +325,7 @@ def test_the_same_task_with_the_policy_behind_vla_serve(tmp_path):
         runner = threading.Thread(target=lambda: result.update(
             run_graph("panda_bringup", overrides, tmp_path / "logs", env=env, stop=stop, timeout_s=600)))
         runner.start()
+        wait_until_active(env)
         done = vla_task(env, "reach the red target", "--arm", "--timeout", "120")
         stop.set()
         runner.join(60)
@@ -264,6 +351,8 @@ def test_two_namespaced_robots_run_one_task_each_without_cross_talk(tmp_path):
             "panda_bringup", {}, tmp_path / ns, env=env, stop=stop, timeout_s=600, namespace=ns)})))
         runners[-1].start()
     try:
+        for ns in ("robot1", "robot2"):
+            wait_until_active(env, namespace=ns)
         tasks = {ns: start_task(env, "--namespace", ns, "--task", "reach", "--seed", str(seed), "--arm",
                                 "--timeout", "150", "--quiet", "--server-timeout", "90")
                  for ns, seed in (("robot1", 100), ("robot2", 103))}

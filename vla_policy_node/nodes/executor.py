@@ -26,7 +26,6 @@ import numpy as np
 from rclpy.clock import Clock, ClockType
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from vla_msgs.msg import ActionChunk, ActionCommand, ExecutionFeedback, ExecutorStatus, ImaginationDivergence
@@ -42,12 +41,16 @@ from ..core.state import (StateAssemblyError, assemble_state, joint_state_proble
 from ..core.health import ERROR, WARN, Above, Flag
 from .command_contracts import CommandPublisher
 from .diagnostics import Diagnostics
+from .managed import ManagedNode
 from .common import LATCHED_QOS, RELIABLE_QOS, SERVICES, TOPICS, load_robot_or_exit, run_node, to_sec, to_stamp
 
 
-class ExecutorNode(Node):
+class ExecutorNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("executor", **kwargs)
+
+    def setup(self) -> None:
+        """configure: the robot file, the topics and services, everything the node keeps."""
         p = self.declare_parameter
         self.robot = load_robot_or_exit(self, p("robot", "metaworld_sawyer").value)
         cfg = self.robot.config
@@ -230,6 +233,11 @@ class ExecutorNode(Node):
         return response
 
     def on_set_armed(self, request, response):
+        if request.armed and not self.active:
+            response.success = False
+            response.message = "executor is inactive (lifecycle): activate it before arming"
+            self.get_logger().warning(response.message)
+            return response
         response.success, response.message = self.core.set_armed(request.armed)
         if response.success and request.armed and not self.lockstep:
             age = None if self.state_stamp is None else self.now() - self.state_stamp
@@ -402,7 +410,13 @@ class ExecutorNode(Node):
             summary["controller"] = dict(self.commands.goals.outcomes)
         return summary
 
-    def close(self) -> None:
+    def deactivated(self) -> None:
+        """deactivate: disarm, the arm holds (commanding the hold as a disarmed executor does)."""
+        with self.lock:
+            self.core.set_armed(False)
+        self.publish_status()
+
+    def teardown(self) -> None:
         self.running = False
         if self.control_thread is not None and self.control_thread is not threading.current_thread():
             self.control_thread.join(timeout=2.0)

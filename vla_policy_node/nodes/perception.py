@@ -13,7 +13,6 @@ import dataclasses
 import time
 
 from geometry_msgs.msg import PoseStamped
-from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from vla_msgs.msg import EpisodeAnnouncement, Observation, StateVector
 from vla_msgs.srv import SetInstruction
@@ -24,13 +23,17 @@ from ..core.state import (StateAssemblyError, assemble_state, joint_state_proble
 from ..core.health import WARN, Above, Flag
 from ..core.sync import TimeSynchronizer
 from .diagnostics import Diagnostics
+from .managed import ManagedNode
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit,
                      run_node, to_sec)
 
 
-class PerceptionNode(Node):
+class PerceptionNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("perception", **kwargs)
+
+    def setup(self) -> None:
+        """configure: the robot file, the topics and services, everything the node keeps."""
         self.robot = load_robot_or_exit(self, self.declare_parameter("robot", "metaworld_sawyer").value)
         self.include_env_state = bool(self.declare_parameter("include_env_state", True).value)
         self.instruction = self.declare_parameter("instruction", "").value
@@ -178,6 +181,8 @@ class PerceptionNode(Node):
         obs.state = state.tolist()
         if "env_state" in sample.streams:
             obs.env_state = sample.streams["env_state"]
+        if not self.active:                # inactive (lifecycle): observations are not published
+            return
         self.obs_pub.publish(obs)
         self.last_published = time.monotonic()
 

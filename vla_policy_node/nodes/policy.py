@@ -21,7 +21,6 @@ import time
 import numpy as np
 import psutil
 from rclpy.exceptions import ParameterException
-from rclpy.node import Node
 from vla_msgs.msg import ActionChunk, EpisodeAnnouncement, ExecutionFeedback, ImaginedFuture, Observation, PolicyStatus
 from vla_msgs.srv import ResetEpisode
 
@@ -31,6 +30,7 @@ from ..core.rtc_prefix import align_prefix
 from ..models.backend import PolicyInput
 from ..models.registry import backend_class
 from .diagnostics import Diagnostics
+from .managed import ManagedNode
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit,
                      run_node, to_sec)
 
@@ -43,9 +43,12 @@ def observation_to_input(obs: Observation, instruction: str, with_env_state: boo
                        env_state)
 
 
-class PolicyNode(Node):
+class PolicyNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("policy", **kwargs)
+
+    def setup(self) -> None:
+        """configure: the robot file, the topics and services, everything the node keeps."""
         p = self.declare_parameter
         self.robot = load_robot_or_exit(self, p("robot", "metaworld_sawyer").value)
         self.backend_name = p("backend", "oracle").value
@@ -141,6 +144,8 @@ class PolicyNode(Node):
         return "", ""
 
     def on_observation(self, msg: Observation) -> None:
+        if not self.active:                # inactive (lifecycle): no chunks
+            return
         field, why = self.observation_problem(msg)
         if field:
             self.reject(f"{self.resolve_topic_name(TOPICS['observation'])}: {field}", why, routine=field == "episode_id")
@@ -322,7 +327,7 @@ class PolicyNode(Node):
 
     def publish_status(self) -> None:
         recent = self.inference_ms[-100:]
-        status = PolicyStatus(backend=self.backend_name, embodiment=self.robot.name, ready=True,
+        status = PolicyStatus(backend=self.backend_name, embodiment=self.robot.name, ready=self.active,
                               chunks_published=self.chunk_id,
                               requests_pending=int(self.request_after is not None))
         if recent:
@@ -332,13 +337,15 @@ class PolicyNode(Node):
         status.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(status)
 
-    def close(self) -> None:
+    def teardown(self) -> None:
         """Stop the inference worker and wait for it, so no thread is inside torch or rclpy at exit."""
         self.running = False
         with self.lock:
             self.lock.notify_all()
         if self.worker.is_alive() and self.worker is not threading.current_thread():
             self.worker.join(timeout=10.0)
+        self.backend.close()               # cleanup frees the model; configure loads it again
+        self.backend = None
 
 
 def main(args=None):

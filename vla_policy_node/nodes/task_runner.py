@@ -29,6 +29,7 @@ from ..core.health import WARN, Flag
 from ..core.progress import StageThresholds, StageTracker
 from ..core.task_progress import TaskLimits, TaskProgress, end_reason
 from ..evaluation.episode_tracker import EpisodeTracker
+from .managed import ManagedNode
 from .common import LATCHED_QOS, RELIABLE_QOS, SERVICES, TOPICS, run_node, to_sec
 from .diagnostics import Diagnostics
 
@@ -267,11 +268,14 @@ def new_episode_id(task: str) -> str:
     return f"{task or 'task'}_{uuid.uuid4().hex[:8]}"
 
 
-class TaskRunnerNode(Node):
+class TaskRunnerNode(ManagedNode):
     """Serves the RunTask action on /vla/run_task: one task at a time; a new goal preempts the running one."""
 
     def __init__(self, **kwargs):
         super().__init__("task_runner", **kwargs)
+
+    def setup(self) -> None:
+        """configure: the robot file, the topics and services, everything the node keeps."""
         p = self.declare_parameter
         self.runner = TaskRunner(self, p("env_state_topic", "").value or None,
                                  float(p("default_timeout_s", 300.0).value))
@@ -289,13 +293,19 @@ class TaskRunnerNode(Node):
                                    handle_accepted_callback=self.on_accepted, callback_group=group)
         self.get_logger().info(f"ready: send a vla_msgs/action/RunTask goal to {ACTION_NAME} (or: vla-task)")
 
-    def close(self) -> None:
-        """At shutdown: the running task ends as canceled (its runner disarms if the graph still
-        answers); the action server goes before the node."""
+    def teardown(self) -> None:
+        """cleanup or shutdown: the running task ends as canceled (its runner disarms if the graph
+        still answers); the action server goes with the node's other entities."""
         self.closing = True
         if self.lock.acquire(timeout=2.0):
             self.lock.release()
-        self.server.destroy()
+
+    def deactivated(self) -> None:
+        """A running task is canceled (the arm holds); new goals are refused until active again."""
+        self.closing = True
+
+    def activated(self) -> None:
+        self.closing = False
 
     def health_figures(self) -> dict:
         progress = self.runner.progress
@@ -306,6 +316,9 @@ class TaskRunnerNode(Node):
                 "executed_steps": progress.executed_steps if progress is not None else 0}
 
     def on_goal(self, goal: RunTask.Goal) -> GoalResponse:
+        if not self.active:
+            self.get_logger().error(f"{ACTION_NAME}: goal refused: the task runner is not active (lifecycle)")
+            return GoalResponse.REJECT
         request = goal_to_request(goal)
         try:
             request.check()

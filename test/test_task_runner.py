@@ -73,6 +73,7 @@ def test_health_levels_name_the_threshold():
 
 # ---- through the graph -----------------------------------------------------------------------
 GRAPH_PROCESSES: dict = {}      # node name -> live process of the module's graph (respawns included)
+GRAPH_OUT: list = []            # its output folder
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,9 @@ def graph(tmp_path_factory):
     out = tmp_path_factory.mktemp("panda_bringup")
     env = {"ROS_DOMAIN_ID": str(DOMAIN_ID), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     stop, result, processes = threading.Event(), {}, GRAPH_PROCESSES
-    runner = threading.Thread(target=lambda: result.update(run_graph("panda_bringup", {}, out / "logs", env=env,
+    GRAPH_OUT.append(out)
+    overrides = {"task_runner": {"record_dir": str(out / "tasks")}}
+    runner = threading.Thread(target=lambda: result.update(run_graph("panda_bringup", overrides, out / "logs", env=env,
                                                                      stop=stop, timeout_s=600, processes=processes)))
     runner.start()
     wait_until_active(env)
@@ -95,7 +98,9 @@ def graph(tmp_path_factory):
     stop.set()
     runner.join(60)
     assert result.get("error") is None, result.get("error")
-    assert {n: p["restarts"] for n, p in result["processes"].items() if p["restarts"]} == {"policy": 1}
+    restarts = {n: p["restarts"] for n, p in result["processes"].items() if p["restarts"]}
+    assert restarts in ({}, {"policy": 1}), restarts          # only the policy, killed by its test
+    processes.clear()
 
 
 def vla_task(env: dict, *args: str, timeout_s: float = 150.0) -> subprocess.CompletedProcess:
@@ -145,6 +150,15 @@ def test_a_simulator_task_and_seed_reset_the_simulator_first(graph):
     result = result_of(done.stdout)
     assert result["id"].startswith("reach_") and result["reason"] == "success"
     assert done.stdout.count("\n") == 1                                   # --quiet: the result only
+    # record_dir is set: the task's topics are in its own bag
+    from vla_policy_node.data.bags import read_bag
+    topics, chunks = set(), []
+    for topic, _, _, msg in read_bag(GRAPH_OUT[0] / "tasks" / result["id"]):
+        topics.add(topic)
+        if topic == "/vla/action_chunk":
+            chunks.append(msg.episode_id)
+    assert {"/clock", "/joint_states", "/vla/observation", "/vla/action_chunk", "/vla/episode"} <= topics
+    assert chunks and set(chunks) == {result["id"]}
 
 
 def test_a_new_task_preempts_the_running_one(graph):

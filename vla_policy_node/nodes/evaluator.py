@@ -23,7 +23,6 @@ calls services, follows topics and records bags.
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -33,8 +32,6 @@ from rcl_interfaces.msg import ParameterType
 from rclpy.node import Node
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.serialization import deserialize_message
-from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 from vla_msgs.msg import (ActionChunk, ActionCommand, EpisodeResult, ExecutorStatus, ImaginationDivergence,
@@ -44,19 +41,15 @@ from ..core import images
 from ..core.episode_log import EpisodeLog
 from ..core.progress import StageThresholds
 from ..core.protocol import check_training_seeds, resolve_seeds
-from ..data.bags import BagWriter, make_typestore
 from ..evaluation.closed_loop_report import EvaluationProtocol, episode_record, monitor_row, run_description
 from ..evaluation.episode_tracker import EpisodeTracker
 from ..evaluation.replay_scoring import replay_score
 from ..evaluation.reports import EpisodeRecord, write_episode_video, write_run_report
-from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, load_robot_or_exit, message_class,
+from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, load_robot_or_exit,
                      run_node, to_sec)
+from .episode_recorder import EpisodeRecorder
 from .task_runner import TaskHooks, TaskRequest, TaskRunner
 
-# A recorder takes the reliability its publishers offer (as rosbag2 does): reliable topics are
-# recorded without loss, best-effort ones (camera streams) without back-pressure on the robot.
-RECORD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
-RECORD_RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 # Every command of a replayed episode is scored: deep enough that none is dropped while a callback runs.
 COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -72,8 +65,6 @@ class EvaluatorNode(Node):
         episode_timeout_s = float(p("episode_timeout_s", 120.0).value)
         self.output_dir = Path(p("output_dir", "artifacts/demo").value)
         self.record = bool(p("record", True).value)
-        self.record_topics = list(p("record_topics", [""]).value)
-        self.bag_storage = p("bag_storage", "sqlite3").value
         self.graph_name = p("graph", "").value
         lockstep = bool(p("lockstep", True).value)
         mode = p("mode", "closed_loop").value
@@ -113,13 +104,9 @@ class EvaluatorNode(Node):
         self.replay_state: EpisodeResult | None = None
         self.replay_changed = threading.Event()
         self.executor_dry_run: bool | None = None
-        self.writer: BagWriter | None = None
-        self.write_lock = threading.Lock()
-        self.typestore = make_typestore() if self.record else None
+        self.recorder = EpisodeRecorder(self, self.output_dir / "bags", list(p("record_topics", [""]).value),
+                                        p("bag_storage", "sqlite3").value) if self.record else None
         self.exit_code = 0
-        self.recorded: list[str] = []
-        self.recorded_clock = float("-inf")             # newest /clock the recorder wrote (s)
-        self.clock_topic = self.resolve_topic_name("/clock")   # remapped into the graph's namespace
 
         # resets, arming, success and step tracking, the latched /vla/episode: the same path as a RunTask goal
         self.tasks = TaskRunner(self, self.robot.config.env_state_topic or None, episode_timeout_s,
@@ -198,71 +185,17 @@ class EvaluatorNode(Node):
     def on_executor_status(self, msg: ExecutorStatus) -> None:
         self.executor_dry_run = bool(msg.dry_run)
 
-    def on_raw(self, topic: str, msgtype: str, data: bytes) -> None:
-        with self.write_lock:
-            if self.writer is not None:
-                self.writer.write(topic, msgtype, self.get_clock().now().nanoseconds, data)
-                if topic == self.clock_topic:
-                    self.recorded_clock = to_sec(deserialize_message(data, Clock).clock)
-
-    def drain_recording(self, stamp: float, timeout_s: float = 2.0, settle_s: float = 0.1) -> None:
-        """Before the bag closes: wait until the recorder has written the graph's clock up to
-        `stamp` (the episode's last state; a loaded machine delivers the recorder's messages later
-        than the tracker's), then `settle_s` for the other topics of that instant."""
-        if self.writer is None or self.clock_topic not in self.recorded:
-            return
-        deadline = time.monotonic() + timeout_s
-        while self.recorded_clock < stamp - 1e-9 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if self.recorded_clock < stamp - 1e-9:
-            self.get_logger().warning(f"recording: /clock reached {self.recorded_clock:.3f} s of {stamp:.3f} s "
-                                      f"within {timeout_s} s; the bag ends there")
-        time.sleep(settle_s)
-
     # ---- recording -----------------------------------------------------------------------
-    def subscribe_recorded_topics(self, wait_s: float = 10.0) -> None:
-        wanted = [self.resolve_topic_name(t) for t in self.record_topics if t]   # relative ones: in the namespace
-        deadline = time.monotonic() + wait_s
-        found = {}
-        while time.monotonic() < deadline:
-            found = {name: types[0] for name, types in self.get_topic_names_and_types() if name in wanted}
-            if len(found) == len(wanted):
-                break
-            time.sleep(0.2)
-        missing = sorted(set(wanted) - set(found))
-        if missing:
-            self.get_logger().warning(f"parameter record_topics: not (yet) published, not recorded: {missing}")
-        for topic, type_name in found.items():
-            self.create_subscription(message_class(type_name), topic,
-                                     lambda data, t=topic, m=type_name: self.on_raw(t, m, data),
-                                     self.record_qos(topic), raw=True)
-        self.recorded = sorted(found)
-
-    def record_qos(self, topic: str) -> QoSProfile:
-        """Reliable when every publisher of the topic offers it (nothing lost), else best effort."""
-        offered = [info.qos_profile.reliability for info in self.get_publishers_info_by_topic(topic)]
-        if offered and all(r == ReliabilityPolicy.RELIABLE for r in offered):
-            return RECORD_RELIABLE_QOS
-        return RECORD_QOS
-
     def open_bag(self, episode_id: str) -> str:
-        """Start recording an episode into <output_dir>/bags/<episode_id>; returns the folder ("" when not recording)."""
-        if not self.record:
-            return ""
-        bag_path = self.output_dir / "bags" / episode_id
-        if bag_path.exists():
-            shutil.rmtree(bag_path)
-        bag_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.write_lock:
-            self.writer = BagWriter(bag_path, self.typestore, self.bag_storage)
-            self.recorded_clock = float("-inf")
-        return str(bag_path)
+        """Start recording an episode into <output_dir>/bags/<episode_id>; its folder ("" when not recording)."""
+        return self.recorder.open(episode_id) if self.recorder is not None else ""
 
-    def close_bag(self) -> None:
-        with self.write_lock:
-            if self.writer is not None:
-                self.writer.close()
-                self.writer = None
+    def close_bag(self, last_stamp: float | None = None) -> None:
+        """Close the bag, after the recorder has caught up with the graph's clock at `last_stamp` (s)."""
+        if self.recorder is not None:
+            if last_stamp is not None:
+                self.recorder.drain(last_stamp)
+            self.recorder.close()
 
     # ---- episodes ------------------------------------------------------------------------
     def remote_parameter(self, node_name: str, name: str, timeout_s: float = 5.0):
@@ -336,8 +269,7 @@ class EvaluatorNode(Node):
         request = TaskRequest(task=task, seed=seed, arm=True, timeout_s=self.protocol.episode_timeout_s,
                               max_steps=self.protocol.max_steps, episode_id=f"{task}_s{seed}")
         outcome = self.tasks.run(request, hooks=TaskHooks(before_reset=before_reset, started=self.begin_log))
-        self.drain_recording(outcome.tracker.last_stamp)
-        self.close_bag()
+        self.close_bag(outcome.tracker.last_stamp)
         record = self.end_episode(outcome.episode_id, task, seed, outcome.instruction, outcome.tracker,
                                   outcome.reason, bag, outcome.wall_time_s)
         self.publish_result(outcome.episode_id, record)
@@ -402,7 +334,8 @@ class EvaluatorNode(Node):
         replay_bag = self.remote_parameter("replay", "bag", 2.0) \
             if self.protocol.mode == "replay" and episodes else None
         run = run_description(self.protocol, lockstep_seen, self.monitor_rows, episodes, self.backend,
-                              self.robot.name, self.graph_name, self.recorded, replay_bag)
+                              self.robot.name, self.graph_name,
+                              self.recorder.recorded if self.recorder is not None else [], replay_bag)
         written = write_run_report(self.output_dir, run, episodes, self.index_dir)
         self.get_logger().info(f"report written to {written['report_json']}")
 
@@ -423,8 +356,8 @@ class EvaluatorNode(Node):
                 rclpy.try_shutdown()
             return
         try:
-            if self.record:
-                self.subscribe_recorded_topics()
+            if self.recorder is not None:
+                self.recorder.subscribe()
             if self.protocol.mode == "replay":
                 episodes.append(self.run_replay())
             else:

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -32,6 +33,7 @@ from ..evaluation.episode_tracker import EpisodeTracker
 from .managed import ManagedNode
 from .common import LATCHED_QOS, RELIABLE_QOS, SERVICES, TOPICS, run_node, to_sec
 from .diagnostics import Diagnostics
+from .episode_recorder import EpisodeRecorder
 
 ACTION_NAME = "vla/run_task"          # relative: under the graph's namespace
 
@@ -280,6 +282,10 @@ class TaskRunnerNode(ManagedNode):
         self.runner = TaskRunner(self, p("env_state_topic", "").value or None,
                                  float(p("default_timeout_s", 300.0).value))
         self.feedback_period_s = float(p("feedback_period_s", 0.5).value)
+        record_dir = p("record_dir", "").value
+        self.recorder = EpisodeRecorder(self, Path(record_dir), list(p("record_topics", [""]).value),
+                                        p("bag_storage", "sqlite3").value) if record_dir else None
+        self.recorder_ready = False
         self.lock = threading.Lock()             # one task drives the graph at a time
         self.latest_goal = None                  # id of the newest accepted goal; older ones are preempted
         self.closing = False
@@ -292,6 +298,21 @@ class TaskRunnerNode(ManagedNode):
                                    goal_callback=self.on_goal, cancel_callback=lambda _: CancelResponse.ACCEPT,
                                    handle_accepted_callback=self.on_accepted, callback_group=group)
         self.get_logger().info(f"ready: send a vla_msgs/action/RunTask goal to {ACTION_NAME} (or: vla-task)")
+
+    def recording_hooks(self) -> TaskHooks | None:
+        """With record_dir set, each task's topics go to <record_dir>/<episode id>/ (rosbag2)."""
+        recorder = self.recorder
+        if recorder is None:
+            return None
+        if not self.recorder_ready:
+            recorder.subscribe()
+            self.recorder_ready = True
+
+        def ended(outcome: TaskOutcome) -> None:
+            recorder.drain(outcome.tracker.last_stamp if outcome.simulated else self.runner.now_s())
+            recorder.close()
+            self.get_logger().info(f"task {outcome.episode_id} recorded in {recorder.folder / outcome.episode_id}")
+        return TaskHooks(before_reset=recorder.open, ended=ended)
 
     def teardown(self) -> None:
         """cleanup or shutdown: the running task ends as canceled (its runner disarms if the graph
@@ -352,12 +373,16 @@ class TaskRunnerNode(ManagedNode):
 
             self.tasks_run += 1
             try:
-                outcome = self.runner.run(request, stop, feedback, feedback_period_s=self.feedback_period_s)
+                outcome = self.runner.run(request, stop, feedback, hooks=self.recording_hooks(),
+                                          feedback_period_s=self.feedback_period_s)
             except Exception as exc:    # a service that refused or did not answer: named, the goal aborts
                 self.get_logger().error(f"task failed: {exc}")
                 self.last_result = f"error: {exc}"
                 goal_handle.abort()
                 return RunTask.Result(reason=f"error: {exc}", episode_id=request.episode_id)
+            finally:
+                if self.recorder is not None:
+                    self.recorder.close()
         self.last_result = outcome.reason
         result = RunTask.Result(success=outcome.success, success_known=outcome.success_known, reason=outcome.reason,
                                 episode_id=outcome.episode_id, steps=outcome.steps, duration_s=outcome.duration_s,

@@ -85,12 +85,18 @@ def test_cartesian_ik_keys_fail_with_file_and_key(cartesian_copy, edit, message)
     assert message in cartesian_copy(edit)
 
 
-def test_ik_keys_only_for_the_cartesian_contract(tmp_path, robots_dir):
-    data = yaml.safe_load((robots_dir / "panda_isaac.yaml").read_text())
-    data["output"]["ik"] = {"joint_command": "joint_state"}
+def edited_panda(tmp_path, robots_dir, name: str, output: dict):
+    """A copy of a Panda robot file (with its statistics file) whose output section gets `output`."""
+    data = yaml.safe_load((robots_dir / f"{name}.yaml").read_text())
+    data["output"].update(output)
     shutil.copy(robots_dir / "panda_ros2_control_stats.yaml", tmp_path)
-    path = tmp_path / "panda_isaac.yaml"
+    path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_ik_keys_only_for_the_cartesian_contract(tmp_path, robots_dir):
+    path = edited_panda(tmp_path, robots_dir, "panda_isaac", {"ik": {"joint_command": "joint_state"}})
     with pytest.raises(EmbodimentConfigError, match=r"panda_isaac.yaml: output.ik: only for the 'cartesian' contract"):
         load_embodiment(path)
 
@@ -240,13 +246,9 @@ def test_follow_joint_trajectory_goals_drive_the_reach(tmp_path, robots_dir):
     topic; the controller's results are counted; the reach succeeds."""
     from vla_policy_node.graph_runner import run_graph
 
-    data = yaml.safe_load((robots_dir / "panda_ros2_control.yaml").read_text())
-    data["output"]["trajectory_action"] = {"name": "panda_arm_controller/follow_joint_trajectory",
-                                           "path_tolerance": 0.2, "goal_tolerance": [0.05] * 7,
-                                           "goal_time_tolerance_s": 0.1}
-    shutil.copy(robots_dir / "panda_ros2_control_stats.yaml", tmp_path)
-    robot = tmp_path / "panda_fjt.yaml"
-    robot.write_text(yaml.safe_dump(data))
+    robot = edited_panda(tmp_path, robots_dir, "panda_ros2_control", {"trajectory_action": {
+        "name": "panda_arm_controller/follow_joint_trajectory", "path_tolerance": 0.2, "goal_tolerance": [0.05] * 7,
+        "goal_time_tolerance_s": 0.1}})
     assert load_embodiment(robot).config.output.trajectory_action.goal_tolerance == [0.05] * 7
     out = tmp_path / "run"
     overrides = {"evaluator": {"seeds": f"[{SEED}]", "output_dir": str(out), "episode_timeout_s": "45.0"},
@@ -266,15 +268,10 @@ def test_follow_joint_trajectory_goals_drive_the_reach(tmp_path, robots_dir):
 
 
 def test_trajectory_action_keys_are_checked(tmp_path, robots_dir):
-    data = yaml.safe_load((robots_dir / "panda_isaac.yaml").read_text())
-    data["output"]["trajectory_action"] = {"name": "arm/follow_joint_trajectory"}
-    shutil.copy(robots_dir / "panda_ros2_control_stats.yaml", tmp_path)
-    path = tmp_path / "panda_isaac.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path = edited_panda(tmp_path, robots_dir, "panda_isaac", {"trajectory_action": {"name": "arm/fjt"}})
     with pytest.raises(EmbodimentConfigError, match="trajectory_action: needs contract 'ros2_control'"):
         load_embodiment(path)
-    data = yaml.safe_load((robots_dir / "panda_ros2_control.yaml").read_text())
-    data["output"]["trajectory_action"] = {"name": "arm/follow_joint_trajectory", "goal_tolerance": [0.1, 0.1]}
-    path.write_text(yaml.safe_dump(data))
+    path = edited_panda(tmp_path, robots_dir, "panda_ros2_control",
+                        {"trajectory_action": {"name": "arm/fjt", "goal_tolerance": [0.1, 0.1]}})
     with pytest.raises(EmbodimentConfigError, match="trajectory_action.goal_tolerance: 2 values for 7 joint_names"):
         load_embodiment(path)

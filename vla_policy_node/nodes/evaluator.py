@@ -47,6 +47,7 @@ from ..evaluation.replay_scoring import replay_score
 from ..evaluation.reports import EpisodeRecord, write_episode_video, write_run_report
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, load_robot_or_exit,
                      run_node, to_sec)
+from .diagnostics import Diagnostics
 from .episode_recorder import EpisodeRecorder
 from .task_runner import TaskHooks, TaskRequest, TaskRunner
 
@@ -131,6 +132,9 @@ class EvaluatorNode(Node):
                                      LATCHED_QOS)
             self.replay_start = self.create_client(Trigger, SERVICES["replay_start"])
         self.result_pub = self.create_publisher(EpisodeResult, TOPICS["episode_result"], RELIABLE_QOS)
+        self.diagnostics = Diagnostics(self, "evaluation", self.robot.name, lambda: {
+            "mode": self.protocol.mode, "episode_id": self.episode_id, "episodes_done": len(self.monitor_rows),
+            "episodes_planned": len(self.protocol.tasks) * len(self.protocol.seeds)}, [])
         self.runner = threading.Thread(target=self.run, name="episodes", daemon=True)
         self.runner.start()
 

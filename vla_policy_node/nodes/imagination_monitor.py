@@ -18,6 +18,7 @@ from vla_msgs.msg import ActionChunk, ImaginationDivergence, ImaginedFuture
 
 from ..core import images
 from ..core.imagination_monitor import Comparison, ImaginationMonitor, MonitorSettings
+from .diagnostics import Diagnostics
 from .common import RELIABLE_QOS, SENSOR_QOS, TOPICS, load_robot_or_exit, run_node, to_sec, to_stamp
 
 EPISODES_KEPT = 256          # chunk id -> episode id entries remembered
@@ -55,6 +56,8 @@ class ImaginationMonitorNode(Node):
         for cam in cfg.cameras:
             if not camera or cam.name == camera:
                 self.create_subscription(Image, cam.topic, lambda m, c=cam: self.on_image(c, m), SENSOR_QOS)
+        self.diagnostics = Diagnostics(self, "imagination", self.robot.name,
+                                       lambda: {"episode_id": self.episode_id, **self.monitor.counts}, [])
         self.get_logger().info(f"imagination monitor ready: threshold {threshold:g} (1 - SSIM), action "
                                f"{action}, camera {camera or 'all'}, tolerance {tolerance * 1e3:.2f} ms")
 

@@ -33,11 +33,13 @@ from trajectory_msgs.msg import JointTrajectory
 from vla_msgs.msg import ActionCommand, StateVector
 from vla_msgs.srv import ResetEpisode
 
+from ..core.health import Above
 from ..core.hold import hold_command
 from ..core.joint_trajectory import JointCommandError, check_times, joint_vector, sample_trajectory
 from ..core.motion_limiter import POSITION_SPACES
 from ..sim import panda_reach_sim
 from ..sim.metaworld_sim import MetaWorldSim, default_instruction
+from .diagnostics import Diagnostics
 from .common import (RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit, run_node, to_sec,
                      to_stamp)
 
@@ -121,6 +123,9 @@ class SimBridgeNode(Node):
             self.create_timer(self.republish_period_s, self.republish_if_idle)
         else:
             self.create_timer(self.sim.dt / self.real_time_factor, self.free_run_step)
+        self.steps_window = (time.monotonic(), self.sim_time)     # (wall s, sim s) at the last diagnostics
+        self.diagnostics = Diagnostics(self, "simulation", self.robot.name, self.health_figures,
+                                       [Above("commands_rejected", 0, None)])
         contract = "ActionCommand" if self.joint_command_type is None else self.joint_command_type.__name__
         self.get_logger().info(f"sim_bridge ready: {self.sim_name} task {self.sim.task}, lockstep={self.lockstep}, "
                                f"dt={self.sim.dt * 1e3:.1f} ms, cameras {[m for _, m in self.cameras]}, "
@@ -214,6 +219,15 @@ class SimBridgeNode(Node):
             self.advance(values)
         else:
             self.latest_command, self.latest_command_time = values, to_sec(msg.header.stamp)
+
+    def health_figures(self) -> dict:
+        """What /diagnostics reports: sim time, real-time factor, step, commands refused or stale."""
+        now, (then, sim_then) = time.monotonic(), self.steps_window
+        self.steps_window = (now, self.sim_time)
+        return {"sim": self.sim_name, "task": self.sim.task, "lockstep": self.lockstep, "sim_time_s": self.sim_time,
+                "real_time_factor": (self.sim_time - sim_then) / max(now - then, 1e-6), "step": self.sim.step_index,
+                "success": bool(self.sim.success), "commands_rejected": self.commands_rejected,
+                "commands_stale": self.commands_stale}
 
     def on_trajectory_goal(self, goal_handle):
         """A FollowJointTrajectory goal (robot files with output.trajectory_action), taken as a

@@ -565,7 +565,7 @@ def policy(context):
     """The oracle policy node, its inference worker stopped: the test answers requests itself
     (serve_request, as the worker does) so each case is deterministic."""
     node = PolicyNode(context=context, parameter_overrides=[Parameter("backend", value="oracle")])
-    node.close()
+    node.stop_worker()
     node.chunk_pub = Recorder()
     node.imagined_pub = Recorder()
     yield node

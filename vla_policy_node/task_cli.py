@@ -11,6 +11,7 @@ reason is printed), 1 the task ended otherwise, 2 no task runner answered or the
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 import time
@@ -41,10 +42,15 @@ def run(args: argparse.Namespace, out=sys.stdout) -> int:
     import rclpy
     from rclpy.action import ActionClient
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
     from vla_msgs.action import RunTask
 
+    # Ctrl-C (and SIGTERM) must cancel the goal, which needs the context alive: rclpy's own handler
+    # would shut it down, and a process started in the background by a script inherits SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     context = rclpy.Context()
-    rclpy.init(context=context)
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("vla_task", context=context, namespace="/" + args.namespace.strip("/"))
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)

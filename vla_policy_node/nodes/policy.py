@@ -338,14 +338,18 @@ class PolicyNode(ManagedNode):
         self.status_pub.publish(status)
 
     def teardown(self) -> None:
+        """cleanup / exit: stop the inference worker, then free the model."""
+        self.stop_worker()
+        self.backend.close()               # configure loads it again
+        self.backend = None
+
+    def stop_worker(self) -> None:
         """Stop the inference worker and wait for it, so no thread is inside torch or rclpy at exit."""
         self.running = False
         with self.lock:
             self.lock.notify_all()
         if self.worker.is_alive() and self.worker is not threading.current_thread():
             self.worker.join(timeout=10.0)
-        self.backend.close()               # cleanup frees the model; configure loads it again
-        self.backend = None
 
 
 def main(args=None):

@@ -158,14 +158,18 @@ def _discovery_lost(ctx: FaultContext) -> None:
     discovery; after SIGCONT it announces itself again and is matched anew."""
     counts = []
     topic = ctx.observer.chunk_pub.topic_name
+    deadline = time.monotonic() + 10.0          # the injector's own publisher and the policy's, matched
+    while ctx.observer.node.count_publishers(topic) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    before = ctx.observer.node.count_publishers(topic)
     ctx.freeze("policy", DISCOVERY_FREEZE_S,
                during=lambda: counts.append(ctx.observer.node.count_publishers(topic)))
     deadline = time.monotonic() + 15.0
     while ctx.observer.node.count_publishers(topic) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
-    lost = next((i for i, n in enumerate(counts) if counts and n < counts[0]), None)
+    lost = next((i for i, n in enumerate(counts) if n < before), None)
     ctx.notes["discovery_lost_after_s"] = None if lost is None else 0.5 * (lost + 1)
-    ctx.notes["chunk_publishers_before"] = counts[0] if counts else None
+    ctx.notes["chunk_publishers_before"] = before
     ctx.notes["chunk_publishers_min_while_stopped"] = min(counts) if counts else None
     ctx.notes["chunk_publishers_after"] = ctx.observer.node.count_publishers(topic)
 

@@ -24,7 +24,7 @@ from rosbags.typesys import get_types_from_msg
 from ..core.embodiment import Embodiment, load_robot
 from ..core.images import ImageEncodingError, decode, to_model_input
 from ..core.state import StateAssemblyError, assemble_state, joint_state_problem, state_joints, values_problem
-from .bags import make_typestore, read_bag
+from .bags import at_root, make_typestore, read_bag
 
 SUCCESS_TOPIC = "/vla/sim/success"
 OBSERVATION_TOPIC = "/vla/observation"
@@ -173,7 +173,7 @@ def load_episode(bag_dir, embodiment, topic_map: dict | None = None) -> Episode:
     cfg = emb.config
     bag = Path(bag_dir)
     tmap = dict(topic_map or {})
-    t = lambda topic: tmap.get(topic, topic)  # noqa: E731
+    t = lambda topic: tmap.get(topic, tmap.get(at_root(topic), at_root(topic)))  # noqa: E731
 
     need_joint = any(s.startswith("joint.") for s in cfg.state.sources)
     need_ee = any(s.startswith("ee.") for s in cfg.state.sources)

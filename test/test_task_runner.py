@@ -375,7 +375,9 @@ def test_two_namespaced_robots_run_one_task_each_without_cross_talk(tmp_path):
                                 "--timeout", "150", "--quiet", "--server-timeout", "90")
                  for ns, seed in (("robot1", 100), ("robot2", 103))}
         outputs = {ns: proc.communicate(timeout=240) for ns, proc in tasks.items()}
-        topics = topic_names(env)
+        expected = {f"/{ns}/{t}" for ns in ("robot1", "robot2") for t in
+                    ("clock", "joint_states", "vla/action_chunk", "panda_arm_controller/joint_trajectory")}
+        topics = topic_names(env, expected)
     finally:
         stop.set()
         for runner in runners:
@@ -392,15 +394,22 @@ def test_two_namespaced_robots_run_one_task_each_without_cross_talk(tmp_path):
         assert log.count("success after") == 1       # each runner ran its own task only
 
 
-def topic_names(env: dict) -> list[str]:
+def topic_names(env: dict, expected: set, timeout_s: float = 20.0) -> list[str]:
+    """The graph's topic names once discovery shows every `expected` one (or after `timeout_s`)."""
     import rclpy
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
     node = rclpy.create_node("topic_probe", context=context)
     try:
-        time.sleep(2.0)                              # discovery
-        return [name for name, _ in node.get_topic_names_and_types()]
+        deadline = time.monotonic() + timeout_s
+        names = []
+        while time.monotonic() < deadline:
+            names = [name for name, _ in node.get_topic_names_and_types()]
+            if expected <= set(names):
+                break
+            time.sleep(0.2)
+        return names
     finally:
         node.destroy_node()
         context.try_shutdown()

@@ -10,6 +10,7 @@ process, not its kernel high-water mark, so a spike shorter than one period can 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ MAX_RESTARTS = 3             # a respawned node exiting more often than this wit
 RESTART_WINDOW_S = 60.0      # fails the graph (a crash loop); occasional exits are always restarted
 CLOCK_REMAP = {"/clock": "clock"}   # relative: /clock at the root, /<namespace>/clock in a namespace
 CONFIG_ERROR_EXIT = 2        # a node refusing its configuration: restarting it cannot help
+PR_SET_PDEATHSIG = 1         # prctl(2): the signal a process gets when its parent dies
 
 
 def rss_mb(process: psutil.Process) -> float | None:
@@ -86,6 +88,18 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def _node_preexec() -> None:
+    """In a node process before it starts. SIGINT and SIGTERM act again: a runner started with them
+    ignored or blocked (a background job of a script; a Ray worker blocks them) would otherwise pass
+    that on, and each node would miss the runner's SIGINT and be killed only after the stop timeout.
+    And the node gets SIGTERM when the runner dies (Linux PR_SET_PDEATHSIG): a killed runner (a lost
+    Ray worker) leaves no graph behind on its ROS domain."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
 def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = None,
               timeout_s: float | None = None, env: dict | None = None, processes: dict | None = None,
               remaps: dict | None = None, stop=None, namespace: str = "") -> dict:
@@ -119,7 +133,8 @@ def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = Non
         out = None if spec.exit_ends_graph else logs[spec.name]
         procs[spec.name] = subprocess.Popen(node_command(spec, overrides, (remaps or {}).get(spec.name), namespace),
                                             env=env, stdout=out,
-                                            stderr=subprocess.STDOUT if out else None)
+                                            stderr=subprocess.STDOUT if out else None,
+                                            preexec_fn=_node_preexec)
         sampled[spec.name] = psutil.Process(procs[spec.name].pid)
 
     try:

@@ -269,6 +269,21 @@ def test_duplicated_chunk_refused_not_restarted(sawyer):
     assert ex.on_chunk(chunk(1.0, ramp(), chunk_id=7, episode="ep2"), 1.0)[0]
 
 
+def test_a_second_answer_to_one_request_is_refused(sawyer):
+    """A request re-sent while the first was computed gets two chunks from the same observation:
+    only the first is scheduled, so a lockstep run does not depend on when the second arrives."""
+    ex = ChunkExecutor(sawyer, lockstep=True)
+    ex.reset("ep", 0.0)
+    ex.set_armed(True)
+    assert ex.tick(0.0, 0.0).request_chunk
+    assert ex.on_chunk(chunk(0.0, ramp(), chunk_id=1), 0.0)[0]
+    ex.tick(0.0, 0.0)
+    assert ex.on_chunk(chunk(0.0, ramp(scale=0.2), chunk_id=2), DT) == \
+        (False, "a chunk from this observation is already scheduled")
+    assert ex.rejections == {"chunk: observation already answered": 1}
+    assert ex.on_chunk(chunk(DT, ramp(), chunk_id=3), DT)[0]       # a newer observation is a new plan
+
+
 def test_clock_going_back_drops_the_old_timeline_and_asks_again(sawyer):
     """A simulator's timeline reset: the plan and request stamped on the old timeline are dropped,
     the robot holds, a chunk of the new timeline is taken; states stamped ahead of the clock are stale."""

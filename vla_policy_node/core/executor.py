@@ -98,6 +98,7 @@ class ChunkExecutor:
         self.previous_command: np.ndarray | None = None
         self.current_chunk: Chunk | None = None
         self.received: deque = deque(maxlen=RECEIVED_KEPT)   # (chunk id, t0) this episode
+        self.plan_obs_t0 = float("-inf")                  # observation time of the newest chunk scheduled
         self.awaiting_chunk = False
         self.force_request = False
         self.executed_in_chunk = 0
@@ -120,6 +121,7 @@ class ChunkExecutor:
         self.current_chunk = None
         self.received = deque(maxlen=RECEIVED_KEPT)
         self.awaiting_chunk = False
+        self.plan_obs_t0 = float("-inf")
         self.last_command = self.previous_command = None
         self.limiter.reset()
         self.episode_id = episode_id
@@ -179,6 +181,7 @@ class ChunkExecutor:
         self.current_chunk = None
         self.received.clear()
         self.awaiting_chunk = False
+        self.plan_obs_t0 = float("-inf")
         self.force_request = False
         self.request_time = float("-inf")
         self.episode_start = min(self.episode_start, now)
@@ -207,6 +210,11 @@ class ChunkExecutor:
         if chunk.t0 < self.request_time - self.queue.tolerance:
             self.count_rejection("chunk: older than requested")
             return False, "chunk computed from an observation older than requested"
+        if chunk.t0 <= self.plan_obs_t0 + 1e-9 and not self.awaiting_chunk:
+            # a second answer to one request (it was re-sent while the first was computed): the plan
+            # already holds a chunk from this observation; taking both would make the run depend on timing
+            self.count_rejection("chunk: observation already answered")
+            return False, "a chunk from this observation is already scheduled"
         age = now - chunk.t0
         if age < -self.settings.max_chunk_age_s:
             self.counters["chunks_rejected"] += 1
@@ -220,6 +228,7 @@ class ChunkExecutor:
             return False, f"stale: observation {age:.3f} s old > max_chunk_age_s {self.settings.max_chunk_age_s}"
         self.counters["chunks_received"] += 1
         self.received.append(key)
+        self.plan_obs_t0 = max(self.plan_obs_t0, chunk.t0)
         self.latency.add(age)
         self.current_chunk = chunk
         limit = None

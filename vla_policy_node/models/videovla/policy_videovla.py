@@ -199,6 +199,7 @@ class VideoVLAPolicy(PolicyBackend):
         self.num_inference_steps = int(num_inference_steps) or cfg.num_inference_steps
         self.decode_imagined = bool(decode_imagined)
         self.instruction = ""
+        self.seed = 0
         self.generator = torch.Generator(device=self.pipeline.device)
 
     @property
@@ -209,7 +210,8 @@ class VideoVLAPolicy(PolicyBackend):
         self.instruction = instruction
         if instruction:
             self.pipeline.text_encoder.encode(instruction)      # cache the embedding for the episode
-        self.generator.manual_seed(int(seed or 0))
+        self.seed = int(seed or 0)
+        self.generator.manual_seed(self.seed)
 
     def _frame(self, obs: PolicyInput) -> np.ndarray:
         frame = obs.images.get(self.config.camera)
@@ -217,7 +219,14 @@ class VideoVLAPolicy(PolicyBackend):
             raise ValueError(f"observation has no camera '{self.config.camera}' (has {sorted(obs.images)})")
         return frame
 
+    def noise_seed(self, stamp: float) -> int:
+        """The sampling noise of a chunk: a function of the episode's seed and the observation's
+        time (us), so a chunk asked twice for one observation is the same chunk, and a lockstep run
+        is reproducible whatever the timing of the requests (a re-sent request, a loaded machine)."""
+        return (self.seed * 1_000_003 + round(stamp * 1e6)) % (2 ** 63)
+
     def predict(self, obs: PolicyInput, prefix: np.ndarray | None = None) -> PolicyOutput:
+        self.generator.manual_seed(self.noise_seed(obs.stamp))
         prefix_b = None
         if prefix is not None and len(prefix):
             prefix_b = np.asarray(prefix)[None, : self.config.horizon]

@@ -71,10 +71,13 @@ def monitor_row(success: bool, log: EpisodeLog) -> dict:
 def episode_record(name: str, task: str, seed: int, instruction: str, tracker: EpisodeTracker, log: EpisodeLog,
                    reason: str, bag: str, wall_s: float, frame_dt_s: float, success: bool | None = None,
                    steps: int | None = None, extra: dict | None = None) -> EpisodeRecord:
-    """The report record of a finished episode; success and steps default to the tracker's.
-    wall_s: wall-clock duration; frame_dt_s: the robot's control period (s)."""
+    """The report record of a finished episode; success and steps default to the tracker's (a
+    success's steps: those to its first success, not the one or two commands that may still run
+    before the disarm reaches the executor). wall_s: wall-clock duration; frame_dt_s: the robot's
+    control period (s)."""
     success = tracker.success if success is None else success
-    steps = tracker.steps if steps is None else steps
+    if steps is None:
+        steps = tracker.success_steps if success and tracker.success_steps is not None else tracker.steps
     start = tracker.start
     row = {"duration_s": round(tracker.last_stamp - start, 4), "wall_time_s": round(wall_s, 3), **log.quality()}
     if tracker.staged:

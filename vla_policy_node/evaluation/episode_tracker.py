@@ -29,6 +29,7 @@ class EpisodeTracker:
         self.last_stamp = start
         self.success = False
         self.success_stamp: float | None = None
+        self.success_steps: int | None = None       # steps of the last state before the first success
         self.stages = stages
         self._flag = False
         self._env_state = None
@@ -55,7 +56,7 @@ class EpisodeTracker:
         if not value:
             self._seen_reset = True
         elif self._seen_reset and not self.success:
-            self.success, self.success_stamp = True, self.last_stamp
+            self.success, self.success_stamp, self.success_steps = True, self.last_stamp, self.steps
             self.changed.set()
         self._flag = bool(value) and self._seen_reset
         if self.stages is not None and self._env_state is not None:

@@ -41,10 +41,11 @@ from ..core import images
 from ..core.episode_log import EpisodeLog
 from ..core.progress import StageThresholds
 from ..core.protocol import check_training_seeds, resolve_seeds
-from ..evaluation.closed_loop_report import EvaluationProtocol, episode_record, monitor_row, run_description
+from ..evaluation.closed_loop_report import EvaluationProtocol, episode_record, monitor_row
 from ..evaluation.episode_tracker import EpisodeTracker
 from ..evaluation.replay_scoring import replay_score
-from ..evaluation.reports import EpisodeRecord, write_episode_video, write_run_report
+from ..evaluation.reports import EpisodeRecord, write_episode_video
+from ..evaluation.run_record import RunRecord
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, load_robot_or_exit,
                      run_node, to_sec)
 from .diagnostics import Diagnostics
@@ -337,10 +338,10 @@ class EvaluatorNode(Node):
     def write_report(self, episodes: list[EpisodeRecord], lockstep_seen: dict) -> None:
         replay_bag = self.remote_parameter("replay", "bag", 2.0) \
             if self.protocol.mode == "replay" and episodes else None
-        run = run_description(self.protocol, lockstep_seen, self.monitor_rows, episodes, self.backend,
-                              self.robot.name, self.graph_name,
-                              self.recorder.recorded if self.recorder is not None else [], replay_bag)
-        written = write_run_report(self.output_dir, run, episodes, self.index_dir)
+        run = RunRecord(self.protocol, lockstep_seen, self.backend, self.robot.name, self.graph_name,
+                        self.recorder.recorded if self.recorder is not None else [], episodes,
+                        self.monitor_rows, replay_bag)
+        written = run.write_report(self.output_dir, self.index_dir)
         self.get_logger().info(f"report written to {written['report_json']}")
 
     def run(self) -> None:

@@ -7,7 +7,7 @@ STAMPS := $(VENV)/.stamps
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup demo demo-oracle data train test test-slow test-faults test-all bench bench-policies bench-soak clean distclean
+.PHONY: setup demo demo-oracle data train test test-slow test-faults test-all bench bench-policies bench-soak bench-distributed clean distclean
 
 setup: $(STAMPS)/system $(STAMPS)/python $(STAMPS)/interfaces $(STAMPS)/package
 
@@ -68,6 +68,11 @@ bench: setup
 # config/bench/policies.yaml on 5 tasks x 6 held-out seeds through the graph; cached per checkpoint.
 bench-policies: setup
 	$(VENV)/bin/vla-bench policies
+
+# Closed-loop evaluation on a local Ray instance (1 and 2 workers) against the same 10 episodes run
+# locally: episode-by-episode equality, wall time and the per-episode overhead (distributed.json).
+bench-distributed: setup
+	$(VENV)/bin/vla-bench distributed
 
 # The learned policy free-running for 30 minutes of sim time with faults at random times: memory,
 # threads, descriptors and latency over time, beside the fault cases in artifacts/bench/faults.json.

@@ -105,7 +105,7 @@ def test_rows_are_cached_and_a_forced_row_reruns_alone(tmp_path, monkeypatch):
     board = Leaderboard.load(path)
     runs = []
 
-    def closed_loop(board, row, out_dir):
+    def closed_loop(board, row, out_dir, ray=None):
         runs.append(row.name)
         (out_dir / "bags").mkdir(parents=True, exist_ok=True)                       # the reference's bags
         return {"report": report([True, False]), "processes": {}, "wall_time_s": 1.0}

@@ -107,10 +107,13 @@ def _overrides(board: Leaderboard, row: Row, out_dir: Path) -> dict:
     return out
 
 
-def run_closed_loop(board: Leaderboard, row: Row, out_dir: Path) -> dict:
-    """The row's episodes through the full graph; the evaluator's report plus process figures."""
+def run_closed_loop(board: Leaderboard, row: Row, out_dir: Path, ray=None) -> dict:
+    """The row's episodes through the full graph; the evaluator's report plus process figures.
+    `ray` (evaluation.distributed.RayOptions): every episode a Ray task, merged into the same report."""
     from ..graph_runner import run_graph
 
+    if ray is not None:
+        return _run_closed_loop_on_ray(board, row, out_dir, ray)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     result = run_graph(board.protocol["graph"], _overrides(board, row, out_dir), out_dir / "logs",
@@ -121,6 +124,31 @@ def run_closed_loop(board: Leaderboard, row: Row, out_dir: Path) -> dict:
     (out_dir / "processes.json").write_text(json.dumps(result, indent=2))
     return {"report": json.loads(report_path.read_text()), "processes": result["processes"],
             "wall_time_s": result["wall_time_s"]}
+
+
+def _run_closed_loop_on_ray(board: Leaderboard, row: Row, out_dir: Path, ray) -> dict:
+    from ..evaluation.distributed import ClosedLoopJob, run_on_ray
+
+    overrides = _overrides(board, row, out_dir)
+    for param in ("tasks", "seeds", "output_dir", "index_dir"):      # set per episode by the job
+        overrides["evaluator"].pop(param)
+    if row.checkpoint:
+        overrides["policy"]["checkpoint"] = str(resolve_checkpoint(row.checkpoint).resolve())
+    p = board.protocol
+    result = run_on_ray(ClosedLoopJob(p["graph"], list(p["tasks"]), [int(s) for s in p["seeds"]], p["robot"],
+                                      overrides, 4 * 3600), out_dir, ray, progress=False)
+    section = result["distributed"]
+    if section["failed"] or result["report"] is None:
+        raise RuntimeError(f"leaderboard row {row.name}: episodes {section['failed']} failed on Ray (logs in "
+                           f"{out_dir / 'shards'})")
+    processes: dict = {}          # per node: its largest peak over the episodes' graphs
+    for episode in section["per_episode"]:
+        for node, info in (episode["tries"][-1].get("processes") or {}).items():
+            peak = max(processes.get(node, {}).get("peak_rss_mb", 0.0), info["peak_rss_mb"])
+            processes[node] = {**info, "peak_rss_mb": peak}
+    (out_dir / "processes.json").write_text(json.dumps({"processes": processes, "distributed": section}, indent=2))
+    return {"report": json.loads(Path(result["report"]).read_text()), "processes": processes,
+            "wall_time_s": section["wall_time_s"]}
 
 
 def run_offline_scores(board: Leaderboard, row: Row, reference_bags: Path, out_dir: Path) -> dict:
@@ -197,8 +225,9 @@ def _describe(board: Leaderboard, row: Row) -> dict:
 
 
 def run_leaderboard(board: Leaderboard, out_dir: Path, only: list[str] | None = None, force: bool = False,
-                    log=print) -> list[dict]:
-    """Every row (cached ones read back), reference first; writes policies.json and policies.md."""
+                    log=print, ray=None) -> list[dict]:
+    """Every row (cached ones read back), reference first; writes policies.json and policies.md.
+    ray: evaluation.distributed.RayOptions to run each row's episodes on Ray (same results in lockstep)."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     runs = out_dir / "policies"
     ordered = [board.reference] + [r for r in board.rows if not r.reference]
@@ -218,7 +247,7 @@ def run_leaderboard(board: Leaderboard, out_dir: Path, only: list[str] | None = 
         started = time.monotonic()
         log(f"leaderboard: {row.name}: {len(board.protocol['tasks']) * len(board.protocol['seeds'])} episodes "
             "through the graph")
-        closed = run_closed_loop(board, row, runs / row.name / "closed_loop")
+        closed = run_closed_loop(board, row, runs / row.name / "closed_loop", ray)
         offline = None
         if not row.reference:
             reference_bags = runs / board.reference.name / "closed_loop" / "bags"

@@ -3,7 +3,9 @@
 The episodes (recorded by this graph or any writer whose topics match the robot file) are read
 once; the family's trainer (models/registry.py) builds its model and data, and the shared loop
 (models/components/training.py) trains, checkpoints and resumes it. CPU by default; `--device
-cuda` and `--mixed-precision bf16` on a GPU.
+cuda` and `--mixed-precision bf16` on a GPU. Data-parallel on several processes when started by
+`accelerate launch` or `torchrun` (one per GPU with `--device cuda`, gloo on CPU); `--batch-size` is
+the global batch per optimizer step.
 """
 
 from __future__ import annotations
@@ -36,8 +38,11 @@ def build_argparser(family: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from accelerate import PartialState
+
     from .core.embodiment import load_robot
     from .data.dataset import load_dataset
+    from .models.components.training import micro_batch_size
     from .models.registry import trainer
 
     pre = argparse.ArgumentParser(add_help=False)
@@ -48,6 +53,20 @@ def main(argv=None) -> int:
     except KeyError as exc:
         raise SystemExit(f"vla-train: --family {family}: {exc.args[0]}") from None
     args = build_argparser(family).parse_args(argv)
+    # one process, or one of several started by a launcher: the process group exists before any work
+    state = PartialState(cpu=args.device == "cpu")
+    if state.num_processes > 1 and args.device != "cpu":
+        if args.device != "cuda":
+            raise SystemExit(f"vla-train: --device {args.device}: under a launcher each process takes its own GPU; "
+                             "pass --device cuda")
+        args.device = str(state.device)
+    if not state.is_main_process:
+        from transformers.utils import logging as transformers_logging
+        transformers_logging.disable_progress_bar()       # the text encoder's loading bar: once, not per process
+    try:
+        micro_batch_size(args.batch_size, state.num_processes, args.gradient_accumulation_steps)
+    except ValueError as exc:
+        raise SystemExit(f"vla-train: {exc}") from None
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     out = Path(args.output)
@@ -60,7 +79,7 @@ def main(argv=None) -> int:
     if not episodes:
         raise SystemExit(f"vla-train: no usable episodes in {args.data}")
     family_trainer().run(args, episodes, robot, out)
-    print(f"checkpoint written to {out} ({time.time() - started:.0f} s)")
+    state.print(f"checkpoint written to {out} ({time.time() - started:.0f} s)")
     return 0
 
 

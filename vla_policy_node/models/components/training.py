@@ -2,13 +2,15 @@
 
 The loop (`run_training`) owns what is not family-specific: AdamW, cosine schedule with warm-up
 (diffusers.optimization), EMA weights (diffusers.training_utils.EMAModel), accelerate for the
-device and mixed precision, seeded batches, periodic checkpoints and `--resume` from
+device, mixed precision and data parallelism over processes (`accelerate launch` / `torchrun`),
+gradient accumulation, seeded batches, periodic checkpoints and `--resume` from
 <output>/training_state.pt (training wall time accumulates across resumed runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -95,8 +97,11 @@ def augmented_latents(codec: FrameCodec, frames: torch.Tensor, copies: int, max_
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of the shared loop (the family adds its own)."""
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=4000, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="samples per optimizer step, summed over processes and accumulated micro-batches")
+    p.add_argument("--gradient-accumulation-steps", type=int, default=1,
+                   help="micro-batches per process whose gradients add up to one optimizer step")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup-steps", type=int, default=200)
     p.add_argument("--ema-decay", type=float, default=0.999)
@@ -105,6 +110,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
     p.add_argument("--save-every", type=int, default=1000)
+
+
+def micro_batch_size(batch_size: int, num_processes: int, accumulation: int) -> int:
+    """Samples per process and micro-batch for a global --batch-size; a clear error if it does not divide."""
+    if accumulation < 1:
+        raise ValueError(f"--gradient-accumulation-steps must be at least 1, not {accumulation}")
+    parts = num_processes * accumulation
+    if batch_size % parts:
+        raise ValueError(f"--batch-size {batch_size} does not split over {num_processes} process(es) x "
+                         f"--gradient-accumulation-steps {accumulation}: use a multiple of {parts}")
+    return batch_size // parts
 
 
 @dataclass
@@ -121,8 +137,10 @@ class TrainingJob:
 
 
 def run_training(args, job: TrainingJob, out: Path, desc: str, setup_s: float = 0.0) -> dict:
-    """Train job.model for args.steps; returns the final training record. `setup_s`: wall time the
-    family spent before the loop (VAE, encoding), counted in the record's training wall time."""
+    """Train job.model for args.steps optimizer steps; returns the final training record. `setup_s`:
+    wall time the family spent before the loop (VAE, encoding), counted in the record's training wall
+    time. Under a launcher every process trains on its own batches (seeds offset by its rank), the
+    gradients are averaged, and the main process alone writes the checkpoint."""
     from accelerate import Accelerator
     from diffusers.optimization import get_cosine_schedule_with_warmup
     from diffusers.training_utils import EMAModel
@@ -131,57 +149,76 @@ def run_training(args, job: TrainingJob, out: Path, desc: str, setup_s: float = 
     if args.device.startswith("cuda:"):
         torch.cuda.set_device(args.device)        # the loop's device is the one asked for, not cuda:0
     accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=args.mixed_precision)
+    accumulation = args.gradient_accumulation_steps
+    micro_batch = micro_batch_size(args.batch_size, accelerator.num_processes, accumulation)
     model = job.model
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     lr_schedule = get_cosine_schedule_with_warmup(optimizer, min(args.warmup_steps, args.steps // 10), args.steps)
-    ema = EMAModel(model.parameters(), decay=args.ema_decay, use_ema_warmup=True, power=0.75)
-    start_step, previous_wall = 0, setup_s
+    start_step, previous_wall, state = 0, setup_s, None
     history: list[dict] = []
     state_file, log_file = out / "training_state.pt", out / "training_log.json"
-    if args.resume and state_file.is_file():
+    if args.resume and state_file.is_file():       # every process loads it
         state = torch.load(state_file, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         lr_schedule.load_state_dict(state["scheduler"])
-        ema.load_state_dict(state["ema"])
         start_step, previous_wall = state["step"], float(state.get("wall_time_s", 0.0)) + setup_s
         history = json.loads(log_file.read_text()) if log_file.is_file() else []
-        print(f"resumed at step {start_step}")
-    model, optimizer = accelerator.prepare(model, optimizer)
+        accelerator.print(f"resumed at step {start_step}")
+    model, optimizer = accelerator.prepare(model, optimizer)     # several processes: weights broadcast from rank 0
+    # the scheduler stays unprepared: it steps once per optimizer step, not once per process
+    ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=args.ema_decay, use_ema_warmup=True,
+                   power=0.75)
+    if state is not None:
+        ema.load_state_dict(state["ema"])
     ema.to(accelerator.device)
-    gen = torch.Generator().manual_seed(args.seed + start_step)     # batches
-    torch.manual_seed(args.seed + start_step)                       # noise
+    seed = args.seed + start_step + 1_000_003 * accelerator.process_index
+    gen = torch.Generator().manual_seed(seed)       # batches
+    torch.manual_seed(seed)                         # noise
 
     def record(step: int, final: bool) -> dict:
-        return {**job.record, "family": desc, "steps": step, "batch_size": args.batch_size, "lr": args.lr,
-                "seed": args.seed, "wall_time_s": round(previous_wall + time.time() - started, 1),
+        return {**job.record, "family": desc, "steps": step, "batch_size": args.batch_size,
+                "num_processes": accelerator.num_processes, "gradient_accumulation_steps": accumulation,
+                "per_process_batch_size": micro_batch, "lr": args.lr, "seed": args.seed,
+                "wall_time_s": round(previous_wall + time.time() - started, 1),
                 "loss_history": history[-50:], "final": final}
 
     def save(step: int, final: bool) -> None:
-        unwrapped = accelerator.unwrap_model(model)
-        torch.save({"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": lr_schedule.state_dict(), "ema": ema.state_dict(), "step": step,
-                    "wall_time_s": previous_wall + time.time() - started}, state_file)
-        ema.store(unwrapped.parameters())
-        ema.copy_to(unwrapped.parameters())
-        job.export(unwrapped, step, final, record(step, final))
-        ema.restore(unwrapped.parameters())
-        log_file.write_text(json.dumps(history, indent=1))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(model)
+            torch.save({"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": lr_schedule.state_dict(), "ema": ema.state_dict(), "step": step,
+                        "wall_time_s": previous_wall + time.time() - started}, state_file)
+            ema.store(unwrapped.parameters())
+            ema.copy_to(unwrapped.parameters())
+            job.export(unwrapped, step, final, record(step, final))
+            ema.restore(unwrapped.parameters())
+            log_file.write_text(json.dumps(history, indent=1))
+        accelerator.wait_for_everyone()
 
     model.train()
-    bar = tqdm(range(start_step, args.steps), desc=desc, mininterval=5.0, initial=start_step, total=args.steps)
+    bar = tqdm(range(start_step, args.steps), desc=desc, mininterval=5.0, initial=start_step, total=args.steps,
+               disable=not accelerator.is_main_process)
     for step in bar:
-        batch = {k: v.to(accelerator.device) for k, v in job.make_batch(gen, args.batch_size).items()}
-        with accelerator.autocast():
-            losses = job.loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(losses["loss"])
+        summed: dict[str, torch.Tensor] = {}
+        for micro in range(accumulation):
+            batch = {k: v.to(accelerator.device) for k, v in job.make_batch(gen, micro_batch).items()}
+            last = micro == accumulation - 1        # gradients are averaged over processes once, at the last
+            with contextlib.nullcontext() if last else accelerator.no_sync(model):
+                with accelerator.autocast():
+                    losses = job.loss(model, batch)
+                accelerator.backward(losses["loss"] / accumulation)
+            for k, v in losses.items():
+                summed[k] = summed.get(k, 0.0) + v.detach().float() / accumulation
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         lr_schedule.step()
         ema.step(accelerator.unwrap_model(model).parameters())
-        if step % 50 == 0:
-            row = {k: round(float(v.detach()), 5) for k, v in losses.items()} | {"step": step}
+        if step % 50 == 0:                          # every process takes part in the mean
+            means = accelerator.reduce(torch.stack(list(summed.values())), "mean")
+            row = {k: round(float(v), 5) for k, v in zip(summed, means)} | {"step": step}
             history.append(row)
             bar.set_postfix({k: v for k, v in row.items() if k != "step"})
         if (step + 1) % args.save_every == 0 and step + 1 < args.steps:

@@ -3,7 +3,9 @@
 Stages: chunk samples from the episodes -> frames resized to the model input -> the frame VAE
 (trained here unless one is given) -> every frame encoded once (optionally under DrQ-style random
 shifts) -> normalization statistics -> joint video/action diffusion training in the shared loop
--> a checkpoint directory (VideoVLAPipeline.save_pretrained).
+-> a checkpoint directory (VideoVLAPipeline.save_pretrained). Under a launcher the main process
+trains the VAE and saves it to <output>/vae, the others load it, and the latent scaling factors
+are the main process's.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 
 from ...core.normalization import Normalizer
 from ...data.dataset import chunk_samples
@@ -78,33 +82,47 @@ class VideoVLATrainer:
                           action_sees_video=args.action_sees_video == "yes")
         return self.config_class(**fields)
 
+    @staticmethod
+    def frame_vae(args, frames: torch.Tensor, cfg, out: Path, device: torch.device, state: PartialState):
+        """--vae, the resumed run's <output>/vae, or one trained here. With several processes the main
+        process trains it and saves it to <output>/vae, and the others load that copy."""
+        if args.vae:
+            return load_vae(args.vae).to(device)
+        resumed = args.resume and (out / "vae").is_dir()
+        state.wait_for_everyone()           # every process has looked before the main process writes
+        if resumed:
+            return load_vae(out / "vae").to(device)
+        if state.is_main_process:
+            vae = train_vae(frames, args.vae_steps, args.vae_batch_size, 1e-3, args.seed, cfg.latent_channels,
+                            args.vae_downsample, args.vae_width, device)
+            if state.num_processes > 1:
+                vae.save_pretrained(out / "vae")
+        state.wait_for_everyone()
+        return vae if state.is_main_process else load_vae(out / "vae").to(device)
+
     def run(self, args, episodes: list, robot, out: Path) -> dict:
         started = time.time()
         cfg = self.make_config(args, robot)
         emb = robot.config
         device = torch.device(args.device)
+        state = PartialState()
         data = chunk_samples(episodes, cfg.horizon, cfg.future_offsets)
         n = len(data["actions"])
-        print(f"dataset: {len(episodes)} episodes, {n} chunk samples, {len(data['instructions'])} instructions")
+        state.print(f"dataset: {len(episodes)} episodes, {n} chunk samples, {len(data['instructions'])} instructions")
 
         frames = resize_frames(data["frames"][cfg.camera], cfg.image_size)
-        if args.vae:
-            vae = load_vae(args.vae).to(device)
-        elif args.resume and (out / "vae").is_dir():
-            vae = load_vae(out / "vae").to(device)
-        else:
-            vae = train_vae(frames, args.vae_steps, args.vae_batch_size, 1e-3, args.seed, cfg.latent_channels,
-                            args.vae_downsample, args.vae_width, device)
+        vae = self.frame_vae(args, frames, cfg, out, device, state)
         codec = FrameCodec(vae, cfg.image_size)
         copies = args.augment_copies if args.shift_augment > 0 else 1
         latents = augmented_latents(codec, frames, copies, args.shift_augment, args.seed)
-        codec.scaling_factor = float(1.0 / latents[0].std())
+        # scaling factors: the main process's on every process
+        codec.scaling_factor = broadcast_object_list([float(1.0 / latents[0].std())])[0]
         latents = latents * codec.scaling_factor
         frame_index = torch.as_tensor(data["frame_index"], dtype=torch.long)
         future_index = torch.as_tensor(data["future_index"], dtype=torch.long)
         if cfg.future_target == "delta" and cfg.num_future:
             delta = latents[0, future_index] - latents[0, frame_index][:, None]
-            cfg.delta_scaling_factor = float(1.0 / delta.std().clamp(min=1e-6))
+            cfg.delta_scaling_factor = broadcast_object_list([float(1.0 / delta.std().clamp(min=1e-6))])[0]
 
         actions_rows = np.concatenate([ep.actions for ep in episodes]).astype(np.float64)
         states_rows = np.concatenate([ep.states for ep in episodes]).astype(np.float64)
@@ -146,6 +164,9 @@ class VideoVLATrainer:
                              args.norm_mode, action_stats, state_stats, meta).save_pretrained(out, record)
 
         model = VideoVLATransformer(**cfg.transformer_config())
+        if not cfg.num_future:
+            # bc has no future tokens: its latent head gets no gradient, which DDP (several processes) refuses
+            model.latent_out.requires_grad_(False)
         return run_training(args, TrainingJob(model, make_batch, loss, export, facts), out, self.family,
                             setup_s=time.time() - started)
 

@@ -123,3 +123,23 @@ def test_stage_progress_only_from_a_metaworld_state():
     tracker.on_success(True)                         # success reaches the stages with the last state
     assert tracker.stages.attempts == {"approach": 1, "contact": 1, "complete": 1}
     assert tracker.progress_score == 1.0
+
+
+def test_a_state_that_carries_the_flag_decides_the_success_step():
+    """The flag topic handled after the next state (a loaded machine) must not move the success
+    to that later step: a state carrying its own flag decides."""
+    from vla_policy_node.evaluation.episode_tracker import EpisodeTracker
+
+    tracker = EpisodeTracker(start=10.0)
+    tracker.on_success(False)
+    for step in range(1, 6):
+        tracker.on_env_state(10.0 + 0.0125 * step, step, success=int(step >= 4))
+    tracker.on_success(True)                      # the flag of step 4, handled after state 5
+    assert tracker.success and tracker.success_steps == 4 and tracker.success_stamp == 10.0 + 0.0125 * 4
+    assert tracker.success_reported
+
+    legacy = EpisodeTracker(start=10.0)           # a simulator whose states carry no flag
+    legacy.on_success(False)
+    legacy.on_env_state(10.0125, 1)
+    legacy.on_success(True)
+    assert legacy.success and legacy.success_steps == 1

@@ -118,7 +118,7 @@ def make_sample(name: str):
             values=array.array("d", [0.1, 0.2, -0.3]))
     if name == "StateVector":
         return vla_msg.StateVector(header=_header(9_000, 9, "world"), names=["obj_x", "obj_y"],
-                                   values=_f32(0.5, 1.5), step=321)
+                                   values=_f32(0.5, 1.5), step=321, success=1)
     if name == "ImaginationDivergence":
         return vla_msg.ImaginationDivergence(
             header=_header(10_000, 10, "camera_corner"), episode_id="ep-div", chunk_id=big, camera_name="corner",
@@ -191,7 +191,7 @@ def spot_check(name: str, sent, back) -> None:
     elif name == "ActionCommand":
         assert list(back.values) == [0.1, 0.2, -0.3]
     elif name == "StateVector":
-        assert back.step == 321 and list(back.values) == [0.5, 1.5]
+        assert back.step == 321 and list(back.values) == [0.5, 1.5] and back.success == 1
     elif name == "ImaginationDivergence":
         assert back.chunk_id == 2**63 + 12345 and back.psnr == float("inf")
         assert (back.exceeded, back.action, back.divergence) == (True, "replan", 0.0625)

@@ -1,7 +1,8 @@
 """Success, step count and stage progress of the running episode, from the simulator's topics (no rclpy).
 
-The simulator publishes its privileged state (env_state: stamp, step index, values) after every
-step and its success flag, which is False on reset. Stamps are in s on the graph's clock (sim
+The simulator publishes its privileged state (env_state: stamp, step index, values and, from
+this package's sim bridge, the success flag at that state) after every step and its success flag
+on a topic of its own, which is False on reset. Stamps are in s on the graph's clock (sim
 time in simulation).
 """
 
@@ -20,7 +21,9 @@ class EpisodeTracker:
 
     The success topic is ordered, so a True counts only after the first False of this episode
     (a True still in flight from the previous episode does not). `success_stamp` is the stamp of
-    the last state before the first success. Stage progress is measured only from MetaWorld's
+    the last state before the first success. A state that carries the flag itself (success >= 0)
+    decides instead: success then belongs to that very state, whatever order the two topics'
+    messages are handled in (a loaded machine), and the flag topic only reports that one exists. Stage progress is measured only from MetaWorld's
     39-D state; `changed` is set on every state or success that concerns this episode."""
 
     def __init__(self, start: float, stages: StageTracker | None = None):
@@ -35,9 +38,11 @@ class EpisodeTracker:
         self._env_state = None
         self._seen_reset = False
         self._reported = False
+        self._state_flags = False                   # states carry the success flag
         self.changed = threading.Event()
 
-    def on_env_state(self, stamp: float, step: int, values=None, now: float | None = None) -> None:
+    def on_env_state(self, stamp: float, step: int, values=None, now: float | None = None,
+                     success: int = -1) -> None:
         """A simulator state; states stamped before the episode's start are ignored, unless the
         graph's clock (`now`, s) is itself well before the start (CLOCK_JUMP_BACK_S; a clock that
         merely lags the reset stamp is not): then the clock went back (a simulator's timeline
@@ -46,6 +51,11 @@ class EpisodeTracker:
             self.start = self.last_stamp = stamp
         if stamp >= self.start - 1e-9:
             self.steps, self.last_stamp = max(self.steps, step), max(self.last_stamp, stamp)
+            if success >= 0:
+                self._state_flags = self._reported = True
+                self._flag = bool(success)
+                if success and not self.success:
+                    self.success, self.success_stamp, self.success_steps = True, stamp, step
             if self.stages is not None and values is not None and len(values) == METAWORLD_STATE_DIM:
                 self._env_state = values
                 self.stages.update(values, self._flag)
@@ -53,6 +63,8 @@ class EpisodeTracker:
 
     def on_success(self, value: bool) -> None:
         self._reported = True
+        if self._state_flags:                       # the states decide (see the class docstring)
+            return
         if not value:
             self._seen_reset = True
         elif self._seen_reset and not self.success:

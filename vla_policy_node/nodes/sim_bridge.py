@@ -182,7 +182,8 @@ class SimBridgeNode(Node):
         (pose.pose.orientation.x, pose.pose.orientation.y,
          pose.pose.orientation.z, pose.pose.orientation.w) = map(float, quat)
         self.ee_pub.publish(pose)
-        env = StateVector(values=self.sim.env_state.astype(np.float32).tolist(), step=self.sim.step_index)
+        env = StateVector(values=self.sim.env_state.astype(np.float32).tolist(), step=self.sim.step_index,
+                          success=int(bool(self.sim.success)))
         env.header.stamp = stamp
         self.env_pub.publish(env)
         self.success_pub.publish(Bool(data=self.sim.success))

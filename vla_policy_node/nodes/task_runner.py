@@ -122,7 +122,8 @@ class TaskRunner:
     def on_env_state(self, msg: StateVector) -> None:
         tracker = self.tracker
         if tracker is not None:
-            tracker.on_env_state(to_sec(msg.header.stamp), int(msg.step), list(msg.values), self.now_s())
+            tracker.on_env_state(to_sec(msg.header.stamp), int(msg.step), list(msg.values), self.now_s(),
+                                 success=int(msg.success))
 
     def on_success(self, msg: Bool) -> None:
         tracker = self.tracker

@@ -132,3 +132,34 @@ def test_a_row_whose_checkpoint_is_missing_is_refused_at_load(tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ValueError, match="row bc: checkpoint .*nowhere' not found"):
         Leaderboard.load(path)
+
+
+def test_a_row_on_ray_runs_the_protocol_episodes_and_keeps_each_nodes_largest_peak(tmp_path, monkeypatch):
+    """`vla-bench policies --ray`: the row's episodes go to evaluation.distributed as one job
+    (the protocol's tasks and seeds, the row's node parameters, the checkpoint as an absolute
+    path); the row reads the merged report and the largest peak memory of each node."""
+    from vla_policy_node.bench import leaderboard
+    from vla_policy_node.evaluation import distributed
+
+    board = Leaderboard.load()
+    row = next(r for r in board.rows if r.name == "bc")
+    seen = {}
+
+    def run_on_ray(job, out_dir, options, progress=True):
+        seen.update(job=job, options=options)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "report.json").write_text(json.dumps(report([True])))
+        tries = [{"processes": {"policy": {"exit_code": 0, "peak_rss_mb": mb}}} for mb in (500.0, 620.5)]
+        return {"report": out_dir / "report.json", "distributed": {
+            "failed": [], "wall_time_s": 12.0, "per_episode": [{"tries": [t]} for t in tries]}}
+
+    monkeypatch.setattr(distributed, "run_on_ray", run_on_ray)
+    options = distributed.RayOptions(workers=2)
+    closed = leaderboard.run_closed_loop(board, row, tmp_path / "closed", options)
+    job = seen["job"]
+    assert job.tasks == board.protocol["tasks"] and job.seeds == board.protocol["seeds"]
+    assert job.overrides["policy"]["backend"] == "bc" and job.overrides["policy"]["checkpoint"].startswith("/")
+    assert "seeds" not in job.overrides["evaluator"] and job.overrides["evaluator"]["lockstep"] == "true"
+    assert seen["options"] is options
+    assert closed["processes"]["policy"]["peak_rss_mb"] == 620.5 and closed["wall_time_s"] == 12.0
+    assert len(closed["report"]["episodes"]) == 1

@@ -195,7 +195,8 @@ def test_checkpoint_for_other_actions_refused(checkpoint, tmp_path):
 
 def test_sampling_noise_follows_the_episode_seed_and_the_observation_time():
     """One observation asked twice gives one chunk (a re-sent request changes nothing later in a
-    lockstep run); another time or another episode seed gives another sample."""
+    lockstep run); another time or another episode seed gives another sample; the time counts from
+    the episode's first observation, so an episode samples alike whenever it runs."""
     robot = load_robot("metaworld_sawyer")
     policy = make_backend("videovla", robot, checkpoint="checkpoints/videovla_metaworld")
     frame = np.full((64, 64, 3), 90, np.uint8)
@@ -208,6 +209,9 @@ def test_sampling_noise_follows_the_episode_seed_and_the_observation_time():
     assert not np.array_equal(policy.predict(later).actions, first)
     policy.reset("press the button", seed=4)
     assert not np.array_equal(policy.predict(obs).actions, first)
+    policy.reset("press the button", seed=3)            # the same episode later on the clock: the same chunks
+    shifted = [PolicyInput(o.stamp + 60.0, o.instruction, o.images, o.state) for o in (obs, later)]
+    np.testing.assert_array_equal(policy.predict(shifted[0]).actions, first)
 
 
 def test_rtc_prefix_makes_the_shipped_policy_continue_its_plan():

@@ -200,6 +200,7 @@ class VideoVLAPolicy(PolicyBackend):
         self.decode_imagined = bool(decode_imagined)
         self.instruction = ""
         self.seed = 0
+        self.episode_t0: float | None = None
         self.generator = torch.Generator(device=self.pipeline.device)
 
     @property
@@ -211,6 +212,7 @@ class VideoVLAPolicy(PolicyBackend):
         if instruction:
             self.pipeline.text_encoder.encode(instruction)      # cache the embedding for the episode
         self.seed = int(seed or 0)
+        self.episode_t0: float | None = None      # time of the episode's first observation (s)
         self.generator.manual_seed(self.seed)
 
     def _frame(self, obs: PolicyInput) -> np.ndarray:
@@ -221,9 +223,12 @@ class VideoVLAPolicy(PolicyBackend):
 
     def noise_seed(self, stamp: float) -> int:
         """The sampling noise of a chunk: a function of the episode's seed and the observation's
-        time (us), so a chunk asked twice for one observation is the same chunk, and a lockstep run
-        is reproducible whatever the timing of the requests (a re-sent request, a loaded machine)."""
-        return (self.seed * 1_000_003 + round(stamp * 1e6)) % (2 ** 63)
+        time from the episode's first observation (us), so a chunk asked twice for one observation
+        is the same chunk, and a lockstep episode is reproducible whatever the timing of the
+        requests (a re-sent request, a loaded machine) and whatever ran before it on the clock."""
+        if self.episode_t0 is None:
+            self.episode_t0 = stamp
+        return (self.seed * 1_000_003 + round((stamp - self.episode_t0) * 1e6)) % (2 ** 63)
 
     def predict(self, obs: PolicyInput, prefix: np.ndarray | None = None) -> PolicyOutput:
         self.generator.manual_seed(self.noise_seed(obs.stamp))

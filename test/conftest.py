@@ -31,6 +31,24 @@ def record_episodes(out: Path, domain_id: int, tasks: str, seeds: str, max_steps
     return result
 
 
+def assert_checkpoint_serves(ckpt: Path, recorded: Path) -> None:
+    """The checkpoint loads as a videovla backend and predicts a finite chunk for a recorded frame."""
+    import numpy as np
+
+    from vla_policy_node.core.embodiment import load_robot
+    from vla_policy_node.data.dataset import load_dataset
+    from vla_policy_node.models.backend import PolicyInput
+    from vla_policy_node.models.registry import make_backend
+
+    robot = load_robot("metaworld_sawyer")
+    episode = load_dataset(recorded, robot, successful_only=False)[0]
+    policy = make_backend("videovla", robot, checkpoint=str(ckpt))
+    policy.reset(episode.instruction, seed=0)
+    out = policy.predict(PolicyInput(0.0, episode.instruction, {"corner": episode.frames["corner"][0]},
+                                     episode.states[0]))
+    assert out.actions.shape == (8, 4) and np.all(np.isfinite(out.actions))
+
+
 def stop_peer(executor, node, context, proc, log) -> None:
     """Tear down a test's rclpy peer and the node process it talked to."""
     import subprocess

@@ -9,13 +9,9 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, record_episodes
+from conftest import ROOT, assert_checkpoint_serves, record_episodes
 from test_training import TINY
 
-from vla_policy_node.core.embodiment import load_robot
-from vla_policy_node.data.dataset import load_dataset
-from vla_policy_node.models.backend import PolicyInput
-from vla_policy_node.models.registry import make_backend
 
 pytestmark = pytest.mark.slow      # records episodes through the graph, then trains twice
 
@@ -67,13 +63,7 @@ def test_two_processes_write_one_checkpoint_that_serves(two_processes, one_proce
     assert (training["batch_size"], training["per_process_batch_size"], training["steps"]) == (64, 16, 500)
     assert files(ckpt) == files(one_process)                  # one set of files, as one process writes
     assert stdout.count("checkpoint written to") == 1 and stdout.count("dataset:") == 1
-    robot = load_robot("metaworld_sawyer")
-    episode = load_dataset(recorded, robot, successful_only=False)[0]
-    policy = make_backend("videovla", robot, checkpoint=str(ckpt))
-    policy.reset(episode.instruction, seed=0)
-    out = policy.predict(PolicyInput(0.0, episode.instruction, {"corner": episode.frames["corner"][0]},
-                                     episode.states[0]))
-    assert out.actions.shape == (8, 4) and np.all(np.isfinite(out.actions))
+    assert_checkpoint_serves(ckpt, recorded)
 
 
 def test_two_processes_lower_the_loss_as_one_process_does(two_processes, one_process):

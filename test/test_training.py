@@ -5,12 +5,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import record_episodes
+from conftest import assert_checkpoint_serves, record_episodes
 
-from vla_policy_node.core.embodiment import load_robot
-from vla_policy_node.data.dataset import load_dataset
-from vla_policy_node.models.backend import PolicyInput
-from vla_policy_node.models.registry import make_backend
 from vla_policy_node.train import main as train_main
 
 pytestmark = pytest.mark.slow      # records episodes through the graph, then trains
@@ -36,13 +32,7 @@ def test_training_lowers_loss_and_checkpoint_serves(recorded, tmp_path):
     assert config["backend"] == "videovla" and config["training"]["steps"] == 300
     norm = json.loads((ckpt / "normalization.json").read_text())
     assert norm["mode"] == "quantile" and len(norm["action"]["q01"]) == 4
-    robot = load_robot("metaworld_sawyer")
-    episode = load_dataset(recorded, robot, successful_only=False)[0]
-    policy = make_backend("videovla", robot, checkpoint=str(ckpt))
-    policy.reset(episode.instruction, seed=0)
-    out = policy.predict(PolicyInput(0.0, episode.instruction, {"corner": episode.frames["corner"][0]},
-                                     episode.states[0]))
-    assert out.actions.shape == (8, 4) and np.all(np.isfinite(out.actions))
+    assert_checkpoint_serves(ckpt, recorded)
 
 
 def test_resume_continues_from_saved_step(recorded, tmp_path):

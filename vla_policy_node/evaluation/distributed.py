@@ -139,7 +139,7 @@ def run_on_ray(job: ClosedLoopJob, out_dir: Path, options: RayOptions, progress:
         attempts: dict[tuple[str, int], list[dict]] = {e: [] for e in pending}
         free = list(range(options.domain_base, options.domain_base + options.workers))
         running: dict = {}                  # object ref -> (episode, domain id, submit time)
-        done: dict[tuple[str, int], dict] = {}
+        done: dict[tuple[str, int], dict] = {}     # episode -> its successful attempt
         bar = tqdm(total=len(pending), desc="episodes", disable=not progress)
         while pending or running:
             while pending and free:
@@ -165,7 +165,7 @@ def run_on_ray(job: ClosedLoopJob, out_dir: Path, options: RayOptions, progress:
                 attempt.update(graph_wall_s=answer["graph_wall_s"], worker_wall_s=answer["worker_wall_s"],
                                processes=answer["result"]["processes"])
             if error is None:
-                done[episode] = answer
+                done[episode] = attempt             # (not the answer: its archive is unpacked and let go)
                 bar.update(1)
             elif len(attempts[episode]) <= options.retries:
                 bar.write(f"episode {episode_name(*episode)}: attempt {attempt['attempt']} failed ({error}); again")

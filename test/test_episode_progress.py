@@ -138,6 +138,11 @@ def test_a_state_that_carries_the_flag_decides_the_success_step():
     assert tracker.success and tracker.success_steps == 4 and tracker.success_stamp == 10.0 + 0.0125 * 4
     assert tracker.success_reported
 
+    held = EpisodeTracker(start=10.0)             # a goal met from the first state on is no success,
+    for step in range(1, 4):                      # as on the flag topic (True only after a False)
+        held.on_env_state(10.0 + 0.0125 * step, step, success=1)
+    assert not held.success and held.success_reported
+
     legacy = EpisodeTracker(start=10.0)           # a simulator whose states carry no flag
     legacy.on_success(False)
     legacy.on_env_state(10.0125, 1)

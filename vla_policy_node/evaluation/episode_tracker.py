@@ -22,8 +22,9 @@ class EpisodeTracker:
     The success topic is ordered, so a True counts only after the first False of this episode
     (a True still in flight from the previous episode does not). `success_stamp` is the stamp of
     the last state before the first success. A state that carries the flag itself (success >= 0)
-    decides instead: success then belongs to that very state, whatever order the two topics'
-    messages are handled in (a loaded machine), and the flag topic only reports that one exists. Stage progress is measured only from MetaWorld's
+    decides instead (a True again only after this episode's first False): success then belongs to
+    that very state, whatever order the two topics' messages are handled in (a loaded machine),
+    and the flag topic only reports that one exists. Stage progress is measured only from MetaWorld's
     39-D state; `changed` is set on every state or success that concerns this episode."""
 
     def __init__(self, start: float, stages: StageTracker | None = None):
@@ -39,6 +40,7 @@ class EpisodeTracker:
         self._seen_reset = False
         self._reported = False
         self._state_flags = False                   # states carry the success flag
+        self._state_seen_false = False              # ... and one of this episode's said False
         self.changed = threading.Event()
 
     def on_env_state(self, stamp: float, step: int, values=None, now: float | None = None,
@@ -53,8 +55,9 @@ class EpisodeTracker:
             self.steps, self.last_stamp = max(self.steps, step), max(self.last_stamp, stamp)
             if success >= 0:
                 self._state_flags = self._reported = True
-                self._flag = bool(success)
-                if success and not self.success:
+                self._state_seen_false = self._state_seen_false or not success
+                self._flag = bool(success) and self._state_seen_false
+                if self._flag and not self.success:
                     self.success, self.success_stamp, self.success_steps = True, stamp, step
             if self.stages is not None and values is not None and len(values) == METAWORLD_STATE_DIM:
                 self._env_state = values

@@ -135,23 +135,31 @@ def training_loss(model: VideoVLATransformer, noise: TrainingNoise, text, v1, fu
 
 
 @torch.no_grad()
+def _randn(shape: tuple, generator, device, dtype) -> torch.Tensor:
+    """Gaussian noise; `generator` one torch.Generator, or a list of one per sample (each sample's
+    noise then does not depend on the others in the batch, as diffusers pipelines take it)."""
+    if isinstance(generator, (list, tuple)):
+        return torch.cat([torch.randn((1, *shape[1:]), generator=g, device=device, dtype=dtype) for g in generator])
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+
 def sample(model: VideoVLATransformer, scheduler, text, v1, state, num_inference_steps: int,
-           prefix: torch.Tensor | None = None, generator: torch.Generator | None = None
+           prefix: torch.Tensor | None = None, generator: torch.Generator | list | None = None
            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Jointly denoise future latents and an action chunk. `prefix` (B, k, A) in model space is
     kept fixed: at every step the first k actions are replaced by the prefix noised to the
-    current level, and set exactly at the end. Returns (future latents, actions)."""
+    current level, and set exactly at the end. `generator`: one, or one per sample. Returns
+    (future latents, actions)."""
     cfg = model.config
     b, device = v1.shape[0], v1.device
     scheduler.set_timesteps(num_inference_steps, device=device)
     fut_shape = (b, cfg.num_future, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
     act_shape = (b, cfg.horizon, cfg.action_dim)
     n_fut = cfg.num_future * cfg.latent_channels * cfg.latent_size ** 2
-    x = torch.randn((b, n_fut + cfg.horizon * cfg.action_dim), generator=generator, device=device, dtype=v1.dtype)
+    x = _randn((b, n_fut + cfg.horizon * cfg.action_dim), generator, device, v1.dtype)
     x = x * getattr(scheduler, "init_noise_sigma", 1.0)
     k = 0 if prefix is None else prefix.shape[1]
-    prefix_noise = None if prefix is None else torch.randn(prefix.shape, generator=generator, device=device,
-                                                           dtype=v1.dtype)
+    prefix_noise = None if prefix is None else _randn(tuple(prefix.shape), generator, device, v1.dtype)
     for t in scheduler.timesteps:
         if k:
             x = x.clone()

@@ -113,7 +113,7 @@ class VideoVLAPipeline:
     # ---- inference ----------------------------------------------------------------------
     @torch.no_grad()
     def __call__(self, frames: np.ndarray, instructions: list[str], states: np.ndarray, num_inference_steps: int,
-                 generator: torch.Generator | None = None, prefix: np.ndarray | None = None,
+                 generator: torch.Generator | list | None = None, prefix: np.ndarray | None = None,
                  decode_imagined: bool = False) -> dict:
         """Chunks for B observations in one denoising loop.
 
@@ -230,6 +230,10 @@ class VideoVLAPolicy(PolicyBackend):
             self.episode_t0 = stamp
         return (self.seed * 1_000_003 + round((stamp - self.episode_t0) * 1e6)) % (2 ** 63)
 
+    def observation_generator(self, stamp: float) -> torch.Generator:
+        """A generator of its own for one observation of a batch (seeded as `predict` seeds its own)."""
+        return torch.Generator(device=self.pipeline.device).manual_seed(self.noise_seed(stamp))
+
     def predict(self, obs: PolicyInput, prefix: np.ndarray | None = None) -> PolicyOutput:
         self.generator.manual_seed(self.noise_seed(obs.stamp))
         prefix_b = None
@@ -243,7 +247,8 @@ class VideoVLAPolicy(PolicyBackend):
     def predict_batch(self, observations: list[PolicyInput]) -> list[PolicyOutput]:
         out = self.pipeline(np.stack([self._frame(o) for o in observations]),
                             [o.instruction or self.instruction for o in observations],
-                            np.stack([o.state for o in observations]), self.num_inference_steps, self.generator,
+                            np.stack([o.state for o in observations]), self.num_inference_steps,
+                            [self.observation_generator(o.stamp) for o in observations],
                             decode_imagined=self.decode_imagined)
         per_chunk = {k: v / len(observations) for k, v in out["timings_ms"].items()}   # amortized
         return [PolicyOutput(out["actions_normalized"][i], out["actions"][i],

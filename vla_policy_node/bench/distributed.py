@@ -15,7 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
-from ..evaluation.distributed import ClosedLoopJob, RayOptions, compare_runs, run_local, run_on_ray
+from ..evaluation.distributed import (ClosedLoopJob, RayOptions, compare_runs, run_local, run_on_ray,
+                                      set_run_parameters)
 
 
 def build_argparser(parser) -> None:
@@ -29,13 +30,7 @@ def build_argparser(parser) -> None:
 
 
 def run(args) -> int:
-    from ..models.checkpoint import resolve_checkpoint
-
-    overrides = {"policy": {"backend": args.backend}, "evaluator": {"max_steps": str(args.max_steps)}}
-    for node in ("evaluator", "sim_bridge", "executor"):
-        overrides.setdefault(node, {})["lockstep"] = "true"
-    if args.checkpoint:
-        overrides["policy"]["checkpoint"] = str(resolve_checkpoint(args.checkpoint).resolve())
+    overrides = set_run_parameters({}, args.backend, args.checkpoint, lockstep=True, max_steps=args.max_steps)
     job = ClosedLoopJob("sim_demo", args.tasks.split(","), [int(s) for s in args.seeds.split(",")],
                         overrides=overrides)
     scratch = args.out / "distributed"

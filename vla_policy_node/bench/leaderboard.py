@@ -127,13 +127,11 @@ def run_closed_loop(board: Leaderboard, row: Row, out_dir: Path, ray=None) -> di
 
 
 def _run_closed_loop_on_ray(board: Leaderboard, row: Row, out_dir: Path, ray) -> dict:
-    from ..evaluation.distributed import ClosedLoopJob, run_on_ray
+    from ..evaluation.distributed import ClosedLoopJob, run_on_ray, set_run_parameters
 
-    overrides = _overrides(board, row, out_dir)
+    overrides = set_run_parameters(_overrides(board, row, out_dir), checkpoint=row.checkpoint or None)
     for param in ("tasks", "seeds", "output_dir", "index_dir"):      # set per episode by the job
         overrides["evaluator"].pop(param)
-    if row.checkpoint:
-        overrides["policy"]["checkpoint"] = str(resolve_checkpoint(row.checkpoint).resolve())
     p = board.protocol
     result = run_on_ray(ClosedLoopJob(p["graph"], list(p["tasks"]), [int(s) for s in p["seeds"]], p["robot"],
                                       overrides, 4 * 3600), out_dir, ray, progress=False)

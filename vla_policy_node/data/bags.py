@@ -15,11 +15,11 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 
-
 def at_root(topic: str) -> str:
     """A topic name as a graph at the root spells it, and so as its bags store it: relative names
     (the graph's own, the Panda robot files') get a leading '/'."""
     return topic if topic.startswith("/") else "/" + topic
+
 
 def vla_msgs_dir() -> Path:
     """Folder holding vla_msgs/msg/*.msg: the installed share, else the source tree."""

@@ -95,8 +95,7 @@ def _seeds(text: str) -> list[int]:
 def run_closed_loop_command(args) -> int:
     from ..graph import GraphConfigError, load_graph
     from ..graph_runner import parse_overrides
-    from ..models.checkpoint import resolve_checkpoint
-    from .distributed import DEFAULT_DOMAIN_BASE, ClosedLoopJob, RayOptions, run_local, run_on_ray
+    from .distributed import DEFAULT_DOMAIN_BASE, ClosedLoopJob, RayOptions, run_local, run_on_ray, set_run_parameters
 
     try:
         load_graph(args.graph, args.robot)
@@ -104,18 +103,7 @@ def run_closed_loop_command(args) -> int:
     except (GraphConfigError, ValueError) as exc:
         print(f"vla-eval: {exc}", file=sys.stderr)
         return 2
-    policy = overrides.setdefault("policy", {})
-    if args.backend:
-        policy["backend"] = args.backend
-    if args.checkpoint:
-        policy["checkpoint"] = str(resolve_checkpoint(args.checkpoint).resolve())
-    if args.gpus_per_graph > 0:
-        policy.setdefault("device", "cuda")
-    if args.max_steps is not None:
-        overrides.setdefault("evaluator", {})["max_steps"] = str(args.max_steps)
-    if args.lockstep is not None:
-        for node in ("evaluator", "sim_bridge", "executor"):
-            overrides.setdefault(node, {})["lockstep"] = "true" if args.lockstep else "false"
+    set_run_parameters(overrides, args.backend, args.checkpoint, args.lockstep, args.max_steps, args.gpus_per_graph)
     job = ClosedLoopJob(args.graph, args.tasks, args.seeds, args.robot, overrides, args.timeout)
     output = args.output or Path("artifacts/eval") / f"closed_loop_{time.strftime('%Y%m%d_%H%M%S')}"
     if args.ray:

@@ -61,6 +61,32 @@ class ClosedLoopJob:
         return out
 
 
+LOCKSTEP_NODES = ("evaluator", "sim_bridge", "executor")     # nodes whose `lockstep` must agree
+
+
+def set_run_parameters(overrides: dict, backend: str | None = None, checkpoint: str | None = None,
+                       lockstep: bool | None = None, max_steps: int | None = None, gpus: float = 0.0) -> dict:
+    """Fill node parameters of a closed-loop run into `overrides` (node -> {param: value string}):
+    the policy's backend and checkpoint (as an absolute path: a worker's folder is not this one),
+    `lockstep` on every node that checks it, the evaluator's step limit, and `cuda` for a policy
+    given GPUs unless its device is set. None leaves the graph's own value."""
+    from ..models.checkpoint import resolve_checkpoint
+
+    policy = overrides.setdefault("policy", {})
+    if backend:
+        policy["backend"] = backend
+    if checkpoint:
+        policy["checkpoint"] = str(resolve_checkpoint(checkpoint).resolve())
+    if gpus > 0:
+        policy.setdefault("device", "cuda")
+    if max_steps is not None:
+        overrides.setdefault("evaluator", {})["max_steps"] = str(max_steps)
+    if lockstep is not None:
+        for node in LOCKSTEP_NODES:
+            overrides.setdefault(node, {})["lockstep"] = "true" if lockstep else "false"
+    return overrides
+
+
 @dataclass(frozen=True)
 class RayOptions:
     address: str | None = None          # None: start a local Ray instance

@@ -233,3 +233,45 @@ def test_step_gate_holds_the_next_state_until_the_last_one_is_answered():
     gate.state_published(1.025)
     gate.timed_out()                                          # no answer: counted, playback goes on
     assert not gate.waiting and (gate.states, gate.timeouts) == (2, 1)
+
+
+OLD_STATE_VECTOR = "std_msgs/Header header\nstring[] names\nfloat32[] values\nuint32 step\n"
+
+
+def test_a_bag_recorded_before_a_message_gained_a_field_still_reads_and_replays(tmp_path):
+    """A StateVector recorded without `success` (an older vla_msgs): the bag is read with its own
+    stored definition, and the replay re-encodes it for this version with success = -1 (unknown)."""
+    from rosbags.rosbag2 import Reader, Writer
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    from vla_msgs.msg import StateVector
+    from vla_policy_node.data.bags import bag_typestore, definition_changed, make_typestore, to_ros_message
+    from vla_policy_node.nodes.replay import describe_episode
+
+    old = get_typestore(Stores.ROS2_KILTED)
+    old.register(get_types_from_msg(OLD_STATE_VECTOR, "vla_msgs/msg/StateVector"))
+    Header, Time = old.types["std_msgs/msg/Header"], old.types["builtin_interfaces/msg/Time"]
+    Msg, Bool = old.types["vla_msgs/msg/StateVector"], old.types["std_msgs/msg/Bool"]
+    path = tmp_path / "drawer-open_s7"
+    with Writer(path, version=9) as writer:
+        env = writer.add_connection("/vla/sim/env_state", "vla_msgs/msg/StateVector", typestore=old)
+        success = writer.add_connection("/vla/sim/success", "std_msgs/msg/Bool", typestore=old)
+        for step in range(3):
+            msg = Msg(Header(Time(1, step * 1000), "world"), ["a", "b"], np.array([0.5, step], np.float32), step)
+            writer.write(env, 10**9 + step, old.serialize_cdr(msg, Msg.__msgtype__))
+            writer.write(success, 10**9 + step, old.serialize_cdr(Bool(step == 2), Bool.__msgtype__))
+    with Reader(path) as reader:
+        raw = next(r for c, _, r in reader.messages() if c.topic == "/vla/sim/env_state")
+    with pytest.raises(Exception):            # this version's definition cannot read the old bytes
+        make_typestore().deserialize_cdr(raw, "vla_msgs/msg/StateVector")
+    steps = [msg.step for topic, _, _, msg in read_bag(path) if topic == "/vla/sim/env_state"]
+    assert steps == [0, 1, 2]
+    with Reader(path) as reader:
+        recorded = bag_typestore(reader.connections)
+    assert definition_changed("vla_msgs/msg/StateVector", recorded, make_typestore())
+    assert not definition_changed("std_msgs/msg/Bool", recorded, make_typestore())
+    current = to_ros_message(recorded.deserialize_cdr(raw, "vla_msgs/msg/StateVector"), StateVector)
+    assert (current.success, current.step, list(current.names), current.header.frame_id) == (-1, 0, ["a", "b"], "world")
+    assert list(current.values) == [0.5, 0.0] and current.header.stamp.sec == 1
+    episode = describe_episode(path)
+    assert (episode.task, episode.seed, episode.success, episode.steps) == ("drawer-open", 7, True, 2)

@@ -6,6 +6,7 @@ exchanged. vla_msgs definitions are registered from the package's .msg files.
 
 from __future__ import annotations
 
+import functools
 import queue
 import sys
 import threading
@@ -33,11 +34,71 @@ def vla_msgs_dir() -> Path:
 def make_typestore():
     """ROS 2 Kilted standard types plus every vla_msgs message."""
     typestore = get_typestore(Stores.ROS2_KILTED)
+    typestore.register(_installed_vla_types())
+    return typestore
+
+
+def bag_typestore(connections):
+    """A typestore that reads a bag as it was written: the definitions the bag stored for its own
+    types (rosbag2 keeps each connection's .msg text), the installed vla_msgs and ROS 2 Kilted types
+    for the rest. A bag recorded before a message gained a field still deserializes."""
+    typestore = get_typestore(Stores.ROS2_KILTED)
+    for conn in connections:
+        msgdef = getattr(getattr(conn, "msgdef", None), "data", "")
+        if msgdef and conn.msgtype not in typestore.fielddefs:
+            try:
+                typestore.register(get_types_from_msg(msgdef, conn.msgtype))
+            except Exception:  # noqa: BLE001  (a definition rosbags cannot parse: the installed one is used)
+                pass
+    typestore.register({k: v for k, v in _installed_vla_types().items() if k not in typestore.fielddefs})
+    return typestore
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_vla_types() -> dict:
     types = {}
     for path in sorted(vla_msgs_dir().glob("*.msg")):
         types.update(get_types_from_msg(path.read_text(), f"vla_msgs/msg/{path.stem}"))
-    typestore.register(types)
-    return typestore
+    return types
+
+
+def definition_changed(msgtype: str, recorded, installed, _seen: frozenset = frozenset()) -> bool:
+    """True when the bag's definition of `msgtype` (or of a message inside it) is not the
+    installed one: its bytes must be re-encoded before a node of this version can read them."""
+    if msgtype not in recorded.fielddefs:
+        return False                                # nothing known of it: its bytes pass as recorded
+    if recorded.fielddefs.get(msgtype) != installed.fielddefs.get(msgtype):
+        return True
+    text = repr(recorded.fielddefs[msgtype])
+    return any(inner in text and definition_changed(inner, recorded, installed, _seen | {msgtype})
+               for inner in recorded.fielddefs if inner not in _seen and inner != msgtype and f"'{inner}'" in text)
+
+
+def _ros_class(type_name: str):
+    """'pkg/Name' or 'pkg/msg/Name' -> the installed rclpy message class."""
+    import importlib
+    parts = type_name.split("/")
+    return getattr(importlib.import_module(f"{parts[0]}.msg"), parts[-1])
+
+
+def to_ros_message(value, cls):
+    """A message read by rosbags (any older definition of the type) -> an rclpy message of the
+    installed class `cls`: fields present in both are copied (recursively), fields the recording
+    lacks keep the installed definition's defaults, fields it has but this version dropped are left."""
+    msg = cls()
+    for name, spec in cls.get_fields_and_field_types().items():
+        if not hasattr(value, name):
+            continue
+        v = getattr(value, name)
+        if hasattr(v, "__msgtype__"):
+            v = to_ros_message(v, type(getattr(msg, name)))
+        elif isinstance(v, list) and v and hasattr(v[0], "__msgtype__"):
+            inner = _ros_class(spec.split("<", 1)[1].split(",")[0].rstrip(">"))
+            v = [to_ros_message(x, inner) for x in v]
+        elif hasattr(v, "tolist"):
+            v = v.tolist()
+        setattr(msg, name, v)
+    return msg
 
 
 class BagWriter:
@@ -98,9 +159,10 @@ class BagWriter:
 
 
 def read_bag(path: str | Path, typestore=None, topics: list[str] | None = None):
-    """Yield (topic, msgtype, timestamp_ns, deserialized message) from a rosbag2 folder."""
-    typestore = typestore or make_typestore()
+    """Yield (topic, msgtype, timestamp_ns, deserialized message) from a rosbag2 folder, read with
+    `typestore` or else the definitions the bag was written with."""
     with Reader(Path(path)) as reader:
+        typestore = typestore or bag_typestore(reader.connections)
         conns = [c for c in reader.connections if topics is None or c.topic in topics]
         for conn, stamp, raw in reader.messages(connections=conns):
             yield conn.topic, conn.msgtype, stamp, typestore.deserialize_cdr(raw, conn.msgtype)

@@ -10,7 +10,6 @@ into one concatenated frame array (frames are never copied per sample).
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -19,12 +18,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 from rosbags.rosbag2 import Reader
-from rosbags.typesys import get_types_from_msg
 
 from ..core.embodiment import Embodiment, load_robot
 from ..core.images import ImageEncodingError, decode, to_model_input
 from ..core.state import StateAssemblyError, assemble_state, joint_state_problem, state_joints, values_problem
-from .bags import at_root, make_typestore, read_bag
+from .bags import at_root, bag_typestore, read_bag
 
 SUCCESS_TOPIC = "/vla/sim/success"
 OBSERVATION_TOPIC = "/vla/observation"
@@ -59,11 +57,6 @@ class Episode:
 # ---------------------------------------------------------------------------------------------
 def _embodiment(embodiment) -> Embodiment:
     return load_robot(embodiment) if isinstance(embodiment, (str, Path)) else embodiment
-
-
-@functools.lru_cache(maxsize=1)
-def _base_typestore():
-    return make_typestore()
 
 
 def _stamp_ns(msg, fallback: int) -> int:
@@ -104,19 +97,7 @@ def _topic_table(bag: Path, needed: list[str]) -> tuple[dict[str, str], object, 
             span = (int(reader.start_time), int(reader.end_time)) if reader.message_count else (0, 0)
     except Exception as exc:  # noqa: BLE001  (rosbags raises several types for unreadable bags)
         raise DatasetError(f"{bag}: not a readable rosbag2 folder: {exc}") from None
-    typestore = _base_typestore()
-    unknown = {}
-    for c in conns:
-        if c.topic in needed and c.msgtype not in typestore.fielddefs:
-            msgdef = getattr(getattr(c, "msgdef", None), "data", "")
-            if msgdef:
-                try:
-                    unknown.update(get_types_from_msg(msgdef, c.msgtype))
-                except Exception:  # noqa: BLE001  (left to fail with a clear message below)
-                    pass
-    if unknown:
-        typestore = make_typestore()            # a private copy: never pollute the cached one
-        typestore.register(unknown)
+    typestore = bag_typestore(conns)            # the definitions the bag was written with
     return {c.topic: c.msgtype for c in conns}, typestore, span
 
 

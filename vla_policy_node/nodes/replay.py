@@ -31,7 +31,7 @@ from std_srvs.srv import Trigger
 from vla_msgs.msg import ActionCommand, EpisodeResult
 
 from ..core.replay import Pacer, StepGate, parse_remaps, plan_topics, task_and_seed
-from ..data.bags import at_root, make_typestore
+from ..data.bags import at_root, bag_typestore, definition_changed, make_typestore, to_ros_message
 from .common import LATCHED_QOS, SERVICES, TOPICS, message_class, run_node, to_stamp
 
 REPLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -44,13 +44,14 @@ def _names(values) -> list[str]:
     return [v for v in values if v]
 
 
-def describe_episode(bag: Path, typestore) -> EpisodeResult:
+def describe_episode(bag: Path, typestore=None) -> EpisodeResult:
     """The recorded episode: episode id, task and seed from the bag's name ('<task>_s<seed>', the
     evaluator's naming), the instruction from its Observations, success and steps from the last
-    simulator messages."""
+    simulator messages. `typestore`: the bag's own definitions unless given."""
     task, seed = task_and_seed(bag.name)
     desc = EpisodeResult(episode_id=bag.name, task=task, seed=seed or 0, reason="ready")
     with Reader(bag) as reader:
+        typestore = typestore or bag_typestore(reader.connections)
         desc.header.stamp = to_stamp(reader.start_time * 1e-9)
         desc.duration_s = float(max(0, reader.end_time - reader.start_time) * 1e-9)
         by_topic = {c.topic: c for c in reader.connections}
@@ -106,12 +107,14 @@ class ReplayNode(Node):
         try:
             with Reader(self.bag) as reader:
                 conns = [(c.topic, c.msgtype, c.msgcount) for c in reader.connections]
+                self.typestore = bag_typestore(reader.connections)   # as the bag was written
             self.plan = plan_topics(conns, only, exclude, parse_remaps(_names(p("remap", [""]).value)))
-            self.description = describe_episode(self.bag, make_typestore())
+            self.description = describe_episode(self.bag, self.typestore)
         except (ValueError, KeyError) as exc:
             self.get_logger().fatal(f"bag {self.bag}: {exc}")
             raise SystemExit(2) from None
-        self.pubs = {}
+        self.pubs, self.reencode = {}, {}
+        installed = make_typestore()
         for t in self.plan:
             try:
                 cls = message_class(t.msgtype)
@@ -121,12 +124,18 @@ class ReplayNode(Node):
                 continue
             qos = REPLAY_LATCHED_QOS if t.source in latched or t.target in latched else REPLAY_QOS
             self.pubs[t.source] = self.create_publisher(cls, t.target, qos)
+            if definition_changed(t.msgtype, self.typestore, installed):
+                # recorded by an older definition of the type: re-encoded field by field, new fields at
+                # their defaults (a StateVector without `success` plays with success = -1, unknown)
+                self.reencode[t.source] = (lambda raw, mt=t.msgtype, c=cls:
+                                           to_ros_message(self.typestore.deserialize_cdr(raw, mt), c))
+                self.get_logger().info(f"bag {self.bag}: topic {t.source}: recorded with an older {t.msgtype}; "
+                                       "re-encoded for this version")
         self.clock_pub = self.create_publisher(Clock, "/clock", CLOCK_QOS) if self.publish_clock else None
         if self.pace_topic:
             self.create_subscription(ActionCommand, answer_topic,
                                      lambda m: self.gate.answer(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9),
                                      REPLAY_QOS)
-        self.typestore = make_typestore()
         self.episode_pub = self.create_publisher(EpisodeResult, TOPICS["replay_episode"], LATCHED_QOS)
         self.start_requested = threading.Event()
         self.create_service(Trigger, SERVICES["replay_start"], self.on_start)
@@ -216,7 +225,8 @@ class ReplayNode(Node):
                     if not self.wait_for_answer():
                         return
                     pacer = Pacer(self.rate, bag_s, time.monotonic())     # the wait does not count as lag
-                self.pubs[conn.topic].publish(bytes(raw))
+                convert = self.reencode.get(conn.topic)
+                self.pubs[conn.topic].publish(bytes(raw) if convert is None else convert(raw))
                 self.published += 1
                 if conn.topic == self.pace_topic:
                     stamp = self.typestore.deserialize_cdr(raw, conn.msgtype).header.stamp

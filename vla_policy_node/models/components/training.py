@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .vae import FrameCodec, build_small_vae
+from .vae import FrameCodec, build_small_vae, load_vae, to_model_pixels
 
 
 def compute_stats(values: np.ndarray, mode: str) -> dict:
@@ -63,6 +63,48 @@ def train_vae(frames: torch.Tensor, steps: int, batch_size: int, lr: float, seed
         if step % 100 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
     return vae.eval()
+
+
+def resize_frames(frames: np.ndarray, size: int, batch: int = 512) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, size, size, 3) uint8, resized as the model resizes its input."""
+    return torch.cat([FrameCodec.to_uint8(to_model_pixels(torch.from_numpy(frames[i: i + batch]), size))
+                      for i in range(0, len(frames), batch)])
+
+
+def add_frame_vae_arguments(p) -> None:
+    """Options of the frame VAE a family trains here or reuses (`frame_vae`)."""
+    p.add_argument("--vae", default="", help="reuse a trained VAE folder instead of training one")
+    p.add_argument("--vae-steps", type=int, default=1500)
+    p.add_argument("--vae-width", type=int, default=16, help="channels of the VAE's first level")
+    p.add_argument("--vae-batch-size", type=int, default=16)
+    p.add_argument("--vae-downsample", type=int, choices=[4, 8], default=8, help="image side / latent side")
+
+
+def frame_vae(args, frames: torch.Tensor, latent_channels: int, out: Path, device: torch.device, state):
+    """--vae, the resumed run's <output>/vae, or one trained here on (N, S, S, 3) uint8 frames. With
+    several processes (accelerate PartialState `state`) the main process trains it and saves it to
+    <output>/vae, and the others load that copy."""
+    if args.vae:
+        return load_vae(args.vae).to(device)
+    resumed = args.resume and (out / "vae").is_dir()
+    state.wait_for_everyone()           # every process has looked before the main process writes
+    if resumed:
+        return load_vae(out / "vae").to(device)
+    if state.is_main_process:
+        vae = train_vae(frames, args.vae_steps, args.vae_batch_size, 1e-3, args.seed, latent_channels,
+                        args.vae_downsample, args.vae_width, device)
+        if state.num_processes > 1:
+            vae.save_pretrained(out / "vae")
+    state.wait_for_everyone()
+    return vae if state.is_main_process else load_vae(out / "vae").to(device)
+
+
+def demonstrations_per_task(episodes) -> dict:
+    """Task name -> number of episodes (the training record's count of demonstrations)."""
+    counts: dict[str, int] = {}
+    for ep in episodes:
+        counts[ep.task] = counts.get(ep.task, 0) + 1
+    return counts
 
 
 def encode_all(codec: FrameCodec, frames: torch.Tensor, batch: int = 256) -> torch.Tensor:

@@ -20,16 +20,13 @@ import torch
 
 from ...core.normalization import Normalizer
 from ..backend import COMMON_OPTIONS, BackendOption, PolicyBackend, PolicyInput, PolicyOutput
-from ..checkpoint import (CHECKPOINT_FORMAT, CheckpointError, checkpoint_size_mb, load_normalization, own_memory,
-                          read_config, resolve_checkpoint, save_normalization)
-from ..components.diffusion import make_scheduler
-from ..components.text_encoder import DEFAULT_TEXT_ENCODER, TextEncoder
-from ..components.vae import FrameCodec, load_vae
+from ..checkpoint import (CHECKPOINT_FORMAT, CheckpointError, checkpoint_size_mb, own_memory, resolve_checkpoint,
+                          save_normalization)
+from ..components.loading import check_fits_robot, load_checkpoint_parts
+from ..components.text_encoder import TextEncoder
+from ..components.vae import FrameCodec
 from .configuration_videovla import VideoVLAConfig
 from .modeling_videovla import VideoVLATransformer, sample
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 @dataclass
 class VideoVLAPipeline:
@@ -77,20 +74,8 @@ class VideoVLAPipeline:
                         dtype: str = "float32") -> "VideoVLAPipeline":
         import diffusers
 
-        path = resolve_checkpoint(path)
-        meta = read_config(path)
-        if meta["backend"] != backend:
-            raise CheckpointError(f"{path}/config.json: backend is '{meta['backend']}', not '{backend}'")
-        try:
-            config = config_class.from_dict(meta["policy"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}/config.json: key 'policy': {exc}") from None
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype '{dtype}' unknown; use one of {sorted(DTYPES)}")
-        torch_dtype = DTYPES[dtype]
-        for part in ("transformer", "scheduler"):
-            if not (path / part).is_dir():
-                raise CheckpointError(f"{path / part}: missing")
+        parts = load_checkpoint_parts(path, backend, config_class, device, dtype, required=("transformer", "scheduler"))
+        path, config = parts.path, parts.config
         try:
             transformer = VideoVLATransformer.from_pretrained(path / "transformer", local_files_only=True)
         except (OSError, ValueError, RuntimeError) as exc:
@@ -99,16 +84,11 @@ class VideoVLAPipeline:
             raise CheckpointError(f"{path / 'transformer'}: network for {transformer.config.num_future} future frames "
                                   f"and horizon {transformer.config.horizon} does not match config.json policy "
                                   f"({config.num_future}, {config.horizon})")
-        own_memory(transformer).to(device, torch_dtype).eval().requires_grad_(False)
+        own_memory(transformer).to(device, parts.dtype).eval().requires_grad_(False)
         scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
         scheduler = getattr(diffusers, scheduler_config["_class_name"]).from_config(scheduler_config)
-        vae_ref = meta["vae"]
-        vae_path = Path(vae_ref["path"]) if Path(vae_ref["path"]).is_absolute() else path / vae_ref["path"]
-        vae = load_vae(vae_path, vae_ref.get("class", "AutoencoderKL")).to(device, torch_dtype)
-        codec = FrameCodec(vae, config.image_size, float(vae_ref.get("scaling_factor", 1.0)))
-        text = TextEncoder(meta.get("text_encoder", DEFAULT_TEXT_ENCODER), config.text_tokens, device, torch_dtype)
-        mode, action_stats, state_stats = load_normalization(path, config.action_dim, config.state_dim)
-        return cls(config, transformer, codec, text, scheduler, mode, action_stats, state_stats, meta)
+        return cls(config, transformer, parts.codec, parts.text_encoder, scheduler, parts.norm_mode,
+                   parts.action_stats, parts.state_stats, parts.meta)
 
     # ---- inference ----------------------------------------------------------------------
     @torch.no_grad()
@@ -186,16 +166,8 @@ class VideoVLAPolicy(PolicyBackend):
             raise CheckpointError(f"{self.name} backend needs option 'checkpoint' (a checkpoint directory)")
         self.checkpoint = str(resolve_checkpoint(checkpoint))
         self.pipeline = VideoVLAPipeline.from_pretrained(checkpoint, self.name, self.config_class, device, dtype)
-        cfg, emb = self.pipeline.config, embodiment.config
-        names = self.pipeline.meta.get("action_names")
-        if names is not None and list(names) != list(emb.action.names):
-            raise CheckpointError(f"{checkpoint}: trained for actions {names}, robot file {embodiment.path} "
-                                  f"has {emb.action.names}")
-        if cfg.horizon != emb.action.horizon:
-            raise CheckpointError(f"{checkpoint}: trained for chunks of {cfg.horizon} actions, robot file "
-                                  f"{embodiment.path} has action.horizon {emb.action.horizon}")
-        if cfg.camera not in [c.name for c in emb.cameras]:
-            raise CheckpointError(f"{checkpoint}: needs camera '{cfg.camera}', not in {embodiment.path}")
+        cfg = self.pipeline.config
+        check_fits_robot(checkpoint, cfg, self.pipeline.meta, embodiment)
         self.num_inference_steps = int(num_inference_steps) or cfg.num_inference_steps
         self.decode_imagined = bool(decode_imagined)
         self.instruction = ""

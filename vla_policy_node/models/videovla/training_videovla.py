@@ -23,17 +23,12 @@ from ...core.normalization import Normalizer
 from ...data.dataset import chunk_samples
 from ..components.diffusion import TrainingNoise, make_scheduler
 from ..components.text_encoder import DEFAULT_TEXT_ENCODER, TextEncoder
-from ..components.training import (TrainingJob, augmented_latents, compute_stats, run_training, train_vae)
-from ..components.vae import FrameCodec, load_vae, to_model_pixels
+from ..components.training import (TrainingJob, add_frame_vae_arguments, augmented_latents, compute_stats,
+                                   demonstrations_per_task, frame_vae, resize_frames, run_training)
+from ..components.vae import FrameCodec
 from .configuration_videovla import FUTURE_TARGETS, IMAGINED_DECODINGS, VideoVLAConfig
 from .modeling_videovla import VideoVLATransformer, training_loss
 from .policy_videovla import VideoVLAPipeline
-
-
-def resize_frames(frames: np.ndarray, size: int, batch: int = 512) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, size, size, 3) uint8, resized as the model resizes its input."""
-    return torch.cat([FrameCodec.to_uint8(to_model_pixels(torch.from_numpy(frames[i: i + batch]), size))
-                      for i in range(0, len(frames), batch)])
 
 
 class VideoVLATrainer:
@@ -51,11 +46,7 @@ class VideoVLATrainer:
         p.add_argument("--patch-size", type=int, default=2)
         p.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER)
         p.add_argument("--no-proprio", action="store_true", help="camera and instruction only")
-        p.add_argument("--vae", default="", help="reuse a trained VAE folder instead of training one")
-        p.add_argument("--vae-steps", type=int, default=1500)
-        p.add_argument("--vae-width", type=int, default=16, help="channels of the VAE's first level")
-        p.add_argument("--vae-batch-size", type=int, default=16)
-        p.add_argument("--vae-downsample", type=int, choices=[4, 8], default=8, help="image side / latent side")
+        add_frame_vae_arguments(p)
         p.add_argument("--shift-augment", type=int, default=0,
                        help="random image shift in pixels at --image-size (0 = none); DrQ-style augmentation")
         p.add_argument("--augment-copies", type=int, default=4, help="shifted copies of every frame encoded up front")
@@ -82,24 +73,6 @@ class VideoVLATrainer:
                           action_sees_video=args.action_sees_video == "yes")
         return self.config_class(**fields)
 
-    @staticmethod
-    def frame_vae(args, frames: torch.Tensor, cfg, out: Path, device: torch.device, state: PartialState):
-        """--vae, the resumed run's <output>/vae, or one trained here. With several processes the main
-        process trains it and saves it to <output>/vae, and the others load that copy."""
-        if args.vae:
-            return load_vae(args.vae).to(device)
-        resumed = args.resume and (out / "vae").is_dir()
-        state.wait_for_everyone()           # every process has looked before the main process writes
-        if resumed:
-            return load_vae(out / "vae").to(device)
-        if state.is_main_process:
-            vae = train_vae(frames, args.vae_steps, args.vae_batch_size, 1e-3, args.seed, cfg.latent_channels,
-                            args.vae_downsample, args.vae_width, device)
-            if state.num_processes > 1:
-                vae.save_pretrained(out / "vae")
-        state.wait_for_everyone()
-        return vae if state.is_main_process else load_vae(out / "vae").to(device)
-
     def run(self, args, episodes: list, robot, out: Path) -> dict:
         started = time.time()
         cfg = self.make_config(args, robot)
@@ -111,7 +84,7 @@ class VideoVLATrainer:
         state.print(f"dataset: {len(episodes)} episodes, {n} chunk samples, {len(data['instructions'])} instructions")
 
         frames = resize_frames(data["frames"][cfg.camera], cfg.image_size)
-        vae = self.frame_vae(args, frames, cfg, out, device, state)
+        vae = frame_vae(args, frames, cfg.latent_channels, out, device, state)
         codec = FrameCodec(vae, cfg.image_size)
         copies = args.augment_copies if args.shift_augment > 0 else 1
         latents = augmented_latents(codec, frames, copies, args.shift_augment, args.seed)
@@ -154,7 +127,7 @@ class VideoVLATrainer:
         meta = {"backend": self.family, "embodiment": emb.name, "action_names": list(emb.action.names),
                 "state_names": list(emb.state.names), "action_space": emb.action.space}
         facts = {"episodes": len(episodes), "samples": n, "data": [str(d) for d in args.data],
-                 "demonstrations_per_task": _per_task(episodes), "video_loss": cfg.video_loss_weight > 0,
+                 "demonstrations_per_task": demonstrations_per_task(episodes), "video_loss": cfg.video_loss_weight > 0,
                  "shift_augment": args.shift_augment}
 
         def export(model, step: int, final: bool, record: dict) -> None:
@@ -170,9 +143,3 @@ class VideoVLATrainer:
         return run_training(args, TrainingJob(model, make_batch, loss, export, facts), out, self.family,
                             setup_s=time.time() - started)
 
-
-def _per_task(episodes) -> dict:
-    counts: dict[str, int] = {}
-    for ep in episodes:
-        counts[ep.task] = counts.get(ep.task, 0) + 1
-    return counts

@@ -1,0 +1,72 @@
+"""Loading what every learned family's checkpoint holds besides its networks: config.json, the
+frame VAE, the text encoder and the normalization statistics, and the checks that a checkpoint
+fits the robot file it is asked to drive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import CheckpointError, load_normalization, read_config, resolve_checkpoint
+from .text_encoder import DEFAULT_TEXT_ENCODER, TextEncoder
+from .vae import FrameCodec, load_vae
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class CheckpointParts:
+    path: Path
+    meta: dict                     # config.json
+    config: object                 # the family's configuration (config_class.from_dict(meta["policy"]))
+    dtype: torch.dtype
+    codec: FrameCodec
+    text_encoder: TextEncoder
+    norm_mode: str
+    action_stats: dict
+    state_stats: dict
+
+
+def load_checkpoint_parts(path: str | Path, backend: str, config_class, device: str = "cpu",
+                          dtype: str = "float32", required: tuple = ()) -> CheckpointParts:
+    """config.json checked against `backend`, the policy configuration, the VAE, the text encoder and
+    the statistics; `required`: the family's network folders, which must exist."""
+    path = resolve_checkpoint(path)
+    meta = read_config(path)
+    if meta["backend"] != backend:
+        raise CheckpointError(f"{path}/config.json: backend is '{meta['backend']}', not '{backend}'")
+    try:
+        config = config_class.from_dict(meta["policy"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}/config.json: key 'policy': {exc}") from None
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype '{dtype}' unknown; use one of {sorted(DTYPES)}")
+    for part in required:
+        if not (path / part).is_dir():
+            raise CheckpointError(f"{path / part}: missing")
+    if "vae" not in meta:
+        raise CheckpointError(f"{path}/config.json: key 'vae' missing")
+    torch_dtype = DTYPES[dtype]
+    vae_ref = meta["vae"]
+    vae_path = Path(vae_ref["path"]) if Path(vae_ref["path"]).is_absolute() else path / vae_ref["path"]
+    vae = load_vae(vae_path, vae_ref.get("class", "AutoencoderKL")).to(device, torch_dtype)
+    codec = FrameCodec(vae, config.image_size, float(vae_ref.get("scaling_factor", 1.0)))
+    text = TextEncoder(meta.get("text_encoder", DEFAULT_TEXT_ENCODER), config.text_tokens, device, torch_dtype)
+    mode, action_stats, state_stats = load_normalization(path, config.action_dim, config.state_dim)
+    return CheckpointParts(path, meta, config, torch_dtype, codec, text, mode, action_stats, state_stats)
+
+
+def check_fits_robot(checkpoint: str, config, meta: dict, embodiment) -> None:
+    """CheckpointError unless the checkpoint's actions, chunk length and camera are the robot file's."""
+    emb = embodiment.config
+    names = meta.get("action_names")
+    if names is not None and list(names) != list(emb.action.names):
+        raise CheckpointError(f"{checkpoint}: trained for actions {names}, robot file {embodiment.path} "
+                              f"has {emb.action.names}")
+    if config.horizon != emb.action.horizon:
+        raise CheckpointError(f"{checkpoint}: trained for chunks of {config.horizon} actions, robot file "
+                              f"{embodiment.path} has action.horizon {emb.action.horizon}")
+    if config.camera not in [c.name for c in emb.cameras]:
+        raise CheckpointError(f"{checkpoint}: needs camera '{config.camera}', not in {embodiment.path}")

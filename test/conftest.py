@@ -102,3 +102,35 @@ def tiny_videovla_checkpoint(path: Path, backend: str = "videovla", action_head_
                      {"q01": np.array([-0.5, 0.3, 0.0, -0.03]), "q99": np.array([0.5, 1.0, 0.7, 0.03])},
                      meta).save_pretrained(path)
     return path
+
+
+def tiny_vita_checkpoint(path: Path, **config) -> Path:
+    """Save a small untrained VITA checkpoint for the Sawyer robot file (codebook initialized from
+    random vectors, so the codes differ from each other)."""
+    import numpy as np
+    import torch
+
+    from vla_policy_node.models.components.text_encoder import TextEncoder
+    from vla_policy_node.models.components.vae import FrameCodec, build_small_vae
+    from vla_policy_node.models.vita import VITAConfig, VITAPipeline
+    from vla_policy_node.models.vita.modeling_vita import VITABackbone, VITATokenizer
+
+    torch.manual_seed(0)
+    cfg = VITAConfig(**{**TINY_VITA, **config})
+    tokenizer = VITATokenizer(**cfg.tokenizer_config())
+    tokenizer.quantize(torch.randn(64, cfg.vision_tokens, cfg.code_dim), torch.randn(64, cfg.action_tokens, cfg.code_dim))
+    backbone = VITABackbone(**cfg.backbone_config())
+    for p in backbone.context_out.parameters():      # decoders that see the hidden states (trained ones do)
+        torch.nn.init.normal_(p, std=0.1)
+    codec = FrameCodec(build_small_vae(cfg.latent_channels, cfg.image_size // cfg.latent_size, width=8),
+                       cfg.image_size, 1.0)
+    meta = {"backend": "vita", "embodiment": "metaworld_sawyer", "action_names": ["dx", "dy", "dz", "gripper"]}
+    VITAPipeline(cfg, tokenizer.eval(), backbone.eval(), codec, TextEncoder(max_tokens=cfg.text_tokens), "quantile",
+                 {"q01": np.full(4, -1.0), "q99": np.full(4, 1.0)},
+                 {"q01": np.array([-0.5, 0.3, 0.0, -0.03]), "q99": np.array([0.5, 1.0, 0.7, 0.03])},
+                 meta).save_pretrained(path)
+    return path
+
+
+TINY_VITA = dict(image_size=32, latent_size=4, codebook_size=32, code_dim=16, tokenizer_width=32, tokenizer_layers=1,
+                 tokenizer_heads=2, hidden_size=32, num_layers=2, num_heads=2)

@@ -18,6 +18,7 @@ BACKENDS = {
     "reach_ik": "vla_policy_node.models.reach_ik",      # scripted reach for arms (privileged target)
     "videovla": "vla_policy_node.models.videovla",      # VideoVLA: joint video/action diffusion
     "bc": "vla_policy_node.models.bc",                  # the same encoders and action head, no video objective
+    "vita": "vla_policy_node.models.vita",              # VITA: shared vision-action codebook, autoregressive codes
     "remote": "vla_policy_node.models.remote",          # any backend behind an openpi-protocol server (vla-serve)
 }
 ENTRY_POINT_GROUP = "vla_policy_node.backends"

@@ -1,0 +1,208 @@
+"""`vita` backend: a VITA checkpoint behind the policy interface.
+
+Per observation: the current camera frame through the frozen frame VAE (its latent is the frame
+feature), the cached instruction tokens, the normalized proprio; the backbone greedily emits the
+code sequence ([vision codes] + action codes) with its KV cache; the action decoder turns the
+action codes into the chunk. Only when imagined frames are asked (the imagination monitor) does
+the vision decoder turn the vision codes into the next frame (current frame + decoded change).
+Greedy decoding makes a chunk a function of its observation: nothing to seed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...core.normalization import Normalizer
+from ..backend import COMMON_OPTIONS, BackendOption, PolicyBackend, PolicyInput, PolicyOutput
+from ..checkpoint import (CHECKPOINT_FORMAT, CheckpointError, checkpoint_size_mb, own_memory, resolve_checkpoint,
+                          save_normalization)
+from ..components.loading import check_fits_robot, load_checkpoint_parts
+from ..components.text_encoder import TextEncoder
+from ..components.vae import FrameCodec
+from .configuration_vita import VITAConfig
+from .modeling_vita import VITABackbone, VITATokenizer
+
+
+@dataclass
+class VITAPipeline:
+    """Everything a VITA checkpoint holds, and chunk generation from it."""
+    config: VITAConfig
+    tokenizer: VITATokenizer
+    backbone: VITABackbone
+    codec: FrameCodec
+    text_encoder: TextEncoder
+    norm_mode: str
+    action_stats: dict
+    state_stats: dict
+    meta: dict
+
+    def __post_init__(self):
+        self.action_norm = Normalizer(self.norm_mode, self.action_stats)
+        self.state_norm = Normalizer(self.norm_mode, self.state_stats)
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backbone.dtype
+
+    # ---- checkpoint ---------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path, training: dict | None = None) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = dict(self.meta)
+        meta.update(format=CHECKPOINT_FORMAT, policy=self.config.to_dict(), text_encoder=self.text_encoder.ref,
+                    vae={"path": "vae", "class": self.codec.vae.__class__.__name__,
+                         "scaling_factor": self.codec.scaling_factor})
+        if training is not None:
+            meta["training"] = training
+        (path / "config.json").write_text(json.dumps(meta, indent=2))
+        self.tokenizer.save_pretrained(path / "tokenizer")
+        self.backbone.save_pretrained(path / "backbone")
+        self.codec.vae.save_pretrained(path / "vae")
+        save_normalization(path, self.norm_mode, self.action_stats, self.state_stats)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: str = "float32") -> "VITAPipeline":
+        parts = load_checkpoint_parts(path, "vita", VITAConfig, device, dtype, required=("tokenizer", "backbone"))
+        networks = []
+        for folder, network_class in (("tokenizer", VITATokenizer), ("backbone", VITABackbone)):
+            try:
+                network = network_class.from_pretrained(parts.path / folder, local_files_only=True)
+            except (OSError, ValueError, RuntimeError) as exc:
+                raise CheckpointError(f"{parts.path / folder}: {exc}") from None
+            networks.append(own_memory(network).to(device, parts.dtype).eval().requires_grad_(False))
+        tokenizer, backbone = networks
+        cfg = parts.config
+        if backbone.config.sequence_tokens != cfg.sequence_tokens or tokenizer.config.horizon != cfg.horizon:
+            raise CheckpointError(f"{parts.path}: networks for {backbone.config.sequence_tokens} codes and horizon "
+                                  f"{tokenizer.config.horizon} do not match config.json policy "
+                                  f"({cfg.sequence_tokens}, {cfg.horizon})")
+        return cls(cfg, tokenizer, backbone, parts.codec, parts.text_encoder, parts.norm_mode, parts.action_stats,
+                   parts.state_stats, parts.meta)
+
+    # ---- inference ----------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(self, frames: np.ndarray, instructions: list[str], states: np.ndarray,
+                 decode_imagined: bool = False, use_cache: bool = True) -> dict:
+        """Chunks for B observations: frames (B, H, W, 3) uint8 RGB of the configured camera,
+        instructions (B strings), states (B, state_dim) physical units. Returns actions_normalized
+        and actions (B, horizon, dim), the codes (B, L), imagined (B, 1, S, S, 3) uint8 or None,
+        and the times (ms) before, in and after generation."""
+        t0 = time.perf_counter()
+        cfg, dtype = self.config, self.dtype
+        frames = np.array(frames, dtype=np.uint8)        # a writable copy (message buffers are read-only)
+        f_now = self.codec.encode(torch.from_numpy(frames)).to(dtype)
+        text = torch.stack([self.text_encoder.encode(s)[0] for s in instructions]).to(dtype)
+        state = torch.as_tensor(self.state_norm.normalize(np.asarray(states)), dtype=dtype, device=self.device)
+        t1 = time.perf_counter()
+        tokens, context = self.backbone.generate(text, f_now, state, use_cache=use_cache)
+        lv = cfg.vision_tokens if cfg.next_frame_objective else 0
+        codes = self.tokenizer.codes(tokens[:, lv:], "action").to(dtype) + context[:, lv:]
+        actions_n = self.tokenizer.decode_action(codes).float().cpu().numpy().clip(-1.0, 1.0)
+        t2 = time.perf_counter()
+        imagined = None
+        if decode_imagined and lv:
+            vision_codes = self.tokenizer.codes(tokens[:, :lv], "vision").to(dtype) + context[:, :lv]
+            imagined = self.decode_next(frames, f_now, self.tokenizer.decode_vision(f_now, vision_codes))[:, None]
+        return {"actions_normalized": actions_n, "actions": self.action_norm.unnormalize(actions_n),
+                "tokens": tokens.cpu().numpy(), "imagined": imagined,
+                "timings_ms": {"preprocess_ms": (t1 - t0) * 1e3, "inference_ms": (t2 - t1) * 1e3,
+                               "postprocess_ms": (time.perf_counter() - t2) * 1e3}}
+
+    @torch.no_grad()
+    def decode_next(self, frames: np.ndarray, f_now: torch.Tensor, f_next: torch.Tensor) -> np.ndarray:
+        """(B, S, S, 3) uint8 next frames: the current frame plus the decoded change of the latent."""
+        current = self.codec.to_pixels(torch.from_numpy(np.array(frames, dtype=np.uint8)))
+        decoded = current + self.codec.decode_float(f_next) - self.codec.decode_float(f_now)
+        return self.codec.to_uint8(decoded).cpu().numpy()
+
+    @torch.no_grad()
+    def reconstruct_future(self, current: np.ndarray, future: np.ndarray) -> np.ndarray:
+        """The next frame as the frame codec would give it if the codes described it exactly."""
+        f_now = self.codec.encode(torch.from_numpy(np.array(current, dtype=np.uint8))).to(self.dtype)
+        f_next = self.codec.encode(torch.from_numpy(np.array(future, dtype=np.uint8))).to(self.dtype)
+        return self.decode_next(current, f_now, f_next)
+
+
+class VITAPolicy(PolicyBackend):
+    name = "vita"
+    options = {**COMMON_OPTIONS,
+               "decode_imagined": BackendOption(False, "decode the imagined next frame (for the monitor)")}
+
+    def __init__(self, embodiment, checkpoint: str = "", device: str = "cpu", dtype: str = "float32",
+                 decode_imagined: bool = False):
+        super().__init__(embodiment)
+        if not checkpoint:
+            raise CheckpointError(f"{self.name} backend needs option 'checkpoint' (a checkpoint directory)")
+        self.checkpoint = str(resolve_checkpoint(checkpoint))
+        self.pipeline = VITAPipeline.from_pretrained(checkpoint, device, dtype)
+        check_fits_robot(checkpoint, self.pipeline.config, self.pipeline.meta, embodiment)
+        self.decode_imagined = bool(decode_imagined)
+        self.instruction = ""
+
+    @property
+    def config(self) -> VITAConfig:
+        return self.pipeline.config
+
+    def reset(self, instruction: str, seed: int | None = None, task: str = "") -> None:
+        self.instruction = instruction
+        if instruction:
+            self.pipeline.text_encoder.encode(instruction)      # cache the embedding for the episode
+
+    def _frame(self, obs: PolicyInput) -> np.ndarray:
+        frame = obs.images.get(self.config.camera)
+        if frame is None:
+            raise ValueError(f"observation has no camera '{self.config.camera}' (has {sorted(obs.images)})")
+        return frame
+
+    def predict(self, obs: PolicyInput, prefix: np.ndarray | None = None) -> PolicyOutput:
+        return self.predict_batch([obs])[0]
+
+    def predict_batch(self, observations: list[PolicyInput]) -> list[PolicyOutput]:
+        out = self.pipeline(np.stack([self._frame(o) for o in observations]),
+                            [o.instruction or self.instruction for o in observations],
+                            np.stack([o.state for o in observations]), self.decode_imagined)
+        per_chunk = {k: v / len(observations) for k, v in out["timings_ms"].items()}   # amortized
+        return [PolicyOutput(out["actions_normalized"][i], out["actions"][i],
+                             None if out["imagined"] is None else {self.config.camera: out["imagined"][i]},
+                             dict(per_chunk)) for i in range(len(observations))]
+
+    @property
+    def future_offsets(self) -> list[int]:
+        return list(self.config.future_offsets) if self.config.next_frame_objective else []
+
+    @property
+    def imagined_camera(self) -> str | None:
+        return self.config.camera if self.config.next_frame_objective else None
+
+    def imagined_view(self, frames: np.ndarray) -> np.ndarray | None:
+        if not self.config.next_frame_objective:
+            return None
+        codec = self.pipeline.codec
+        if not len(frames):
+            return np.zeros((0, codec.image_size, codec.image_size, 3), np.uint8)
+        return np.concatenate([codec.resize(torch.from_numpy(np.array(frames[i: i + 256]))).cpu().numpy()
+                               for i in range(0, len(frames), 256)])
+
+    def reconstruct_future(self, current: np.ndarray, future: np.ndarray) -> np.ndarray | None:
+        return self.pipeline.reconstruct_future(current, future) if self.config.next_frame_objective else None
+
+    def describe(self) -> dict:
+        training = self.pipeline.meta.get("training", {})
+        p = self.pipeline
+        return {"backend": self.name, "checkpoint": self.checkpoint,
+                "parameters": int(sum(x.numel() for x in p.backbone.parameters())
+                                  + sum(x.numel() for x in p.tokenizer.parameters())),
+                "backbone_parameters": int(sum(x.numel() for x in p.backbone.parameters())),
+                "vae_parameters": int(sum(x.numel() for x in p.codec.vae.parameters())),
+                "checkpoint_mb": round(checkpoint_size_mb(self.checkpoint), 2),
+                "training": {k: v for k, v in training.items() if k != "loss_history"}}

@@ -1,0 +1,241 @@
+"""Training a VITA checkpoint (`vla-train --family vita`): the paper's two stages.
+
+    warm-up  (--stage tokenizer): the vision tokenizer (frame-pair features -> codes -> next frame,
+             L1 + SSIM), the action tokenizer (DCT chunk -> codes -> chunk, MSE) and the shared
+             codebook, trained together; saved to <output>/tokenizer
+    co-train (--stage backbone): codebook and encoders frozen; every sample's target codes computed
+             once; the autoregressive backbone learns them (cross-entropy) while both decoders learn
+             to decode its greedy codes and hidden states (action MSE + next-frame L1 + SSIM)
+--stage all (default) runs both. Each stage resumes from its own training_state.pt (the
+tokenizer's under <output>/tokenizer_training). Frame features are the frozen frame VAE's latents
+(--vae: reuse another family's, as bc does, so the families see the same pixels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
+
+from ...core.normalization import Normalizer
+from ...data.dataset import chunk_samples
+from ..components.text_encoder import DEFAULT_TEXT_ENCODER, TextEncoder
+from ..components.training import (TrainingJob, add_frame_vae_arguments, compute_stats, demonstrations_per_task,
+                                   encode_all, frame_vae, resize_frames, run_training)
+from ..components.vae import FrameCodec
+from .configuration_vita import VITAConfig
+from .modeling_vita import VITABackbone, VITATokenizer, codebook_usage, frame_loss, masked_mse
+from .policy_vita import VITAPipeline
+
+STAGES = ("all", "tokenizer", "backbone")
+
+
+def pixels(frames_uint8: torch.Tensor) -> torch.Tensor:
+    """(B, S, S, 3) uint8 -> (B, 3, S, S) float in [-1, 1]."""
+    return frames_uint8.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def residual_frame(codec: FrameCodec, current_px: torch.Tensor, f_now: torch.Tensor,
+                   f_next_pred: torch.Tensor) -> torch.Tensor:
+    """The imagined next frame as the current frame plus the decoded change of the latent (gradient
+    flows through the frozen VAE decoder into the prediction): where nothing moves, exactly I_t."""
+    vae, scale = codec.vae, codec.scaling_factor
+    with torch.no_grad():
+        now = vae.decode(f_now / scale).sample
+    return current_px + vae.decode(f_next_pred / scale).sample - now
+
+
+class VITACoTrain(nn.Module):
+    """What the co-train stage optimizes: the backbone and both decoders (encoders, codebook frozen)."""
+
+    def __init__(self, backbone: VITABackbone, tokenizer: VITATokenizer):
+        super().__init__()
+        self.backbone, self.tokenizer = backbone, tokenizer
+        for module in (tokenizer.vision_in, tokenizer.mformer, tokenizer.vision_to_code, tokenizer.action_encoder,
+                       tokenizer.quantizer, tokenizer.action_quantizer):
+            module.requires_grad_(False)
+        self.tokenizer.vision_queries.requires_grad_(False)
+        self.tokenizer.vision_pos.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.tokenizer.quantizer.eval()              # the codebook stays as the warm-up left it
+        self.tokenizer.action_quantizer.eval()
+        return self
+
+
+class VITATrainer:
+    family = "vita"
+
+    @classmethod
+    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--stage", choices=STAGES, default="all", help="tokenizer: warm-up only; backbone: "
+                       "co-train from <output>/tokenizer; all: both")
+        p.add_argument("--tokenizer-steps", type=int, default=3000, help="warm-up optimizer steps")
+        p.add_argument("--tokenizer-lr", type=float, default=1e-3)
+        p.add_argument("--future-offset", type=int, default=8, help="steps ahead of the next frame the vision "
+                       "tokens describe")
+        p.add_argument("--codebook-size", type=int, default=256)
+        p.add_argument("--code-dim", type=int, default=64)
+        p.add_argument("--vision-tokens", type=int, default=4)
+        p.add_argument("--action-tokens", type=int, default=4)
+        p.add_argument("--dct-keep", type=int, default=0, help="DCT coefficients kept per action channel (0 = all)")
+        p.add_argument("--separate-codebooks", action="store_true", help="ablation: one codebook per modality")
+        p.add_argument("--no-next-frame", action="store_true",
+                       help="ablation: no vision tokens in the sequence, no next-frame objective")
+        p.add_argument("--hidden-size", type=int, default=192)
+        p.add_argument("--num-layers", type=int, default=4)
+        p.add_argument("--num-heads", type=int, default=4)
+        p.add_argument("--image-size", type=int, default=64)
+        p.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER)
+        p.add_argument("--no-proprio", action="store_true", help="camera and instruction only")
+        add_frame_vae_arguments(p)
+
+    @staticmethod
+    def make_config(args, robot) -> VITAConfig:
+        emb = robot.config
+        return VITAConfig(camera=emb.cameras[0].name, image_size=args.image_size,
+                          latent_size=args.image_size // args.vae_downsample, state_dim=len(emb.state.names),
+                          use_proprio=not args.no_proprio, future_offsets=[args.future_offset],
+                          codebook_size=args.codebook_size, code_dim=args.code_dim,
+                          shared_codebook=not args.separate_codebooks, vision_tokens=args.vision_tokens,
+                          action_tokens=args.action_tokens, dct_keep=args.dct_keep, horizon=emb.action.horizon,
+                          action_dim=emb.action.dim, hidden_size=args.hidden_size, num_layers=args.num_layers,
+                          num_heads=args.num_heads, next_frame_objective=not args.no_next_frame)
+
+    def run(self, args, episodes: list, robot, out: Path) -> dict:
+        started = time.time()
+        cfg = self.make_config(args, robot)
+        emb = robot.config
+        device = torch.device(args.device)
+        state = PartialState()
+        data = chunk_samples(episodes, cfg.horizon, cfg.future_offsets)
+        n = len(data["actions"])
+        state.print(f"dataset: {len(episodes)} episodes, {n} chunk samples, {len(data['instructions'])} instructions")
+
+        frames = resize_frames(data["frames"][cfg.camera], cfg.image_size)
+        codec = FrameCodec(frame_vae(args, frames, cfg.latent_channels, out, device, state), cfg.image_size)
+        latents = encode_all(codec, frames)
+        codec.scaling_factor = broadcast_object_list([float(1.0 / latents.std())])[0]
+        latents = latents * codec.scaling_factor
+        frame_index = torch.as_tensor(data["frame_index"], dtype=torch.long)
+        next_index = torch.as_tensor(data["future_index"][:, 0], dtype=torch.long)
+
+        actions_rows = np.concatenate([ep.actions for ep in episodes]).astype(np.float64)
+        states_rows = np.concatenate([ep.states for ep in episodes]).astype(np.float64)
+        action_stats = compute_stats(data["actions"] if args.per_timestep_stats else actions_rows, args.norm_mode)
+        state_stats = compute_stats(states_rows, args.norm_mode)
+        actions_n = torch.as_tensor(Normalizer(args.norm_mode, action_stats).normalize(data["actions"]),
+                                    dtype=torch.float32).clamp(-1, 1)
+        state_n = torch.as_tensor(Normalizer(args.norm_mode, state_stats).normalize(data["state"]),
+                                  dtype=torch.float32)
+        mask = torch.as_tensor(data["action_mask"], dtype=torch.float32)
+        text_encoder = TextEncoder(args.text_encoder, cfg.text_tokens)
+        text_table = torch.stack([text_encoder.encode(s)[0] for s in data["instructions"]]).cpu()
+        instruction_id = torch.as_tensor(data["instruction_id"], dtype=torch.long)
+        meta = {"backend": self.family, "embodiment": emb.name, "action_names": list(emb.action.names),
+                "state_names": list(emb.state.names), "action_space": emb.action.space}
+        facts = {"episodes": len(episodes), "samples": n, "data": [str(d) for d in args.data],
+                 "demonstrations_per_task": demonstrations_per_task(episodes)}
+        vision = cfg.next_frame_objective
+
+        # ---- stage 1: tokenizers and the shared codebook ---------------------------------
+        tokenizer_dir, tokenizer_state = out / "tokenizer", out / "tokenizer_training"
+        tokenizer_record: dict = {}
+        if args.stage in ("all", "tokenizer"):
+            tokenizer_state.mkdir(parents=True, exist_ok=True)
+
+            def tokenizer_batch(gen: torch.Generator, batch_size: int) -> dict:
+                idx = torch.randint(0, n, (batch_size,), generator=gen)
+                return dict(f_now=latents[frame_index[idx]], f_next=latents[next_index[idx]],
+                            now_px=pixels(frames[frame_index[idx]]), next_px=pixels(frames[next_index[idx]]),
+                            actions=actions_n[idx], mask=mask[idx])
+
+            def tokenizer_loss(model: VITATokenizer, b: dict) -> dict:
+                z_v = model.encode_vision(b["f_now"], b["f_next"]) if vision else None
+                q_v, q_a, commit = model.quantize(z_v, model.encode_action(b["actions"]))
+                action_loss = masked_mse(model.decode_action(q_a[0]), b["actions"], b["mask"])
+                vision_loss = action_loss.new_zeros(())
+                if vision:
+                    predicted = residual_frame(codec, b["now_px"], b["f_now"], model.decode_vision(b["f_now"], q_v[0]))
+                    vision_loss = frame_loss(predicted, b["next_px"])
+                return {"loss": action_loss + vision_loss + commit, "action_loss": action_loss.detach(),
+                        "vision_loss": vision_loss.detach(), "commit_loss": commit.detach()}
+
+            def tokenizer_export(model, step: int, final: bool, record: dict) -> None:
+                model.save_pretrained(tokenizer_dir)
+                tokenizer_record.update(record)
+
+            stage_args = copy.copy(args)
+            # the codebook follows the raw encoder outputs (EMA of its own), so the encoders are saved raw
+            stage_args.steps, stage_args.lr, stage_args.ema_decay = args.tokenizer_steps, args.tokenizer_lr, 0.0
+            torch.manual_seed(args.seed)
+            run_training(stage_args, TrainingJob(VITATokenizer(**cfg.tokenizer_config()), tokenizer_batch,
+                                                 tokenizer_loss, tokenizer_export, dict(facts)),
+                         tokenizer_state, "vita-tokenizer", setup_s=time.time() - started)
+        if args.stage == "tokenizer":
+            return tokenizer_record
+        if not (tokenizer_dir / "config.json").is_file():
+            raise SystemExit(f"vla-train: --stage backbone needs the warm-up's tokenizer in {tokenizer_dir}")
+
+        # ---- stage 2: the autoregressive backbone and the decoders ------------------------
+        tokenizer = VITATokenizer.from_pretrained(tokenizer_dir).to(device)
+        vision_idx, action_idx = [], []
+        for i in range(0, n, 512):
+            sl = slice(i, min(n, i + 512))
+            v, a = tokenizer.tokenize(latents[frame_index[sl]].to(device),
+                                      latents[next_index[sl]].to(device) if vision else None, actions_n[sl].to(device))
+            vision_idx.append(v.cpu() if vision else torch.zeros(len(a), 0, dtype=torch.long))
+            action_idx.append(a.cpu())
+        vision_idx, action_idx = torch.cat(vision_idx), torch.cat(action_idx)
+        targets = torch.cat([vision_idx, action_idx], 1)
+        usage = {"action": codebook_usage(action_idx, cfg.codebook_size),
+                 "all": codebook_usage(targets, cfg.codebook_size)}
+        if vision:
+            usage["vision"] = codebook_usage(vision_idx, cfg.codebook_size)
+        state.print(f"codebook use over the training samples: {usage}")
+        facts |= {"codebook_usage": usage, "tokenizer_steps": args.tokenizer_steps}
+        lv = cfg.vision_tokens if vision else 0
+
+        def backbone_batch(gen: torch.Generator, batch_size: int) -> dict:
+            idx = torch.randint(0, n, (batch_size,), generator=gen)
+            return dict(text=text_table[instruction_id[idx]], f_now=latents[frame_index[idx]], state=state_n[idx],
+                        tokens=targets[idx], actions=actions_n[idx], mask=mask[idx],
+                        now_px=pixels(frames[frame_index[idx]]), next_px=pixels(frames[next_index[idx]]))
+
+        def backbone_loss(model: VITACoTrain, b: dict) -> dict:
+            logits, context = model.backbone(b["text"], b["f_now"], b["state"], b["tokens"])
+            ce = F.cross_entropy(logits.flatten(0, 1).float(), b["tokens"].flatten())
+            greedy = logits.argmax(-1).detach()
+            tok = model.tokenizer
+            codes_a = tok.codes(greedy[:, lv:], "action") + context[:, lv:]
+            action_loss = masked_mse(tok.decode_action(codes_a), b["actions"], b["mask"])
+            vision_loss = action_loss.new_zeros(())
+            if vision:
+                codes_v = tok.codes(greedy[:, :lv], "vision") + context[:, :lv]
+                predicted = residual_frame(codec, b["now_px"], b["f_now"], tok.decode_vision(b["f_now"], codes_v))
+                vision_loss = frame_loss(predicted, b["next_px"])
+            accuracy = (greedy == b["tokens"]).float().mean()
+            return {"loss": ce + cfg.action_loss_weight * action_loss + cfg.vision_loss_weight * vision_loss,
+                    "ce": ce.detach(), "action_loss": action_loss.detach(), "vision_loss": vision_loss.detach(),
+                    "token_accuracy": accuracy}
+
+        def backbone_export(model: VITACoTrain, step: int, final: bool, record: dict) -> None:
+            VITAPipeline(cfg, model.tokenizer, model.backbone, codec, text_encoder, args.norm_mode, action_stats,
+                         state_stats, meta).save_pretrained(out, record)
+
+        # the warm-up's wall time counts once: when the co-train stage starts, not when it resumes
+        earlier = 0.0 if (out / "training_state.pt").is_file() and args.resume else \
+            float(tokenizer_record.get("wall_time_s", 0.0))
+        model = VITACoTrain(VITABackbone(**cfg.backbone_config()), tokenizer)
+        return run_training(args, TrainingJob(model, backbone_batch, backbone_loss, backbone_export, facts), out,
+                            self.family, setup_s=earlier)
+

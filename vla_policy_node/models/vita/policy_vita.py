@@ -122,8 +122,8 @@ class VITAPipeline:
     def decode_next(self, frames: np.ndarray, f_now: torch.Tensor, f_next: torch.Tensor) -> np.ndarray:
         """(B, S, S, 3) uint8 next frames: the current frame plus the decoded change of the latent."""
         current = self.codec.to_pixels(torch.from_numpy(np.array(frames, dtype=np.uint8)))
-        decoded = current + self.codec.decode_float(f_next) - self.codec.decode_float(f_now)
-        return self.codec.to_uint8(decoded).cpu().numpy()
+        next_px, now_px = self.codec.decode_float(torch.cat([f_next, f_now])).chunk(2)   # one VAE call
+        return self.codec.to_uint8(current + next_px - now_px).cpu().numpy()
 
     @torch.no_grad()
     def reconstruct_future(self, current: np.ndarray, future: np.ndarray) -> np.ndarray:

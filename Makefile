@@ -7,7 +7,7 @@ STAMPS := $(VENV)/.stamps
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup demo demo-oracle data train test test-slow test-faults test-all bench bench-policies bench-soak bench-distributed clean distclean
+.PHONY: setup demo demo-oracle data train test test-slow test-faults test-all bench bench-policies bench-vita-ablations bench-soak bench-distributed clean distclean
 
 setup: $(STAMPS)/system $(STAMPS)/python $(STAMPS)/interfaces $(STAMPS)/package
 
@@ -45,8 +45,8 @@ demo-oracle: setup
 data: setup
 	$(VENV)/bin/vla-graph sim_demo --output-dir artifacts/data --set policy.backend:=oracle --set executor.merge:=replace --set evaluator.seeds:=[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19] --set evaluator.training_seeds:=allow --set evaluator.max_steps:=300
 
-# The shipped checkpoints, as they were trained (resumable: add TRAIN_ARGS=--resume). Both read the
-# demonstrations of `make data`; bc reuses videovla's frame VAE so the two differ only in the video objective.
+# The shipped checkpoints, as they were trained (resumable: add TRAIN_ARGS=--resume). All read the
+# demonstrations of `make data`; bc and vita reuse videovla's frame VAE so all three see the same frame latents.
 # videovla's actions do not attend to its imagined future (chosen on validation seeds 200-203).
 TRAIN_ARGS ?=
 TRAIN_COMMON = --data artifacts/data --steps 12000 --save-every 1000 $(TRAIN_ARGS)
@@ -56,6 +56,8 @@ train: setup
 		--action-sees-video no
 	$(VENV)/bin/vla-train --family bc --output checkpoints/bc_metaworld $(TRAIN_COMMON) \
 		--vae checkpoints/videovla_metaworld/vae
+	$(VENV)/bin/vla-train --family vita --output checkpoints/vita_metaworld --data artifacts/data --save-every 500 \
+		$(TRAIN_ARGS) --vae checkpoints/videovla_metaworld/vae --tokenizer-steps 2000 --steps 4500
 
 # Policy figures (artifacts/bench/policy.json), executor figures (artifacts/bench/executor.json) and
 # the added latency of a policy served by vla-serve (artifacts/bench/remote.json).
@@ -68,6 +70,18 @@ bench: setup
 # config/bench/policies.yaml on 5 tasks x 6 held-out seeds through the graph; cached per checkpoint.
 bench-policies: setup
 	$(VENV)/bin/vla-bench policies
+
+# VITA's ablations (config/bench/vita_ablations.yaml): shared vs separate codebooks, with vs without
+# the next-frame objective, each arm trained on the same short budget, then run on the leaderboard
+# protocol; ablation.md adds each arm's codebook use. About 45 min training + 20 min evaluation.
+VITA_ABLATION = --data artifacts/data --vae checkpoints/videovla_metaworld/vae --tokenizer-steps 600 --steps 1200 \
+	--save-every 300 $(TRAIN_ARGS)
+bench-vita-ablations: setup
+	$(VENV)/bin/vla-train --family vita --output artifacts/ablations/vita_shared $(VITA_ABLATION)
+	$(VENV)/bin/vla-train --family vita --output artifacts/ablations/vita_separate $(VITA_ABLATION) --separate-codebooks
+	$(VENV)/bin/vla-train --family vita --output artifacts/ablations/vita_no_next_frame $(VITA_ABLATION) --no-next-frame
+	$(VENV)/bin/vla-bench policies --config config/bench/vita_ablations.yaml --out artifacts/bench/vita_ablations
+	$(PY) scripts/vita_ablation_table.py artifacts/bench/vita_ablations
 
 # Closed-loop evaluation on a local Ray instance (1 and 2 workers) against the same 10 episodes run
 # locally: episode-by-episode equality, wall time and the per-episode overhead (distributed.json).

@@ -204,3 +204,22 @@ def test_both_training_stages_lower_their_losses_and_the_checkpoint_serves(tmp_p
     policy = make_backend("auto", load_robot("metaworld_sawyer"), checkpoint=str(ckpt))
     policy.reset("open the drawer")
     assert np.all(np.isfinite(policy.predict(observation()).actions))
+
+
+@pytest.mark.slow
+def test_the_shipped_checkpoint_drives_the_simulator_through_the_graph(tmp_path):
+    """checkpoints/vita_metaworld behind the policy node (backend read from the checkpoint) presses the
+    button of a held-out seed in lockstep, publishing its imagined next frames for the monitor."""
+    from conftest import ROOT
+
+    from vla_policy_node.data.bags import read_bag
+
+    record_episodes(tmp_path, 74, "[button-press]", "[110]", 150, backend="auto",
+                    checkpoint=str(ROOT / "checkpoints" / "vita_metaworld"))
+    report = json.loads((tmp_path / "report.json").read_text())
+    episode, = report["episodes"]
+    assert report["policy"]["backend"] == "vita"
+    assert episode["success"], episode
+    assert report["summary"]["monitor"]["compared_frames"] > 0     # imagined frames reached the monitor
+    commands = [m for topic, _, _, m in read_bag(tmp_path / "bags" / "button-press_s110") if topic == "/vla/sim/command"]
+    assert commands and all(np.all(np.isfinite(c.values)) and np.all(np.abs(c.values) <= 1.0) for c in commands)

@@ -107,6 +107,46 @@ def demonstrations_per_task(episodes) -> dict:
     return counts
 
 
+@dataclass
+class TrainingArrays:
+    """The tensors and records every family trains from, built once from chunk_samples' output."""
+    actions: torch.Tensor          # (N, horizon, dim) normalized chunks
+    action_mask: torch.Tensor      # (N, horizon) 1 real step / 0 padding after the episode's end
+    state: torch.Tensor            # (N, state_dim) normalized proprio
+    action_stats: dict
+    state_stats: dict
+    text_encoder: object           # TextEncoder
+    text_table: torch.Tensor       # (instructions, tokens, text_dim) embeddings
+    instruction_id: torch.Tensor   # (N,) row of text_table per sample
+    meta: dict                     # checkpoint config.json keys: backend, embodiment, action/state names
+    facts: dict                    # the training record's data facts
+
+
+def training_arrays(args, episodes: list, data: dict, robot, family: str, text_tokens: int) -> TrainingArrays:
+    """Statistics (args.norm_mode, per row or per timestep), normalized chunks and proprio, the
+    instruction table (args.text_encoder) and the checkpoint's description of the data."""
+    from ...core.normalization import Normalizer
+    from .text_encoder import TextEncoder
+
+    emb = robot.config
+    actions_rows = np.concatenate([ep.actions for ep in episodes]).astype(np.float64)
+    states_rows = np.concatenate([ep.states for ep in episodes]).astype(np.float64)
+    action_stats = compute_stats(data["actions"] if args.per_timestep_stats else actions_rows, args.norm_mode)
+    state_stats = compute_stats(states_rows, args.norm_mode)
+    text_encoder = TextEncoder(args.text_encoder, text_tokens)
+    return TrainingArrays(
+        actions=torch.as_tensor(Normalizer(args.norm_mode, action_stats).normalize(data["actions"]), dtype=torch.float32),
+        action_mask=torch.as_tensor(data["action_mask"], dtype=torch.float32),
+        state=torch.as_tensor(Normalizer(args.norm_mode, state_stats).normalize(data["state"]), dtype=torch.float32),
+        action_stats=action_stats, state_stats=state_stats, text_encoder=text_encoder,
+        text_table=torch.stack([text_encoder.encode(s)[0] for s in data["instructions"]]).cpu(),
+        instruction_id=torch.as_tensor(data["instruction_id"], dtype=torch.long),
+        meta={"backend": family, "embodiment": emb.name, "action_names": list(emb.action.names),
+              "state_names": list(emb.state.names), "action_space": emb.action.space},
+        facts={"episodes": len(episodes), "samples": len(data["actions"]), "data": [str(d) for d in args.data],
+               "demonstrations_per_task": demonstrations_per_task(episodes)})
+
+
 def encode_all(codec: FrameCodec, frames: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Scaled latents of (N, H, W, 3) uint8 frames, on the CPU."""
     return torch.cat([codec.encode(frames[i: i + batch]).cpu() for i in range(0, len(frames), batch)])

@@ -6,7 +6,9 @@ derived from it (`transformer_config`) and saved by diffusers in transformer/con
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
+
+from ..components.pipeline import PolicyConfigMixin
 
 FUTURE_TARGETS = ("absolute", "delta")
 IMAGINED_DECODINGS = ("latent", "residual")
@@ -14,7 +16,7 @@ OBJECTIVES = ("ddpm", "flow")
 
 
 @dataclass
-class VideoVLAConfig:
+class VideoVLAConfig(PolicyConfigMixin):
     # inputs
     camera: str = "corner"
     image_size: int = 64                     # model input side (px); frames are resized to it
@@ -67,14 +69,3 @@ class VideoVLAConfig:
         keys = ("text_dim", "text_tokens", "latent_channels", "latent_size", "patch_size", "horizon",
                 "action_dim", "state_dim", "use_proprio", "hidden_size", "num_layers", "num_heads", "action_sees_video")
         return {k: getattr(self, k) for k in keys} | {"num_future": self.num_future}
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "VideoVLAConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown keys {unknown}")
-        return cls(**data)

@@ -18,18 +18,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...core.normalization import Normalizer
-from ..backend import COMMON_OPTIONS, BackendOption, PolicyBackend, PolicyInput, PolicyOutput
-from ..checkpoint import (CHECKPOINT_FORMAT, CheckpointError, checkpoint_size_mb, own_memory, resolve_checkpoint,
-                          save_normalization)
+from ..backend import COMMON_OPTIONS, BackendOption, PolicyInput, PolicyOutput
+from ..checkpoint import CheckpointError, checkpoint_size_mb, own_memory, resolve_checkpoint
 from ..components.loading import check_fits_robot, load_checkpoint_parts
+from ..components.pipeline import LearnedPolicy, PipelineBase
 from ..components.text_encoder import TextEncoder
 from ..components.vae import FrameCodec
 from .configuration_videovla import VideoVLAConfig
 from .modeling_videovla import VideoVLATransformer, sample
 
+
 @dataclass
-class VideoVLAPipeline:
+class VideoVLAPipeline(PipelineBase):
     """Everything a checkpoint of this family holds, and chunk sampling from it."""
     config: VideoVLAConfig
     transformer: VideoVLATransformer
@@ -41,33 +41,11 @@ class VideoVLAPipeline:
     state_stats: dict
     meta: dict                       # backend, embodiment, action/state names, training record
 
-    def __post_init__(self):
-        self.action_norm = Normalizer(self.norm_mode, self.action_stats)
-        self.state_norm = Normalizer(self.norm_mode, self.state_stats)
-
-    @property
-    def device(self) -> torch.device:
-        return self.transformer.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.transformer.dtype
-
     # ---- checkpoint ---------------------------------------------------------------------
     def save_pretrained(self, path: str | Path, training: dict | None = None) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        meta = dict(self.meta)
-        meta.update(format=CHECKPOINT_FORMAT, policy=self.config.to_dict(), text_encoder=self.text_encoder.ref,
-                    vae={"path": "vae", "class": self.codec.vae.__class__.__name__,
-                         "scaling_factor": self.codec.scaling_factor})
-        if training is not None:
-            meta["training"] = training
-        (path / "config.json").write_text(json.dumps(meta, indent=2))
+        path = self.save_common(path, training)
         self.transformer.save_pretrained(path / "transformer")
-        self.codec.vae.save_pretrained(path / "vae")
         self.scheduler.save_pretrained(path / "scheduler")
-        save_normalization(path, self.norm_mode, self.action_stats, self.state_stats)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, backend: str, config_class=VideoVLAConfig, device: str = "cpu",
@@ -104,10 +82,7 @@ class VideoVLAPipeline:
         the times (ms) spent before, in and after the denoising loop."""
         t0 = time.perf_counter()
         cfg, dtype = self.config, self.dtype
-        frames = np.array(frames, dtype=np.uint8)        # a writable copy (message buffers are read-only)
-        v1 = self.codec.encode(torch.from_numpy(frames)).to(dtype)
-        text = torch.stack([self.text_encoder.encode(s)[0] for s in instructions]).to(dtype)
-        state = torch.as_tensor(self.state_norm.normalize(np.asarray(states)), dtype=dtype, device=self.device)
+        frames, v1, text, state = self.encode_inputs(frames, instructions, states)
         prefix_t = None if prefix is None else torch.as_tensor(prefix, dtype=dtype, device=self.device)
         t1 = time.perf_counter()
         future, actions_n = sample(self.transformer, self.scheduler, text, v1, state, num_inference_steps,
@@ -151,7 +126,7 @@ class VideoVLAPipeline:
         return self.decode_future(current, z_cur, delta[:, None])[:, 0]
 
 
-class VideoVLAPolicy(PolicyBackend):
+class VideoVLAPolicy(LearnedPolicy):
     name = "videovla"
     supports_prefix = True
     config_class = VideoVLAConfig
@@ -175,23 +150,11 @@ class VideoVLAPolicy(PolicyBackend):
         self.episode_t0: float | None = None
         self.generator = torch.Generator(device=self.pipeline.device)
 
-    @property
-    def config(self) -> VideoVLAConfig:
-        return self.pipeline.config
-
     def reset(self, instruction: str, seed: int | None = None, task: str = "") -> None:
-        self.instruction = instruction
-        if instruction:
-            self.pipeline.text_encoder.encode(instruction)      # cache the embedding for the episode
+        super().reset(instruction, seed, task)
         self.seed = int(seed or 0)
         self.episode_t0: float | None = None      # time of the episode's first observation (s)
         self.generator.manual_seed(self.seed)
-
-    def _frame(self, obs: PolicyInput) -> np.ndarray:
-        frame = obs.images.get(self.config.camera)
-        if frame is None:
-            raise ValueError(f"observation has no camera '{self.config.camera}' (has {sorted(obs.images)})")
-        return frame
 
     def noise_seed(self, stamp: float) -> int:
         """The sampling noise of a chunk: a function of the episode's seed and the observation's
@@ -234,14 +197,6 @@ class VideoVLAPolicy(PolicyBackend):
     @property
     def imagined_camera(self) -> str | None:
         return self.config.camera if self.config.num_future else None
-
-    def imagined_view(self, frames: np.ndarray) -> np.ndarray | None:
-        if not self.config.num_future:
-            return None
-        codec = self.pipeline.codec
-        return np.concatenate([codec.resize(torch.from_numpy(np.array(frames[i: i + 256]))).cpu().numpy()
-                               for i in range(0, len(frames), 256)]) if len(frames) else \
-            np.zeros((0, codec.image_size, codec.image_size, 3), np.uint8)
 
     def reconstruct_future(self, current: np.ndarray, future: np.ndarray) -> np.ndarray | None:
         return self.pipeline.reconstruct_future(current, future) if self.config.num_future else None

@@ -14,17 +14,15 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
-from ...core.normalization import Normalizer
 from ...data.dataset import chunk_samples
 from ..components.diffusion import TrainingNoise, make_scheduler
-from ..components.text_encoder import DEFAULT_TEXT_ENCODER, TextEncoder
-from ..components.training import (TrainingJob, add_frame_vae_arguments, augmented_latents, compute_stats,
-                                   demonstrations_per_task, frame_vae, resize_frames, run_training)
+from ..components.text_encoder import DEFAULT_TEXT_ENCODER
+from ..components.training import (TrainingJob, add_frame_vae_arguments, augmented_latents, frame_vae, resize_frames,
+                                   run_training, training_arrays)
 from ..components.vae import FrameCodec
 from .configuration_videovla import FUTURE_TARGETS, IMAGINED_DECODINGS, VideoVLAConfig
 from .modeling_videovla import VideoVLATransformer, training_loss
@@ -76,7 +74,6 @@ class VideoVLATrainer:
     def run(self, args, episodes: list, robot, out: Path) -> dict:
         started = time.time()
         cfg = self.make_config(args, robot)
-        emb = robot.config
         device = torch.device(args.device)
         state = PartialState()
         data = chunk_samples(episodes, cfg.horizon, cfg.future_offsets)
@@ -97,18 +94,8 @@ class VideoVLATrainer:
             delta = latents[0, future_index] - latents[0, frame_index][:, None]
             cfg.delta_scaling_factor = broadcast_object_list([float(1.0 / delta.std().clamp(min=1e-6))])[0]
 
-        actions_rows = np.concatenate([ep.actions for ep in episodes]).astype(np.float64)
-        states_rows = np.concatenate([ep.states for ep in episodes]).astype(np.float64)
-        action_stats = compute_stats(data["actions"] if args.per_timestep_stats else actions_rows, args.norm_mode)
-        state_stats = compute_stats(states_rows, args.norm_mode)
-        actions_n = torch.as_tensor(Normalizer(args.norm_mode, action_stats).normalize(data["actions"]),
-                                    dtype=torch.float32)
-        state_n = torch.as_tensor(Normalizer(args.norm_mode, state_stats).normalize(data["state"]),
-                                  dtype=torch.float32)
-        mask = torch.as_tensor(data["action_mask"], dtype=torch.float32)
-        text_encoder = TextEncoder(args.text_encoder, cfg.text_tokens)
-        text_table = torch.stack([text_encoder.encode(s)[0] for s in data["instructions"]]).cpu()
-        instruction_id = torch.as_tensor(data["instruction_id"], dtype=torch.long)
+        arrays = training_arrays(args, episodes, data, robot, self.family, cfg.text_tokens)
+        text_table, instruction_id = arrays.text_table, arrays.instruction_id
         noise = TrainingNoise(cfg.objective, cfg.num_train_timesteps)
 
         def make_batch(gen: torch.Generator, batch_size: int) -> dict:
@@ -118,23 +105,20 @@ class VideoVLATrainer:
             future = latents[aug[:, None].expand(-1, cfg.num_future), future_index[idx]]
             if cfg.future_target == "delta":
                 future = (future - v1[:, None]) * cfg.delta_scaling_factor
-            return dict(text=text_table[instruction_id[idx]], v1=v1, future=future, actions=actions_n[idx],
-                        action_mask=mask[idx], state=state_n[idx])
+            return dict(text=text_table[instruction_id[idx]], v1=v1, future=future, actions=arrays.actions[idx],
+                        action_mask=arrays.action_mask[idx], state=arrays.state[idx])
 
         def loss(model, batch: dict) -> dict:
             return training_loss(model, noise, video_loss_weight=cfg.video_loss_weight, **batch)
 
-        meta = {"backend": self.family, "embodiment": emb.name, "action_names": list(emb.action.names),
-                "state_names": list(emb.state.names), "action_space": emb.action.space}
-        facts = {"episodes": len(episodes), "samples": n, "data": [str(d) for d in args.data],
-                 "demonstrations_per_task": demonstrations_per_task(episodes), "video_loss": cfg.video_loss_weight > 0,
-                 "shift_augment": args.shift_augment}
+        facts = {**arrays.facts, "video_loss": cfg.video_loss_weight > 0, "shift_augment": args.shift_augment}
 
         def export(model, step: int, final: bool, record: dict) -> None:
             network = VideoVLATransformer(**cfg.transformer_config())
             network.load_state_dict(model.state_dict())
-            VideoVLAPipeline(cfg, network, codec, text_encoder, make_scheduler(cfg.objective, cfg.num_train_timesteps),
-                             args.norm_mode, action_stats, state_stats, meta).save_pretrained(out, record)
+            VideoVLAPipeline(cfg, network, codec, arrays.text_encoder,
+                             make_scheduler(cfg.objective, cfg.num_train_timesteps), args.norm_mode,
+                             arrays.action_stats, arrays.state_stats, arrays.meta).save_pretrained(out, record)
 
         model = VideoVLATransformer(**cfg.transformer_config())
         if not cfg.num_future:

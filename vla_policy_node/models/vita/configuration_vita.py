@@ -7,11 +7,13 @@ from it (`tokenizer_config`, `backbone_config`) and saved by diffusers next to t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
+
+from ..components.pipeline import PolicyConfigMixin
 
 
 @dataclass
-class VITAConfig:
+class VITAConfig(PolicyConfigMixin):
     # inputs
     camera: str = "corner"
     image_size: int = 64                     # model input side (px); frames are resized to it
@@ -78,14 +80,3 @@ class VITAConfig:
         keys = ("text_dim", "text_tokens", "latent_channels", "latent_size", "patch_size", "state_dim",
                 "use_proprio", "codebook_size", "code_dim", "hidden_size", "num_layers", "num_heads")
         return {k: getattr(self, k) for k in keys} | {"sequence_tokens": self.sequence_tokens}
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "VITAConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown keys {unknown}")
-        return cls(**data)

@@ -10,7 +10,6 @@ Greedy decoding makes a chunk a function of its observation: nothing to seed.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...core.normalization import Normalizer
-from ..backend import COMMON_OPTIONS, BackendOption, PolicyBackend, PolicyInput, PolicyOutput
-from ..checkpoint import (CHECKPOINT_FORMAT, CheckpointError, checkpoint_size_mb, own_memory, resolve_checkpoint,
-                          save_normalization)
+from ..backend import COMMON_OPTIONS, BackendOption, PolicyInput, PolicyOutput
+from ..checkpoint import CheckpointError, checkpoint_size_mb, own_memory, resolve_checkpoint
 from ..components.loading import check_fits_robot, load_checkpoint_parts
+from ..components.pipeline import LearnedPolicy, PipelineBase
 from ..components.text_encoder import TextEncoder
 from ..components.vae import FrameCodec
 from .configuration_vita import VITAConfig
@@ -30,7 +28,7 @@ from .modeling_vita import VITABackbone, VITATokenizer
 
 
 @dataclass
-class VITAPipeline:
+class VITAPipeline(PipelineBase):
     """Everything a VITA checkpoint holds, and chunk generation from it."""
     config: VITAConfig
     tokenizer: VITATokenizer
@@ -42,33 +40,13 @@ class VITAPipeline:
     state_stats: dict
     meta: dict
 
-    def __post_init__(self):
-        self.action_norm = Normalizer(self.norm_mode, self.action_stats)
-        self.state_norm = Normalizer(self.norm_mode, self.state_stats)
-
-    @property
-    def device(self) -> torch.device:
-        return self.backbone.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.backbone.dtype
+    network_attr = "backbone"
 
     # ---- checkpoint ---------------------------------------------------------------------
     def save_pretrained(self, path: str | Path, training: dict | None = None) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        meta = dict(self.meta)
-        meta.update(format=CHECKPOINT_FORMAT, policy=self.config.to_dict(), text_encoder=self.text_encoder.ref,
-                    vae={"path": "vae", "class": self.codec.vae.__class__.__name__,
-                         "scaling_factor": self.codec.scaling_factor})
-        if training is not None:
-            meta["training"] = training
-        (path / "config.json").write_text(json.dumps(meta, indent=2))
+        path = self.save_common(path, training)
         self.tokenizer.save_pretrained(path / "tokenizer")
         self.backbone.save_pretrained(path / "backbone")
-        self.codec.vae.save_pretrained(path / "vae")
-        save_normalization(path, self.norm_mode, self.action_stats, self.state_stats)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: str = "float32") -> "VITAPipeline":
@@ -99,10 +77,7 @@ class VITAPipeline:
         and the times (ms) before, in and after generation."""
         t0 = time.perf_counter()
         cfg, dtype = self.config, self.dtype
-        frames = np.array(frames, dtype=np.uint8)        # a writable copy (message buffers are read-only)
-        f_now = self.codec.encode(torch.from_numpy(frames)).to(dtype)
-        text = torch.stack([self.text_encoder.encode(s)[0] for s in instructions]).to(dtype)
-        state = torch.as_tensor(self.state_norm.normalize(np.asarray(states)), dtype=dtype, device=self.device)
+        frames, f_now, text, state = self.encode_inputs(frames, instructions, states)
         t1 = time.perf_counter()
         tokens, context = self.backbone.generate(text, f_now, state, use_cache=use_cache)
         lv = cfg.vision_tokens if cfg.next_frame_objective else 0
@@ -133,7 +108,7 @@ class VITAPipeline:
         return self.decode_next(current, f_now, f_next)
 
 
-class VITAPolicy(PolicyBackend):
+class VITAPolicy(LearnedPolicy):
     name = "vita"
     options = {**COMMON_OPTIONS,
                "decode_imagined": BackendOption(False, "decode the imagined next frame (for the monitor)")}
@@ -148,21 +123,6 @@ class VITAPolicy(PolicyBackend):
         check_fits_robot(checkpoint, self.pipeline.config, self.pipeline.meta, embodiment)
         self.decode_imagined = bool(decode_imagined)
         self.instruction = ""
-
-    @property
-    def config(self) -> VITAConfig:
-        return self.pipeline.config
-
-    def reset(self, instruction: str, seed: int | None = None, task: str = "") -> None:
-        self.instruction = instruction
-        if instruction:
-            self.pipeline.text_encoder.encode(instruction)      # cache the embedding for the episode
-
-    def _frame(self, obs: PolicyInput) -> np.ndarray:
-        frame = obs.images.get(self.config.camera)
-        if frame is None:
-            raise ValueError(f"observation has no camera '{self.config.camera}' (has {sorted(obs.images)})")
-        return frame
 
     def predict(self, obs: PolicyInput, prefix: np.ndarray | None = None) -> PolicyOutput:
         return self.predict_batch([obs])[0]
@@ -183,15 +143,6 @@ class VITAPolicy(PolicyBackend):
     @property
     def imagined_camera(self) -> str | None:
         return self.config.camera if self.config.next_frame_objective else None
-
-    def imagined_view(self, frames: np.ndarray) -> np.ndarray | None:
-        if not self.config.next_frame_objective:
-            return None
-        codec = self.pipeline.codec
-        if not len(frames):
-            return np.zeros((0, codec.image_size, codec.image_size, 3), np.uint8)
-        return np.concatenate([codec.resize(torch.from_numpy(np.array(frames[i: i + 256]))).cpu().numpy()
-                               for i in range(0, len(frames), 256)])
 
     def reconstruct_future(self, current: np.ndarray, future: np.ndarray) -> np.ndarray | None:
         return self.pipeline.reconstruct_future(current, future) if self.config.next_frame_objective else None

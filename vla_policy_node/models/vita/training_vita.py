@@ -18,18 +18,16 @@ import copy
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
-from ...core.normalization import Normalizer
 from ...data.dataset import chunk_samples
-from ..components.text_encoder import DEFAULT_TEXT_ENCODER, TextEncoder
-from ..components.training import (TrainingJob, add_frame_vae_arguments, compute_stats, demonstrations_per_task,
-                                   encode_all, frame_vae, resize_frames, run_training)
+from ..components.text_encoder import DEFAULT_TEXT_ENCODER
+from ..components.training import (TrainingJob, add_frame_vae_arguments, encode_all, frame_vae, resize_frames,
+                                   run_training, training_arrays)
 from ..components.vae import FrameCodec
 from .configuration_vita import VITAConfig
 from .modeling_vita import VITABackbone, VITATokenizer, codebook_usage, frame_loss, masked_mse
@@ -114,7 +112,6 @@ class VITATrainer:
     def run(self, args, episodes: list, robot, out: Path) -> dict:
         started = time.time()
         cfg = self.make_config(args, robot)
-        emb = robot.config
         device = torch.device(args.device)
         state = PartialState()
         data = chunk_samples(episodes, cfg.horizon, cfg.future_offsets)
@@ -129,22 +126,11 @@ class VITATrainer:
         frame_index = torch.as_tensor(data["frame_index"], dtype=torch.long)
         next_index = torch.as_tensor(data["future_index"][:, 0], dtype=torch.long)
 
-        actions_rows = np.concatenate([ep.actions for ep in episodes]).astype(np.float64)
-        states_rows = np.concatenate([ep.states for ep in episodes]).astype(np.float64)
-        action_stats = compute_stats(data["actions"] if args.per_timestep_stats else actions_rows, args.norm_mode)
-        state_stats = compute_stats(states_rows, args.norm_mode)
-        actions_n = torch.as_tensor(Normalizer(args.norm_mode, action_stats).normalize(data["actions"]),
-                                    dtype=torch.float32).clamp(-1, 1)
-        state_n = torch.as_tensor(Normalizer(args.norm_mode, state_stats).normalize(data["state"]),
-                                  dtype=torch.float32)
-        mask = torch.as_tensor(data["action_mask"], dtype=torch.float32)
-        text_encoder = TextEncoder(args.text_encoder, cfg.text_tokens)
-        text_table = torch.stack([text_encoder.encode(s)[0] for s in data["instructions"]]).cpu()
-        instruction_id = torch.as_tensor(data["instruction_id"], dtype=torch.long)
-        meta = {"backend": self.family, "embodiment": emb.name, "action_names": list(emb.action.names),
-                "state_names": list(emb.state.names), "action_space": emb.action.space}
-        facts = {"episodes": len(episodes), "samples": n, "data": [str(d) for d in args.data],
-                 "demonstrations_per_task": demonstrations_per_task(episodes)}
+        arrays = training_arrays(args, episodes, data, robot, self.family, cfg.text_tokens)
+        actions_n = arrays.actions.clamp(-1, 1)             # the decoded chunk is clipped to [-1, 1] too
+        state_n, mask, text_table, instruction_id = arrays.state, arrays.action_mask, arrays.text_table, \
+            arrays.instruction_id
+        facts = dict(arrays.facts)
         vision = cfg.next_frame_objective
 
         # ---- stage 1: tokenizers and the shared codebook ---------------------------------
@@ -229,8 +215,8 @@ class VITATrainer:
                     "token_accuracy": accuracy}
 
         def backbone_export(model: VITACoTrain, step: int, final: bool, record: dict) -> None:
-            VITAPipeline(cfg, model.tokenizer, model.backbone, codec, text_encoder, args.norm_mode, action_stats,
-                         state_stats, meta).save_pretrained(out, record)
+            VITAPipeline(cfg, model.tokenizer, model.backbone, codec, arrays.text_encoder, args.norm_mode,
+                         arrays.action_stats, arrays.state_stats, arrays.meta).save_pretrained(out, record)
 
         # the warm-up's wall time counts once: when the co-train stage starts, not when it resumes
         earlier = 0.0 if (out / "training_state.pt").is_file() and args.resume else \

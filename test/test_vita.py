@@ -53,6 +53,10 @@ def test_one_codebook_tensor_serves_both_modalities_unless_the_ablation_separate
     separate = VITATokenizer(**VITAConfig(**TINY_VITA, shared_codebook=False).tokenizer_config())
     assert separate.vision_quantizer is not separate.action_quantizer
     assert sum(1 for name, _ in separate.named_buffers() if name.endswith("_codebook.embed")) == 2
+    with pytest.raises(RuntimeError, match="never trained"):      # codes from an untrained codebook: refused
+        separate.tokenize(torch.randn(2, 4, 4, 4), None, torch.randn(2, 8, 4))
+    with pytest.raises(ValueError, match="modality 'depth' unknown"):
+        shared.codes(torch.zeros(1, 2, dtype=torch.long), "depth")
     # with one codebook, an index means the same vector whichever modality asks for it
     shared.quantize(torch.randn(64, 4, 16), torch.randn(64, 4, 16))
     idx = torch.arange(8)[None]
@@ -76,6 +80,8 @@ def test_action_tokenizer_round_trip_after_warm_up_is_within_the_stated_error():
             _, (q, idx), _ = tok.quantize(None, tok.encode_action(held_out))
             return float(masked_mse(tok.decode_action(tok.codes(idx, "action")), held_out, mask))
 
+    tok.train()
+    tok.quantize(None, tok.encode_action(smooth_chunks(64, seed=1000)))   # k-means start on training chunks
     before = error()
     tok.train()
     for step in range(400):

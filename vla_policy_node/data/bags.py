@@ -7,6 +7,7 @@ exchanged. vla_msgs definitions are registered from the package's .msg files.
 from __future__ import annotations
 
 import functools
+import logging
 import queue
 import sys
 import threading
@@ -48,8 +49,10 @@ def bag_typestore(connections):
         if msgdef and conn.msgtype not in typestore.fielddefs:
             try:
                 typestore.register(get_types_from_msg(msgdef, conn.msgtype))
-            except Exception:  # noqa: BLE001  (a definition rosbags cannot parse: the installed one is used)
-                pass
+            except Exception as exc:  # noqa: BLE001  (rosbags raises several types)
+                logging.getLogger(__name__).warning(
+                    f"topic {conn.topic}: the bag's definition of {conn.msgtype} is not usable ({exc}); "
+                    "read with the installed one")
     typestore.register({k: v for k, v in _installed_vla_types().items() if k not in typestore.fielddefs})
     return typestore
 
@@ -93,8 +96,9 @@ def to_ros_message(value, cls):
         if hasattr(v, "__msgtype__"):
             v = to_ros_message(v, type(getattr(msg, name)))
         elif isinstance(v, list) and v and hasattr(v[0], "__msgtype__"):
-            inner = _ros_class(spec.split("<", 1)[1].split(",")[0].rstrip(">"))
-            v = [to_ros_message(x, inner) for x in v]
+            # 'sequence<pkg/Type>', 'sequence<pkg/Type, N>' or 'pkg/Type[N]'
+            inner = spec.split("<", 1)[1].split(",")[0].rstrip(">") if "<" in spec else spec.split("[", 1)[0]
+            v = [to_ros_message(x, _ros_class(inner)) for x in v]
         elif hasattr(v, "tolist"):
             v = v.tolist()
         setattr(msg, name, v)

@@ -113,7 +113,7 @@ class ReplayNode(Node):
         except (ValueError, KeyError) as exc:
             self.get_logger().fatal(f"bag {self.bag}: {exc}")
             raise SystemExit(2) from None
-        self.pubs, self.reencode = {}, {}
+        self.pubs, self.reencode, self.skipped = {}, {}, {}
         installed = make_typestore()
         for t in self.plan:
             try:
@@ -226,7 +226,13 @@ class ReplayNode(Node):
                         return
                     pacer = Pacer(self.rate, bag_s, time.monotonic())     # the wait does not count as lag
                 convert = self.reencode.get(conn.topic)
-                self.pubs[conn.topic].publish(bytes(raw) if convert is None else convert(raw))
+                try:
+                    self.pubs[conn.topic].publish(bytes(raw) if convert is None else convert(raw))
+                except Exception as exc:  # noqa: BLE001  (a message this version cannot take: named, skipped)
+                    self.skipped[conn.topic] = self.skipped.get(conn.topic, 0) + 1
+                    self.get_logger().error(f"bag {self.bag}: topic {conn.topic} ({conn.msgtype}): message at "
+                                            f"{bag_s:.6f} s not replayed: {exc}", throttle_duration_sec=2.0)
+                    continue
                 self.published += 1
                 if conn.topic == self.pace_topic:
                     stamp = self.typestore.deserialize_cdr(raw, conn.msgtype).header.stamp
@@ -237,7 +243,8 @@ class ReplayNode(Node):
         self.publish_state("finished", time.monotonic() - wall_start)
         paced = f", {self.gate.timeouts} of {self.gate.states} states unanswered after " \
                 f"{self.gate.timeout_s:g} s" if self.pace_topic else ""
-        self.get_logger().info(f"replay of {self.bag.name} finished: {self.published} messages{paced}")
+        skipped = f", not replayed: {self.skipped}" if self.skipped else ""
+        self.get_logger().info(f"replay of {self.bag.name} finished: {self.published} messages{paced}{skipped}")
 
     def wait_for_answer(self) -> bool:
         """Paced: hold playback (and /clock) until the last state was answered; False when stopping."""

@@ -51,7 +51,10 @@ def load_checkpoint_parts(path: str | Path, backend: str, config_class, device: 
     torch_dtype = DTYPES[dtype]
     vae_ref = meta["vae"]
     vae_path = Path(vae_ref["path"]) if Path(vae_ref["path"]).is_absolute() else path / vae_ref["path"]
-    vae = load_vae(vae_path, vae_ref.get("class", "AutoencoderKL")).to(device, torch_dtype)
+    try:
+        vae = load_vae(vae_path, vae_ref.get("class", "AutoencoderKL")).to(device, torch_dtype)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{vae_path}: the frame VAE cannot be loaded: {exc}") from None
     codec = FrameCodec(vae, config.image_size, float(vae_ref.get("scaling_factor", 1.0)))
     text = TextEncoder(meta.get("text_encoder", DEFAULT_TEXT_ENCODER), config.text_tokens, device, torch_dtype)
     mode, action_stats, state_stats = load_normalization(path, config.action_dim, config.state_dim)
@@ -59,12 +62,16 @@ def load_checkpoint_parts(path: str | Path, backend: str, config_class, device: 
 
 
 def check_fits_robot(checkpoint: str, config, meta: dict, embodiment) -> None:
-    """CheckpointError unless the checkpoint's actions, chunk length and camera are the robot file's."""
+    """CheckpointError unless the checkpoint's actions, proprio, chunk length and camera are the robot file's."""
     emb = embodiment.config
     names = meta.get("action_names")
     if names is not None and list(names) != list(emb.action.names):
         raise CheckpointError(f"{checkpoint}: trained for actions {names}, robot file {embodiment.path} "
                               f"has {emb.action.names}")
+    states = meta.get("state_names")
+    if states is not None and list(states) != list(emb.state.names):
+        raise CheckpointError(f"{checkpoint}: trained on proprio {states}, robot file {embodiment.path} "
+                              f"has state {emb.state.names}")
     if config.horizon != emb.action.horizon:
         raise CheckpointError(f"{checkpoint}: trained for chunks of {config.horizon} actions, robot file "
                               f"{embodiment.path} has action.horizon {emb.action.horizon}")

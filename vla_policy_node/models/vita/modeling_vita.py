@@ -93,9 +93,24 @@ class VITATokenizer(ModelMixin, ConfigMixin):
         self.action_decoder_pos = nn.Parameter(torch.randn(1, action_tokens, w) * 0.02)
         self.action_decoder = _encoder(w, tokenizer_layers, tokenizer_heads)
         self.action_out = nn.Sequential(nn.LayerNorm(action_tokens * w), nn.Linear(action_tokens * w, coeffs))
-        self.register_buffer("dct", torch.as_tensor(dct_matrix(horizon), dtype=torch.float32), persistent=False)
+        self.dct_basis = dct_matrix(horizon)          # numpy float64: float32 on use, whatever the model's dtype
         self.quantizer = make_quantizer(code_dim, codebook_size)
         self.action_quantizer_separate = None if shared_codebook else make_quantizer(code_dim, codebook_size)
+
+    def freeze(self, vision_encoder: bool = False, vision_decoder: bool = False, action_encoder: bool = False,
+               codebook: bool = False) -> None:
+        """Stop gradients into the named parts (a stage that does not train them, or never uses them)."""
+        parts = []
+        if vision_encoder:
+            parts += [self.vision_in, self.mformer, self.vision_to_code, self.vision_queries, self.vision_pos]
+        if vision_decoder:
+            parts += [self.vision_from_code, self.frame_in, self.vision_decoder, self.vision_out, self.vision_decoder_pos]
+        if action_encoder:
+            parts += [self.action_encoder]
+        if codebook:
+            parts += [self.quantizer, self.action_quantizer]
+        for part in parts:
+            part.requires_grad_(False)
 
     # ---- codebook -----------------------------------------------------------------------
     @property
@@ -108,6 +123,8 @@ class VITATokenizer(ModelMixin, ConfigMixin):
 
     def codes(self, indices: torch.Tensor, modality: str) -> torch.Tensor:
         """(B, L) code indices -> (B, L, code_dim) codebook vectors of that modality's codebook."""
+        if modality not in ("vision", "action"):
+            raise ValueError(f"modality '{modality}' unknown; use 'vision' or 'action'")
         quantizer = self.vision_quantizer if modality == "vision" else self.action_quantizer
         return quantizer.get_output_from_indices(indices)
 
@@ -147,12 +164,14 @@ class VITATokenizer(ModelMixin, ConfigMixin):
     # ---- action -------------------------------------------------------------------------
     def dct_coefficients(self, actions: torch.Tensor) -> torch.Tensor:
         """(B, horizon, dim) -> (B, dct_keep, dim): the lowest frequencies of each channel."""
-        return torch.einsum("kt,btd->bkd", self.dct.to(actions.dtype), actions)[:, : self.dct_keep]
+        dct = torch.as_tensor(self.dct_basis, dtype=torch.float32, device=actions.device)
+        coefficients = torch.einsum("kt,btd->bkd", dct, actions.float())[:, : self.dct_keep]
+        return coefficients.to(actions.dtype)          # in float32 whatever the model's dtype
 
     def inverse_dct(self, coefficients: torch.Tensor) -> torch.Tensor:
         """(B, dct_keep, dim) -> (B, horizon, dim), the dropped frequencies taken as zero."""
-        dct = self.dct.to(coefficients.dtype)[: self.dct_keep]
-        return torch.einsum("kt,bkd->btd", dct, coefficients)
+        dct = torch.as_tensor(self.dct_basis[: self.dct_keep], dtype=torch.float32, device=coefficients.device)
+        return torch.einsum("kt,bkd->btd", dct, coefficients.float()).to(coefficients.dtype)
 
     def encode_action(self, actions: torch.Tensor) -> torch.Tensor:
         """Normalized chunk (B, horizon, dim) -> (B, action_tokens, code_dim), before Q."""
@@ -169,6 +188,10 @@ class VITATokenizer(ModelMixin, ConfigMixin):
     @torch.no_grad()
     def tokenize(self, f_now: torch.Tensor, f_next: torch.Tensor | None, actions: torch.Tensor | None):
         """Code indices of (I_t, I_t+k) pairs and of chunks (either may be None), codebook unchanged."""
+        used = ([self.vision_quantizer] if f_next is not None else []) + ([self.action_quantizer] if actions is not None else [])
+        for quantizer in used:
+            if not bool(quantizer._codebook.initted):
+                raise RuntimeError("VITATokenizer.tokenize: the codebook was never trained (no warm-up ran)")
         was_training = self.training
         self.eval()
         try:

@@ -28,7 +28,7 @@ from ...data.dataset import chunk_samples
 from ..components.text_encoder import DEFAULT_TEXT_ENCODER
 from ..components.training import (TrainingJob, add_frame_vae_arguments, encode_all, frame_vae, resize_frames,
                                    run_training, training_arrays)
-from ..components.vae import FrameCodec
+from ..components.vae import FrameCodec, load_vae
 from .configuration_vita import VITAConfig
 from .modeling_vita import VITABackbone, VITATokenizer, codebook_usage, frame_loss, masked_mse
 from .policy_vita import VITAPipeline
@@ -51,23 +51,68 @@ def residual_frame(codec: FrameCodec, current_px: torch.Tensor, f_now: torch.Ten
     return current_px + vae.decode(f_next_pred / scale).sample - now
 
 
-class VITACoTrain(nn.Module):
-    """What the co-train stage optimizes: the backbone and both decoders (encoders, codebook frozen)."""
+class VITAWarmUp(nn.Module):
+    """The warm-up objective (`forward(**batch)` -> losses): both tokenizers and the codebook.
+    Without the next-frame objective the vision branch is frozen (it is never used)."""
 
-    def __init__(self, backbone: VITABackbone, tokenizer: VITATokenizer):
+    def __init__(self, tokenizer: VITATokenizer, codec: FrameCodec, vision: bool):
         super().__init__()
-        self.backbone, self.tokenizer = backbone, tokenizer
-        for module in (tokenizer.vision_in, tokenizer.mformer, tokenizer.vision_to_code, tokenizer.action_encoder,
-                       tokenizer.quantizer, tokenizer.action_quantizer):
-            module.requires_grad_(False)
-        self.tokenizer.vision_queries.requires_grad_(False)
-        self.tokenizer.vision_pos.requires_grad_(False)
+        self.tokenizer, self.vision = tokenizer, vision
+        self._codec = [codec]                    # the frozen frame VAE: used, not trained or saved here
+        if not vision:
+            tokenizer.freeze(vision_encoder=True, vision_decoder=True)
+
+    def forward(self, f_now, f_next, now_px, next_px, actions, mask) -> dict:
+        tok = self.tokenizer
+        z_v = tok.encode_vision(f_now, f_next) if self.vision else None
+        q_v, q_a, commit = tok.quantize(z_v, tok.encode_action(actions))
+        action_loss = masked_mse(tok.decode_action(q_a[0]), actions, mask)
+        vision_loss = action_loss.new_zeros(())
+        if self.vision:
+            predicted = residual_frame(self._codec[0], now_px, f_now, tok.decode_vision(f_now, q_v[0]))
+            vision_loss = frame_loss(predicted, next_px)
+        return {"loss": action_loss + vision_loss + commit, "action_loss": action_loss.detach(),
+                "vision_loss": vision_loss.detach(), "commit_loss": commit.detach()}
+
+
+class VITACoTrain(nn.Module):
+    """The co-train objective (`forward(**batch)` -> losses): the backbone and both decoders learn,
+    encoders and codebook stay as the warm-up left them."""
+
+    def __init__(self, backbone: VITABackbone, tokenizer: VITATokenizer, codec: FrameCodec, cfg: VITAConfig):
+        super().__init__()
+        self.backbone, self.tokenizer, self.cfg = backbone, tokenizer, cfg
+        self._codec = [codec]
+        self.vision_tokens = cfg.vision_tokens if cfg.next_frame_objective else 0
+        tokenizer.freeze(vision_encoder=True, action_encoder=True, codebook=True,
+                         vision_decoder=not cfg.next_frame_objective)
 
     def train(self, mode: bool = True):
         super().train(mode)
         self.tokenizer.quantizer.eval()              # the codebook stays as the warm-up left it
         self.tokenizer.action_quantizer.eval()
         return self
+
+    def forward(self, text, f_now, state, tokens, actions, mask, now_px, next_px) -> dict:
+        cfg, tok, lv = self.cfg, self.tokenizer, self.vision_tokens
+        logits, context = self.backbone(text, f_now, state, tokens)
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten())
+        greedy = logits.argmax(-1).detach()
+        codes_a = tok.codes(greedy[:, lv:], "action") + context[:, lv:]
+        action_loss = masked_mse(tok.decode_action(codes_a), actions, mask)
+        vision_loss = action_loss.new_zeros(())
+        if lv:
+            codes_v = tok.codes(greedy[:, :lv], "vision") + context[:, :lv]
+            predicted = residual_frame(self._codec[0], now_px, f_now, tok.decode_vision(f_now, codes_v))
+            vision_loss = frame_loss(predicted, next_px)
+        return {"loss": ce + cfg.action_loss_weight * action_loss + cfg.vision_loss_weight * vision_loss,
+                "ce": ce.detach(), "action_loss": action_loss.detach(), "vision_loss": vision_loss.detach(),
+                "token_accuracy": (greedy == tokens).float().mean()}
+
+
+def _call(model: nn.Module, batch: dict) -> dict:
+    """The job's loss: the model's own forward (so data-parallel wrappers synchronize gradients)."""
+    return model(**batch)
 
 
 class VITATrainer:
@@ -119,61 +164,65 @@ class VITATrainer:
         state.print(f"dataset: {len(episodes)} episodes, {n} chunk samples, {len(data['instructions'])} instructions")
 
         frames = resize_frames(data["frames"][cfg.camera], cfg.image_size)
-        codec = FrameCodec(frame_vae(args, frames, cfg.latent_channels, out, device, state), cfg.image_size)
+        vae_dir = out / "vae"
+        if not args.vae and (args.resume or args.stage == "backbone") and vae_dir.is_dir():
+            vae = load_vae(vae_dir).to(device)          # the warm-up's: its codes are in its latent space
+        else:
+            vae = frame_vae(args, frames, cfg.latent_channels, out, device, state)
+            if not args.vae and state.is_main_process:
+                vae.save_pretrained(vae_dir)            # a later stage or a resumed run finds it
+        codec = FrameCodec(vae, cfg.image_size)
         latents = encode_all(codec, frames)
         codec.scaling_factor = broadcast_object_list([float(1.0 / latents.std())])[0]
         latents = latents * codec.scaling_factor
+        cfg.latent_channels, cfg.latent_size = int(latents.shape[1]), int(latents.shape[-1])   # the VAE's own
         frame_index = torch.as_tensor(data["frame_index"], dtype=torch.long)
         next_index = torch.as_tensor(data["future_index"][:, 0], dtype=torch.long)
 
         arrays = training_arrays(args, episodes, data, robot, self.family, cfg.text_tokens)
+        cfg.text_dim = arrays.text_encoder.hidden_size
         actions_n = arrays.actions.clamp(-1, 1)             # the decoded chunk is clipped to [-1, 1] too
-        state_n, mask, text_table, instruction_id = arrays.state, arrays.action_mask, arrays.text_table, \
-            arrays.instruction_id
         facts = dict(arrays.facts)
         vision = cfg.next_frame_objective
 
+        def samples(idx: torch.Tensor) -> dict:
+            return dict(f_now=latents[frame_index[idx]], now_px=pixels(frames[frame_index[idx]]),
+                        next_px=pixels(frames[next_index[idx]]), actions=actions_n[idx], mask=arrays.action_mask[idx])
+
         # ---- stage 1: tokenizers and the shared codebook ---------------------------------
-        tokenizer_dir, tokenizer_state = out / "tokenizer", out / "tokenizer_training"
-        tokenizer_record: dict = {}
+        warm_up_dir = out / "tokenizer_training"                 # its state, log and exported tokenizer
+        tokenizer_dir = warm_up_dir / "tokenizer"
+        warm_up_record: dict = {}
         if args.stage in ("all", "tokenizer"):
-            tokenizer_state.mkdir(parents=True, exist_ok=True)
+            warm_up_dir.mkdir(parents=True, exist_ok=True)
 
-            def tokenizer_batch(gen: torch.Generator, batch_size: int) -> dict:
+            def warm_up_batch(gen: torch.Generator, batch_size: int) -> dict:
                 idx = torch.randint(0, n, (batch_size,), generator=gen)
-                return dict(f_now=latents[frame_index[idx]], f_next=latents[next_index[idx]],
-                            now_px=pixels(frames[frame_index[idx]]), next_px=pixels(frames[next_index[idx]]),
-                            actions=actions_n[idx], mask=mask[idx])
+                return samples(idx) | dict(f_next=latents[next_index[idx]])
 
-            def tokenizer_loss(model: VITATokenizer, b: dict) -> dict:
-                z_v = model.encode_vision(b["f_now"], b["f_next"]) if vision else None
-                q_v, q_a, commit = model.quantize(z_v, model.encode_action(b["actions"]))
-                action_loss = masked_mse(model.decode_action(q_a[0]), b["actions"], b["mask"])
-                vision_loss = action_loss.new_zeros(())
-                if vision:
-                    predicted = residual_frame(codec, b["now_px"], b["f_now"], model.decode_vision(b["f_now"], q_v[0]))
-                    vision_loss = frame_loss(predicted, b["next_px"])
-                return {"loss": action_loss + vision_loss + commit, "action_loss": action_loss.detach(),
-                        "vision_loss": vision_loss.detach(), "commit_loss": commit.detach()}
-
-            def tokenizer_export(model, step: int, final: bool, record: dict) -> None:
-                model.save_pretrained(tokenizer_dir)
-                tokenizer_record.update(record)
+            def warm_up_export(model: VITAWarmUp, step: int, final: bool, record: dict) -> None:
+                model.tokenizer.save_pretrained(tokenizer_dir)
+                warm_up_record.update(record)
 
             stage_args = copy.copy(args)
             # the codebook follows the raw encoder outputs (EMA of its own), so the encoders are saved raw
             stage_args.steps, stage_args.lr, stage_args.ema_decay = args.tokenizer_steps, args.tokenizer_lr, 0.0
             torch.manual_seed(args.seed)
-            run_training(stage_args, TrainingJob(VITATokenizer(**cfg.tokenizer_config()), tokenizer_batch,
-                                                 tokenizer_loss, tokenizer_export, dict(facts)),
-                         tokenizer_state, "vita-tokenizer", setup_s=time.time() - started)
+            warm_up = VITAWarmUp(VITATokenizer(**cfg.tokenizer_config()), codec, vision)
+            run_training(stage_args, TrainingJob(warm_up, warm_up_batch, _call, warm_up_export, dict(facts)),
+                         warm_up_dir, "vita-tokenizer", setup_s=time.time() - started)
         if args.stage == "tokenizer":
-            return tokenizer_record
+            return warm_up_record
         if not (tokenizer_dir / "config.json").is_file():
-            raise SystemExit(f"vla-train: --stage backbone needs the warm-up's tokenizer in {tokenizer_dir}")
+            raise SystemExit(f"vla-train: the co-train stage needs the warm-up's tokenizer in {tokenizer_dir}")
 
         # ---- stage 2: the autoregressive backbone and the decoders ------------------------
+        co_train_started = time.time()
         tokenizer = VITATokenizer.from_pretrained(tokenizer_dir).to(device)
+        resuming = args.resume and (out / "training_state.pt").is_file()
+        if resuming:       # the targets come from the codebook and encoders this co-train run began with
+            saved = torch.load(out / "training_state.pt", map_location="cpu", weights_only=False)["model"]
+            tokenizer.load_state_dict({k.split(".", 1)[1]: v for k, v in saved.items() if k.startswith("tokenizer.")})
         vision_idx, action_idx = [], []
         for i in range(0, n, 512):
             sl = slice(i, min(n, i + 512))
@@ -183,45 +232,35 @@ class VITATrainer:
             action_idx.append(a.cpu())
         vision_idx, action_idx = torch.cat(vision_idx), torch.cat(action_idx)
         targets = torch.cat([vision_idx, action_idx], 1)
-        usage = {"action": codebook_usage(action_idx, cfg.codebook_size),
-                 "all": codebook_usage(targets, cfg.codebook_size)}
+        usage = {"action": codebook_usage(action_idx, cfg.codebook_size)}
         if vision:
             usage["vision"] = codebook_usage(vision_idx, cfg.codebook_size)
+            if cfg.shared_codebook:                  # one index space: the union means something
+                usage["all"] = codebook_usage(targets, cfg.codebook_size)
         state.print(f"codebook use over the training samples: {usage}")
         facts |= {"codebook_usage": usage, "tokenizer_steps": args.tokenizer_steps}
-        lv = cfg.vision_tokens if vision else 0
 
-        def backbone_batch(gen: torch.Generator, batch_size: int) -> dict:
+        def co_train_batch(gen: torch.Generator, batch_size: int) -> dict:
             idx = torch.randint(0, n, (batch_size,), generator=gen)
-            return dict(text=text_table[instruction_id[idx]], f_now=latents[frame_index[idx]], state=state_n[idx],
-                        tokens=targets[idx], actions=actions_n[idx], mask=mask[idx],
-                        now_px=pixels(frames[frame_index[idx]]), next_px=pixels(frames[next_index[idx]]))
+            return samples(idx) | dict(text=arrays.text_table[arrays.instruction_id[idx]], state=arrays.state[idx],
+                                       tokens=targets[idx])
 
-        def backbone_loss(model: VITACoTrain, b: dict) -> dict:
-            logits, context = model.backbone(b["text"], b["f_now"], b["state"], b["tokens"])
-            ce = F.cross_entropy(logits.flatten(0, 1).float(), b["tokens"].flatten())
-            greedy = logits.argmax(-1).detach()
-            tok = model.tokenizer
-            codes_a = tok.codes(greedy[:, lv:], "action") + context[:, lv:]
-            action_loss = masked_mse(tok.decode_action(codes_a), b["actions"], b["mask"])
-            vision_loss = action_loss.new_zeros(())
-            if vision:
-                codes_v = tok.codes(greedy[:, :lv], "vision") + context[:, :lv]
-                predicted = residual_frame(codec, b["now_px"], b["f_now"], tok.decode_vision(b["f_now"], codes_v))
-                vision_loss = frame_loss(predicted, b["next_px"])
-            accuracy = (greedy == b["tokens"]).float().mean()
-            return {"loss": ce + cfg.action_loss_weight * action_loss + cfg.vision_loss_weight * vision_loss,
-                    "ce": ce.detach(), "action_loss": action_loss.detach(), "vision_loss": vision_loss.detach(),
-                    "token_accuracy": accuracy}
-
-        def backbone_export(model: VITACoTrain, step: int, final: bool, record: dict) -> None:
+        def co_train_export(model: VITACoTrain, step: int, final: bool, record: dict) -> None:
             VITAPipeline(cfg, model.tokenizer, model.backbone, codec, arrays.text_encoder, args.norm_mode,
                          arrays.action_stats, arrays.state_stats, arrays.meta).save_pretrained(out, record)
 
-        # the warm-up's wall time counts once: when the co-train stage starts, not when it resumes
-        earlier = 0.0 if (out / "training_state.pt").is_file() and args.resume else \
-            float(tokenizer_record.get("wall_time_s", 0.0))
-        model = VITACoTrain(VITABackbone(**cfg.backbone_config()), tokenizer)
-        return run_training(args, TrainingJob(model, backbone_batch, backbone_loss, backbone_export, facts), out,
-                            self.family, setup_s=earlier)
+        # wall time: the warm-up's counts once, when the co-train stage starts (not when it resumes),
+        # and every run's own set-up (frames, VAE, codes) counts
+        warm_up_s = 0.0 if resuming else float(warm_up_record.get("wall_time_s") or _recorded_wall_time(warm_up_dir))
+        setup_s = warm_up_s + (time.time() - co_train_started if warm_up_record else time.time() - started)
+        model = VITACoTrain(VITABackbone(**cfg.backbone_config()), tokenizer, codec, cfg)
+        return run_training(args, TrainingJob(model, co_train_batch, _call, co_train_export, facts), out,
+                            self.family, setup_s=setup_s)
 
+
+def _recorded_wall_time(stage_dir: Path) -> float:
+    """Wall time (s) a finished stage recorded in its training state, 0 when there is none."""
+    state_file = stage_dir / "training_state.pt"
+    if not state_file.is_file():
+        return 0.0
+    return float(torch.load(state_file, map_location="cpu", weights_only=False).get("wall_time_s", 0.0))

@@ -71,6 +71,21 @@ def resize_frames(frames: np.ndarray, size: int, batch: int = 512) -> torch.Tens
                       for i in range(0, len(frames), batch)])
 
 
+def training_samples(episodes: list, cfg) -> tuple:
+    """(accelerate PartialState, chunk_samples output, sample count, frames (N, S, S, 3) uint8 of the
+    configured camera at the model input size) for a family configuration (horizon, future_offsets,
+    camera, image_size)."""
+    from accelerate import PartialState
+
+    from ...data.dataset import chunk_samples
+
+    state = PartialState()
+    data = chunk_samples(episodes, cfg.horizon, cfg.future_offsets)
+    n = len(data["actions"])
+    state.print(f"dataset: {len(episodes)} episodes, {n} chunk samples, {len(data['instructions'])} instructions")
+    return state, data, n, resize_frames(data["frames"][cfg.camera], cfg.image_size)
+
+
 def add_frame_vae_arguments(p) -> None:
     """Options of the frame VAE a family trains here or reuses (`frame_vae`)."""
     p.add_argument("--vae", default="", help="reuse a trained VAE folder instead of training one")

@@ -15,14 +15,12 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
-from ...data.dataset import chunk_samples
 from ..components.diffusion import TrainingNoise, make_scheduler
 from ..components.text_encoder import DEFAULT_TEXT_ENCODER
-from ..components.training import (TrainingJob, add_frame_vae_arguments, augmented_latents, frame_vae, resize_frames,
-                                   run_training, training_arrays)
+from ..components.training import (TrainingJob, add_frame_vae_arguments, augmented_latents, frame_vae,
+                                   run_training, training_arrays, training_samples)
 from ..components.vae import FrameCodec
 from .configuration_videovla import FUTURE_TARGETS, IMAGINED_DECODINGS, VideoVLAConfig
 from .modeling_videovla import VideoVLATransformer, training_loss
@@ -75,12 +73,7 @@ class VideoVLATrainer:
         started = time.time()
         cfg = self.make_config(args, robot)
         device = torch.device(args.device)
-        state = PartialState()
-        data = chunk_samples(episodes, cfg.horizon, cfg.future_offsets)
-        n = len(data["actions"])
-        state.print(f"dataset: {len(episodes)} episodes, {n} chunk samples, {len(data['instructions'])} instructions")
-
-        frames = resize_frames(data["frames"][cfg.camera], cfg.image_size)
+        state, data, n, frames = training_samples(episodes, cfg)
         vae = frame_vae(args, frames, cfg.latent_channels, out, device, state)
         codec = FrameCodec(vae, cfg.image_size)
         copies = args.augment_copies if args.shift_augment > 0 else 1

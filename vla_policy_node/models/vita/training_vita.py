@@ -21,13 +21,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
-from ...data.dataset import chunk_samples
 from ..components.text_encoder import DEFAULT_TEXT_ENCODER
-from ..components.training import (TrainingJob, add_frame_vae_arguments, encode_all, frame_vae, resize_frames,
-                                   run_training, training_arrays)
+from ..components.training import (TrainingJob, add_frame_vae_arguments, encode_all, frame_vae,
+                                   run_training, training_arrays, training_samples)
 from ..components.vae import FrameCodec, load_vae
 from .configuration_vita import VITAConfig
 from .modeling_vita import VITABackbone, VITATokenizer, codebook_usage, frame_loss, masked_mse
@@ -158,12 +156,7 @@ class VITATrainer:
         started = time.time()
         cfg = self.make_config(args, robot)
         device = torch.device(args.device)
-        state = PartialState()
-        data = chunk_samples(episodes, cfg.horizon, cfg.future_offsets)
-        n = len(data["actions"])
-        state.print(f"dataset: {len(episodes)} episodes, {n} chunk samples, {len(data['instructions'])} instructions")
-
-        frames = resize_frames(data["frames"][cfg.camera], cfg.image_size)
+        state, data, n, frames = training_samples(episodes, cfg)
         vae_dir = out / "vae"
         if not args.vae and (args.resume or args.stage == "backbone") and vae_dir.is_dir():
             vae = load_vae(vae_dir).to(device)          # the warm-up's: its codes are in its latent space

@@ -39,6 +39,7 @@ class Policy(PolicyBackend):
         self.horizon, self.dim = embodiment.config.action.horizon, embodiment.config.action.dim
         self.gain = gain * (json.loads((Path(checkpoint) / "config.json").read_text())["gain"] if checkpoint else 1.0)
         self.updates = []
+        self.requests = []       # (prefix, in_flight) of every predict
 
     def reset(self, instruction, seed=None, task=""):
         self.executed = np.zeros((0, self.dim))
@@ -48,6 +49,7 @@ class Policy(PolicyBackend):
         self.executed = np.concatenate([self.executed, executed_actions])
 
     def predict(self, obs, prefix=None):
+        self.requests.append((prefix, obs.in_flight))
         mean = self.executed.mean(0) if len(self.executed) else np.zeros(self.dim)
         actions = np.repeat(np.clip(self.gain * mean, -1, 1)[None], self.horizon, axis=0)
         return PolicyOutput(actions, actions)
@@ -175,5 +177,26 @@ def test_policy_node_gives_executed_actions_and_the_observation_to_update_before
         assert update[1] == pytest.approx(3.0)                           # the observation the chunk answers
         expected = np.clip(2.0 * executed.mean(0), -1, 1)
         np.testing.assert_allclose(np.asarray(chunks[0].actions).reshape(8, 4)[0], expected, atol=1e-6)
+        assert node.backend.requests[0] == (None, None)                  # sync: nothing in flight
+        # async: the executor's plan during inference reaches the backend as in_flight; only with
+        # prefix_fixed (async_rtc) is it also the prefix the chunk must continue
+        plan = np.array([[0.5, -0.5, 0.25, -0.25], [0.125, 0.0, 0.0, 1.0]])
+        for i, fixed in enumerate((False, True)):
+            stamp = 3.1 + 0.1 * i
+            obs.header.stamp = to_stamp(stamp)
+            fb = ExecutionFeedback(episode_id="e1", request_chunk=True, action_dim=4, prefix_fixed=fixed,
+                                   leftover_normalized=plan.ravel().tolist())
+            fb.request_after = to_stamp(stamp)
+            fb_pub.publish(fb)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and len(chunks) < i + 2:
+                obs_pub.publish(obs)
+                executor.spin_once(timeout_sec=0.05)
+            prefix, in_flight = node.backend.requests[-1]
+            np.testing.assert_allclose(in_flight, plan, atol=1e-7)
+            if fixed:
+                np.testing.assert_allclose(prefix, plan, atol=1e-7)
+            else:
+                assert prefix is None
     finally:
         stop_in_process(node, peer, executor, context)

@@ -93,7 +93,7 @@ def make_sample(name: str):
     if name == "ExecutionFeedback":
         return vla_msg.ExecutionFeedback(
             header=_header(4_000, 4, "base"), episode_id="ep-fb", chunk_id=big - 1, executed_index=-3,
-            action_dim=2, leftover_normalized=_f32(0.5, -0.5, 0.25, -0.25),
+            action_dim=2, leftover_normalized=_f32(0.5, -0.5, 0.25, -0.25), prefix_fixed=True,
             executed_actions=_f32(1.0, 2.0), executed_count=1, state_names=["q1", "q2"],
             state=_f32(0.375, -0.875), request_chunk=True, request_after=_stamp(4_001, 999_999_999))
     if name == "PolicyStatus":
@@ -184,7 +184,7 @@ def spot_check(name: str, sent, back) -> None:
         assert [f.header.stamp.sec for f in back.frames] == [3_000, 3_001, 3_002, 3_003]
         assert bytes(back.frames[3].data) == bytes(sent.frames[3].data)
     elif name == "ExecutionFeedback":
-        assert back.executed_index == -3 and back.request_chunk is True
+        assert back.executed_index == -3 and back.request_chunk is True and back.prefix_fixed is True
         assert (back.request_after.sec, back.request_after.nanosec) == (4_001, 999_999_999)
     elif name == "ExecutorStatus":
         assert back.mode == "async_rtc" and back.estop is True and back.commands_sent == 2**63 + 12345

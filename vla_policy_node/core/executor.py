@@ -356,9 +356,10 @@ class ChunkExecutor:
 
     # ---- feedback to the policy --------------------------------------------------------
     def prefix_for_request(self) -> np.ndarray:
-        """async_rtc: the plan (model space) from the request time over the expected delay plus
-        one period: what will run while the policy thinks. Empty in the other modes."""
-        if self.mode != "async_rtc":
+        """Async modes: the plan (model space) from the request time over the expected delay plus
+        one period: what will run while the policy thinks (in async_rtc the new chunk must continue
+        it; in async a world model may imagine its outcome). Empty in sync: the robot waits."""
+        if self.mode == "sync":
             return np.zeros((0, self.dim))
         count = min(self.horizon - 1, self.latency.steps(self.dt) + 1)
         plan = self.queue.planned(self.request_time, count)

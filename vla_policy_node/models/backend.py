@@ -24,6 +24,8 @@ class PolicyInput:
     images: dict                      # camera name -> HxWx3 uint8 RGB at the robot file's input size
     state: np.ndarray                 # proprio, embodiment state order, physical units
     env_state: np.ndarray | None = None   # privileged simulator state (scripted backends only)
+    in_flight: np.ndarray | None = None   # async modes: (k, dim) model space, the executor's plan from `stamp`
+    #   on, which runs while this chunk is computed (a world model may imagine its outcome first)
 
 
 @dataclass

@@ -386,6 +386,7 @@ class ExecutorNode(ManagedNode):
         msg.chunk_id = chunk.chunk_id if chunk else 0
         msg.executed_index = -1
         msg.leftover_normalized = leftover.astype(np.float32).ravel().tolist()
+        msg.prefix_fixed = self.core.mode == "async_rtc"
         msg.executed_actions = executed.astype(np.float32).ravel().tolist()
         msg.request_after = to_stamp(self.core.request_time if request else now)
         if request:

@@ -63,7 +63,8 @@ class PolicyNode(ManagedNode):
         self.lock = threading.Condition()
         self.latest_obs: Observation | None = None
         self.request_after: float | None = None
-        self.prefix: tuple[float, np.ndarray] | None = None   # (time of prefix[0], (k, dim) model space)
+        # the executor's plan during inference: (time of row 0, (k, dim) model space, keep it fixed)
+        self.prefix: tuple[float, np.ndarray, bool] | None = None
         self.executed: list[tuple[float, np.ndarray]] = []   # (feedback stamp s, actions) not yet given
         self.backend_lock = threading.Lock()    # reset / update / predict never overlap
         self.episode_id = ""
@@ -190,7 +191,7 @@ class PolicyNode(ManagedNode):
                 self.request_after = to_sec(msg.request_after)
                 # real-time chunking: the executor's plan from request_after on, model space
                 left = np.asarray(msg.leftover_normalized, dtype=np.float64)
-                self.prefix = (self.request_after, left.reshape(-1, dim)) if left.size else None
+                self.prefix = (self.request_after, left.reshape(-1, dim), msg.prefix_fixed) if left.size else None
                 self.lock.notify()
 
     def on_reset(self, request, response):
@@ -251,17 +252,19 @@ class PolicyNode(ManagedNode):
         try:
             aligned = None if prefix is None else \
                 align_prefix(prefix[0], prefix[1], to_sec(obs.header.stamp), self.action.dt)
-            self.answer(obs, instruction, episode_id, aligned, executed)
+            fixed = aligned if prefix is not None and prefix[2] else None
+            self.answer(obs, instruction, episode_id, fixed, executed, in_flight=aligned)
         except Exception as exc:  # noqa: BLE001
             self.reject("inference failed", f"observation {obs.seq}: {exc}")
         return True
 
     def answer(self, obs: Observation, instruction: str, episode_id: str, prefix: np.ndarray | None = None,
-               executed: list[np.ndarray] = ()) -> None:
+               executed: list[np.ndarray] = (), in_flight: np.ndarray | None = None) -> None:
         """Give the backend what executed since its last chunk and the observation after it, then
         predict a chunk for that observation and publish it (and its imagined frames)."""
         t_start = time.perf_counter()
         inputs = observation_to_input(obs, instruction, self.backend.uses_privileged_state)
+        inputs.in_flight = in_flight
         with self.backend_lock:
             if episode_id != self.episode_id:          # reset while this request waited: not this episode's
                 return

@@ -133,5 +133,37 @@ def tiny_vita_checkpoint(path: Path, **config) -> Path:
     return path
 
 
+def tiny_lingbot_checkpoint(path: Path, **config) -> Path:
+    """Save a small LingBot-VA checkpoint for the Sawyer robot file with random weights everywhere
+    (adaLN gates and output layers included, so every block acts: an untrained one is the identity)."""
+    import numpy as np
+    import torch
+
+    from vla_policy_node.models.components.diffusion import make_scheduler
+    from vla_policy_node.models.components.text_encoder import TextEncoder
+    from vla_policy_node.models.components.vae import FrameCodec, build_small_vae
+    from vla_policy_node.models.lingbot_va import LingBotVAConfig, LingBotVAPipeline
+    from vla_policy_node.models.lingbot_va.modeling_lingbot_va import LingBotVATransformer
+
+    torch.manual_seed(0)
+    cfg = LingBotVAConfig(**{**TINY_LINGBOT, **config})
+    network = LingBotVATransformer(**cfg.transformer_config())
+    with torch.no_grad():
+        for p in network.parameters():
+            p.normal_(0.0, 0.1)
+    codec = FrameCodec(build_small_vae(cfg.latent_channels, cfg.image_size // cfg.latent_size, width=8),
+                       cfg.image_size, 1.0)
+    meta = {"backend": "lingbot_va", "embodiment": "metaworld_sawyer", "action_names": ["dx", "dy", "dz", "gripper"]}
+    LingBotVAPipeline(cfg, network.eval(), codec, TextEncoder(max_tokens=cfg.text_tokens), make_scheduler("flow"),
+                      "quantile", {"q01": np.full(4, -1.0), "q99": np.full(4, 1.0)},
+                      {"q01": np.array([-0.5, 0.3, 0.0, -0.03]), "q99": np.array([0.5, 1.0, 0.7, 0.03])},
+                      meta).save_pretrained(path)
+    return path
+
+
+TINY_LINGBOT = dict(image_size=32, latent_size=4, video_width=32, action_width=16, num_layers=2, num_heads=2,
+                    num_inference_steps=4, num_video_steps=2, cache_frames=3)
+
+
 TINY_VITA = dict(image_size=32, latent_size=4, codebook_size=32, code_dim=16, tokenizer_width=32, tokenizer_layers=1,
                  tokenizer_heads=2, hidden_size=32, num_layers=2, num_heads=2)

@@ -19,6 +19,7 @@ BACKENDS = {
     "videovla": "vla_policy_node.models.videovla",      # VideoVLA: joint video/action diffusion
     "bc": "vla_policy_node.models.bc",                  # the same encoders and action head, no video objective
     "vita": "vla_policy_node.models.vita",              # VITA: shared vision-action codebook, autoregressive codes
+    "lingbot_va": "vla_policy_node.models.lingbot_va",  # LingBot-VA: autoregressive video-action chunks over a KV cache
     "remote": "vla_policy_node.models.remote",          # any backend behind an openpi-protocol server (vla-serve)
 }
 ENTRY_POINT_GROUP = "vla_policy_node.backends"

@@ -7,6 +7,8 @@
     vla-bench soak [--sim-minutes 30]                 the learned policy for a long run with random faults
     vla-bench remote [--checkpoint DIR]               the model core behind vla-serve vs in-process (remote.json)
     vla-bench distributed [--workers 1,2]             closed loop on Ray vs local: equality, scaling
+    vla-bench kv-cache [--checkpoint DIR]             LingBot-VA: latency with the KV cache vs recomputing history
+    vla-bench async-grounding [--checkpoint DIR]      LingBot-VA free-running: sync vs naive async vs FDM-grounded
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from . import distributed, executor, faults, policy, remote, soak
+    from . import async_grounding, distributed, executor, faults, kv_cache, policy, remote, soak
 
     parser = argparse.ArgumentParser(prog="vla-bench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -37,6 +39,9 @@ def main(argv=None) -> int:
     soak.build_argparser(commands.add_parser("soak", help="long run with random faults: leaks and drift"))
     remote.build_argparser(commands.add_parser("remote", help="added latency of a policy behind vla-serve"))
     distributed.build_argparser(commands.add_parser("distributed", help="closed loop on Ray vs local"))
+    kv_cache.build_argparser(commands.add_parser("kv-cache", help="KV cache vs recomputing the history"))
+    async_grounding.build_argparser(commands.add_parser("async-grounding",
+                                                        help="sync vs naive async vs FDM-grounded async"))
     args = parser.parse_args(argv)
     if args.command == "policy":
         return policy.run(args)
@@ -50,6 +55,10 @@ def main(argv=None) -> int:
         return remote.run(args)
     if args.command == "distributed":
         return distributed.run(args)
+    if args.command == "kv-cache":
+        return kv_cache.run(args)
+    if args.command == "async-grounding":
+        return async_grounding.run(args)
     from .leaderboard import Leaderboard, run_leaderboard
     try:
         leaderboard = Leaderboard.load(args.config)

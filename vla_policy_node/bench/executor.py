@@ -38,10 +38,12 @@ def run_mode(name: str, settings: dict, args, out_dir: Path) -> dict:
 
     robot = load_robot("metaworld_sawyer")
     stats_file = out_dir / "executor_stats.json"
+    executor_settings = {k: v for k, v in settings.items() if k != "policy"}     # "policy": node parameters
     overrides = {
         "sim_bridge": {"lockstep": "false", "real_time_factor": str(args.real_time_factor)},
-        "policy": {"backend": args.backend, "checkpoint": args.checkpoint, "decode_imagined": "false"},
-        "executor": {"lockstep": "false", "stats_file": str(stats_file), **settings},
+        "policy": {"backend": args.backend, "checkpoint": args.checkpoint, "decode_imagined": "false",
+                   **settings.get("policy", {})},
+        "executor": {"lockstep": "false", "stats_file": str(stats_file), **executor_settings},
         "evaluator": {"lockstep": "false", "tasks": "[" + ",".join(args.tasks) + "]",
                       "seeds": "[" + ",".join(map(str, args.seeds)) + "]", "output_dir": str(out_dir),
                       "record": "false", "max_steps": str(args.max_steps),
@@ -72,7 +74,8 @@ def run_mode(name: str, settings: dict, args, out_dir: Path) -> dict:
         "settings": settings,
         "success_rate": report["summary"]["success_rate"],
         "episodes": [{"task": e["task"], "seed": e["seed"], "success": e["success"], "steps": e["steps"],
-                      "completion_time_s": e["duration_s"], "wall_time_s": e["wall_time_s"]} for e in episodes],
+                      "progress_score": e.get("progress_score"), "completion_time_s": e["duration_s"],
+                      "wall_time_s": e["wall_time_s"]} for e in episodes],
         "mean_completion_time_s": float(np.mean([e["duration_s"] for e in episodes])),
         "starved_ticks": stats["counters"]["starved_ticks"],
         "startup_ticks": stats["counters"]["startup_ticks"],

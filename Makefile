@@ -7,7 +7,7 @@ STAMPS := $(VENV)/.stamps
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup demo demo-oracle data train test test-slow test-faults test-all bench bench-policies bench-vita-ablations vita-ablation-table bench-soak bench-distributed clean distclean
+.PHONY: setup demo demo-oracle data train test test-slow test-faults test-all bench bench-policies bench-vita-ablations vita-ablation-table bench-lingbot bench-soak bench-distributed clean distclean
 
 setup: $(STAMPS)/system $(STAMPS)/python $(STAMPS)/interfaces $(STAMPS)/package
 
@@ -58,6 +58,8 @@ train: setup
 		--vae checkpoints/videovla_metaworld/vae
 	$(VENV)/bin/vla-train --family vita --output checkpoints/vita_metaworld --data artifacts/data --save-every 500 \
 		$(TRAIN_ARGS) --vae checkpoints/videovla_metaworld/vae --tokenizer-steps 2000 --steps 4500
+	$(VENV)/bin/vla-train --family lingbot_va --output checkpoints/lingbot_va_metaworld --data artifacts/data \
+		--save-every 500 $(TRAIN_ARGS) --vae checkpoints/videovla_metaworld/vae --steps 7000
 
 # Policy figures (artifacts/bench/policy.json), executor figures (artifacts/bench/executor.json) and
 # the added latency of a policy served by vla-serve (artifacts/bench/remote.json).
@@ -93,6 +95,12 @@ vita-ablation-table: setup
 
 # Closed-loop evaluation on a local Ray instance (1 and 2 workers) against the same 10 episodes run
 # locally: episode-by-episode equality, wall time and the per-episode overhead (distributed.json).
+# LingBot-VA: per-chunk latency with the KV cache vs recomputing the history (kv_cache.json), then
+# sync vs naive async vs FDM-grounded async with the simulator free-running (async_grounding.json/.md).
+bench-lingbot: setup
+	$(VENV)/bin/vla-bench kv-cache
+	$(VENV)/bin/vla-bench async-grounding
+
 bench-distributed: setup
 	$(VENV)/bin/vla-bench distributed
 

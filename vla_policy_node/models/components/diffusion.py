@@ -59,3 +59,11 @@ def noise_to_level(scheduler, x: torch.Tensor, noise: torch.Tensor, t: torch.Ten
     if hasattr(scheduler, "scale_noise"):                     # flow matching
         return scheduler.scale_noise(x, t.reshape(1), noise)
     return scheduler.add_noise(x, noise, t.reshape(1).long())
+
+
+def randn(shape: tuple, generator, device, dtype) -> torch.Tensor:
+    """Gaussian noise; `generator` one torch.Generator, or a list of one per sample (each sample's
+    noise then does not depend on the others in the batch, as diffusers pipelines take it)."""
+    if isinstance(generator, (list, tuple)):
+        return torch.cat([torch.randn((1, *shape[1:]), generator=g, device=device, dtype=dtype) for g in generator])
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)

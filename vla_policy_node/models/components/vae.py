@@ -95,3 +95,17 @@ class FrameCodec:
     def resize(self, frames_uint8: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 -> (B, S, S, 3) uint8: the frames exactly as the model sees them."""
         return self.to_uint8(self.to_pixels(frames_uint8))
+
+
+def patchify(latents: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, F, C, h, w) latents -> (B, F * (h/p) * (w/p), C * p * p) patch tokens, raster order per frame."""
+    b, f, c, h, w = latents.shape
+    x = latents.reshape(b, f, c, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)
+    return x.reshape(b, f * (h // p) * (w // p), c * p * p)
+
+
+def unpatchify(tokens: torch.Tensor, frames: int, c: int, size: int, p: int) -> torch.Tensor:
+    """The inverse of `patchify`: (B, frames * (size/p)^2, c * p * p) -> (B, frames, c, size, size)."""
+    b, n = tokens.shape[0], size // p
+    x = tokens.reshape(b, frames, n, n, c, p, p).permute(0, 1, 4, 2, 5, 3, 6)
+    return x.reshape(b, frames, c, size, size)

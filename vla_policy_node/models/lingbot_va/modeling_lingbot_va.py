@@ -31,21 +31,12 @@ import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
+from ..components.diffusion import noise_to_level
+from ..components.diffusion import randn as _randn
+from ..components.vae import patchify, unpatchify
+
 KIND_FRAME, KIND_STATE, KIND_IMAGINED = 0, 1, 2     # video-stream token kinds: real frame, proprio, predicted frame
 TIME_EMBED_DIM = 128
-
-
-def patchify(latents: torch.Tensor, p: int) -> torch.Tensor:
-    """(B, F, C, h, w) -> (B, F * (h/p) * (w/p), C * p * p), raster order per frame."""
-    b, f, c, h, w = latents.shape
-    x = latents.reshape(b, f, c, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)
-    return x.reshape(b, f * (h // p) * (w // p), c * p * p)
-
-
-def unpatchify(tokens: torch.Tensor, frames: int, c: int, size: int, p: int) -> torch.Tensor:
-    b, n = tokens.shape[0], size // p
-    x = tokens.reshape(b, frames, n, n, c, p, p).permute(0, 1, 4, 2, 5, 3, 6)
-    return x.reshape(b, frames, c, size, size)
 
 
 def rotate_by_time(x: torch.Tensor, times: torch.Tensor, theta: float) -> torch.Tensor:
@@ -377,12 +368,6 @@ def encode_actions(model: LingBotVATransformer, actions: torch.Tensor, first_ste
     return model.run(_empty(model, b, model.config.video_width, xa), xa, layout, text, past, outputs=False)[2]
 
 
-def _randn(shape: tuple, generator, device, dtype) -> torch.Tensor:
-    if isinstance(generator, (list, tuple)):
-        return torch.cat([torch.randn((1, *shape[1:]), generator=g, device=device, dtype=dtype) for g in generator])
-    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
-
-
 @torch.no_grad()
 def denoise_video(model: LingBotVATransformer, scheduler, x: torch.Tensor, times: torch.Tensor, text: torch.Tensor,
                   past: list | None, start: int, stop: int) -> torch.Tensor:
@@ -420,8 +405,6 @@ def denoise_actions(model: LingBotVATransformer, scheduler, num_steps: int, firs
     """The action chunk (B, horizon, action_dim) at steps first_step.., integrated fully over
     `num_steps`, attending to `past` (history and video chunk). `prefix` (B, k, dim) is kept fixed
     (inpainted at every step at the current noise level, set exactly at the end)."""
-    from ..components.diffusion import noise_to_level
-
     dim = model.config.action_dim
     device = text.device
     dtype = text.dtype

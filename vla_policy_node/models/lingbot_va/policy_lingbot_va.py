@@ -26,12 +26,13 @@ import torch
 
 from ..backend import COMMON_OPTIONS, BackendOption, PolicyInput, PolicyOutput
 from ..checkpoint import CheckpointError, checkpoint_size_mb, own_memory, resolve_checkpoint
+from ..components.diffusion import randn as _randn
 from ..components.loading import check_fits_robot, load_checkpoint_parts
 from ..components.pipeline import LearnedPolicy, PipelineBase
 from ..components.text_encoder import TextEncoder
 from ..components.vae import FrameCodec
 from .configuration_lingbot_va import GROUNDINGS, LingBotVAConfig
-from .modeling_lingbot_va import (KIND_IMAGINED, KVCache, LingBotVATransformer, _randn, concat_past,
+from .modeling_lingbot_va import (KIND_IMAGINED, KVCache, LingBotVATransformer, concat_past,
                                   denoise_actions, denoise_video, encode_actions, encode_frame,
                                   video_chunk_context)
 

@@ -21,20 +21,8 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
 from ..components.diffusion import TrainingNoise, noise_to_level
-
-
-def patchify(latents: torch.Tensor, p: int) -> torch.Tensor:
-    """(B, F, C, h, w) -> (B, F * (h/p) * (w/p), C * p * p), raster order per frame."""
-    b, f, c, h, w = latents.shape
-    x = latents.reshape(b, f, c, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)
-    return x.reshape(b, f * (h // p) * (w // p), c * p * p)
-
-
-def unpatchify(tokens: torch.Tensor, frames: int, c: int, size: int, p: int) -> torch.Tensor:
-    b = tokens.shape[0]
-    n = size // p
-    x = tokens.reshape(b, frames, n, n, c, p, p).permute(0, 1, 4, 2, 5, 3, 6)
-    return x.reshape(b, frames, c, size, size)
+from ..components.diffusion import randn as _randn
+from ..components.vae import patchify, unpatchify
 
 
 class VideoVLATransformer(ModelMixin, ConfigMixin):
@@ -132,15 +120,6 @@ def training_loss(model: VideoVLATransformer, noise: TrainingNoise, text, v1, fu
     video_loss = F.mse_loss(pred_f, noise.target(future, noise_f)) if future.numel() else pred_a.new_zeros(())
     total = action_loss + video_loss_weight * video_loss
     return {"loss": total, "action_loss": action_loss.detach(), "video_loss": video_loss.detach()}
-
-
-@torch.no_grad()
-def _randn(shape: tuple, generator, device, dtype) -> torch.Tensor:
-    """Gaussian noise; `generator` one torch.Generator, or a list of one per sample (each sample's
-    noise then does not depend on the others in the batch, as diffusers pipelines take it)."""
-    if isinstance(generator, (list, tuple)):
-        return torch.cat([torch.randn((1, *shape[1:]), generator=g, device=device, dtype=dtype) for g in generator])
-    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
 
 def sample(model: VideoVLATransformer, scheduler, text, v1, state, num_inference_steps: int,

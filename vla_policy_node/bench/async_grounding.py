@@ -30,8 +30,10 @@ def build_argparser(p: argparse.ArgumentParser | None = None) -> argparse.Argume
     p.add_argument("--arms", default=",".join(ARMS))
     p.add_argument("--tasks", default="button-press,drawer-open,door-open,window-open,plate-slide")
     p.add_argument("--seeds", default="100,101")
-    p.add_argument("--max-steps", type=int, default=300)
-    p.add_argument("--episode-timeout-s", type=float, default=600.0)
+    p.add_argument("--max-steps", type=int, default=500,
+                   help="MetaWorld's own episode limit (its environments truncate at 500 steps); sync spends much "
+                        "of it waiting")
+    p.add_argument("--episode-timeout-s", type=float, default=200.0, help="wall-clock bound of an episode")
     p.add_argument("--real-time-factor", type=float, default=0.25,
                    help="requested free-running speed; the simulator runs slower when rendering cannot keep up "
                         "(the delay is measured in sim time either way)")
@@ -52,15 +54,20 @@ def run(args) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    results = {"protocol": {"tasks": args.tasks, "seeds": args.seeds, "max_steps": args.max_steps,
-                            "requested_real_time_factor": args.real_time_factor, "checkpoint": args.checkpoint,
-                            "time": "free-running sim time"}, "arms": {}}
+    protocol = {"tasks": args.tasks, "seeds": args.seeds, "max_steps": args.max_steps,
+                "requested_real_time_factor": args.real_time_factor, "checkpoint": args.checkpoint,
+                "time": "free-running sim time"}
+    results = {"protocol": protocol, "arms": {}}
+    if out.is_file():                  # arms of an earlier run on the same protocol are kept (--arms reruns some)
+        earlier = json.loads(out.read_text())
+        if earlier.get("protocol") == protocol:
+            results["arms"] = {k: v for k, v in earlier.get("arms", {}).items() if k in ARMS}
     for name in args.arms.split(","):
         results["arms"][name] = run_mode(name, ARMS[name], args, out.parent / "async_grounding_runs" / name)
         print(name, json.dumps({k: v for k, v in results["arms"][name].items() if k != "episodes"}))
         out.write_text(json.dumps(results, indent=2))
     rows = []
-    arms = results["arms"]
+    arms = {k: results["arms"][k] for k in ARMS if k in results["arms"]}
     for name, r in arms.items():
         if "error" in r:
             rows.append({"arm": name, "success": f"error: {r['error']}"})

@@ -8,8 +8,8 @@ that noisy history augmentation makes possible), then the action chunk fully whi
 it. Asynchronous control with `async_grounding: fdm` (Algorithm 2): the actions in flight (the
 executor's plan while the model thinks, PolicyInput.in_flight, or the real-time-chunking prefix)
 first go into a temporary context, the model imagines their outcome (forward dynamics) from the
-newest real frame, and the next actions are predicted from that imagined state; the chunk
-returned is the in-flight actions followed by them. `none` predicts from the stale observation.
+newest real frame, and the next chunk is predicted from that imagined state; the chunk returned
+is the in-flight actions followed by that whole chunk (k + horizon rows from the observation's time). `none` predicts from the stale observation.
 Times are action steps since the episode began (actions executed).
 """
 
@@ -263,8 +263,8 @@ class LingBotVAPolicy(LearnedPolicy):
         actions, video = pipe.chunk(text, past, first, self.generator, self.num_inference_steps,
                                     self.num_video_steps, prefix_t, full_video=decode)
         actions = actions[0].float().cpu().numpy().clip(-1.0, 1.0)
-        if in_flight is not None:
-            actions = np.concatenate([np.clip(in_flight, -1.0, 1.0), actions])[: cfg.horizon]
+        if in_flight is not None:      # the in-flight plan, then a whole chunk after it (Algorithm 2)
+            actions = np.concatenate([np.clip(in_flight, -1.0, 1.0), actions])
         t2 = time.perf_counter()
         imagined = None
         if decode:

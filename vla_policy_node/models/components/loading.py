@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, load_normalization, read_config, resolve_checkpoint
+from ..checkpoint import CheckpointError, load_normalization, own_memory, read_config, resolve_checkpoint
 from .text_encoder import DEFAULT_TEXT_ENCODER, TextEncoder
 from .vae import FrameCodec, load_vae
 
@@ -77,3 +77,23 @@ def check_fits_robot(checkpoint: str, config, meta: dict, embodiment) -> None:
                               f"{embodiment.path} has action.horizon {emb.action.horizon}")
     if config.camera not in [c.name for c in emb.cameras]:
         raise CheckpointError(f"{checkpoint}: needs camera '{config.camera}', not in {embodiment.path}")
+
+
+def load_network(folder: Path, network_class, device: str, dtype: torch.dtype):
+    """A diffusers-saved network from a checkpoint folder, on `device` in `dtype`, frozen for inference;
+    a CheckpointError naming the folder when it cannot be loaded."""
+    try:
+        network = network_class.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{folder}: {exc}") from None
+    return own_memory(network).to(device, dtype).eval().requires_grad_(False)
+
+
+def load_scheduler(folder: Path):
+    """The diffusers scheduler saved in `folder` (its class named in scheduler_config.json)."""
+    import json
+
+    import diffusers
+
+    config = json.loads((folder / "scheduler_config.json").read_text())
+    return getattr(diffusers, config["_class_name"]).from_config(config)

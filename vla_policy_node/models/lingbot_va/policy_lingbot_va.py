@@ -16,7 +16,6 @@ Times are action steps since the episode began (actions executed).
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +24,9 @@ import numpy as np
 import torch
 
 from ..backend import COMMON_OPTIONS, BackendOption, PolicyInput, PolicyOutput
-from ..checkpoint import CheckpointError, checkpoint_size_mb, own_memory, resolve_checkpoint
+from ..checkpoint import CheckpointError, checkpoint_size_mb, resolve_checkpoint
 from ..components.diffusion import randn as _randn
-from ..components.loading import check_fits_robot, load_checkpoint_parts
+from ..components.loading import check_fits_robot, load_checkpoint_parts, load_network, load_scheduler
 from ..components.pipeline import LearnedPolicy, PipelineBase
 from ..components.text_encoder import TextEncoder
 from ..components.vae import FrameCodec
@@ -58,20 +57,13 @@ class LingBotVAPipeline(PipelineBase):
     @classmethod
     def from_pretrained(cls, path: str | Path, backend: str = "lingbot_va", config_class=LingBotVAConfig,
                         device: str = "cpu", dtype: str = "float32") -> "LingBotVAPipeline":
-        import diffusers
-
         parts = load_checkpoint_parts(path, backend, config_class, device, dtype, required=("transformer", "scheduler"))
         path, config = parts.path, parts.config
-        try:
-            transformer = LingBotVATransformer.from_pretrained(path / "transformer", local_files_only=True)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{path / 'transformer'}: {exc}") from None
+        transformer = load_network(path / "transformer", LingBotVATransformer, device, parts.dtype)
         if transformer.config.action_dim != config.action_dim:
             raise CheckpointError(f"{path / 'transformer'}: network for {transformer.config.action_dim} action "
                                   f"dimensions, config.json policy has {config.action_dim}")
-        own_memory(transformer).to(device, parts.dtype).eval().requires_grad_(False)
-        scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
-        scheduler = getattr(diffusers, scheduler_config["_class_name"]).from_config(scheduler_config)
+        scheduler = load_scheduler(path / "scheduler")
         return cls(config, transformer, parts.codec, parts.text_encoder, scheduler, parts.norm_mode,
                    parts.action_stats, parts.state_stats, parts.meta)
 

@@ -10,7 +10,6 @@ exactly the current frame and the VAE's reconstruction error cancels where nothi
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,8 @@ import numpy as np
 import torch
 
 from ..backend import COMMON_OPTIONS, BackendOption, PolicyInput, PolicyOutput
-from ..checkpoint import CheckpointError, checkpoint_size_mb, own_memory, resolve_checkpoint
-from ..components.loading import check_fits_robot, load_checkpoint_parts
+from ..checkpoint import CheckpointError, checkpoint_size_mb, resolve_checkpoint
+from ..components.loading import check_fits_robot, load_checkpoint_parts, load_network, load_scheduler
 from ..components.pipeline import LearnedPolicy, PipelineBase
 from ..components.text_encoder import TextEncoder
 from ..components.vae import FrameCodec
@@ -50,21 +49,14 @@ class VideoVLAPipeline(PipelineBase):
     @classmethod
     def from_pretrained(cls, path: str | Path, backend: str, config_class=VideoVLAConfig, device: str = "cpu",
                         dtype: str = "float32") -> "VideoVLAPipeline":
-        import diffusers
-
         parts = load_checkpoint_parts(path, backend, config_class, device, dtype, required=("transformer", "scheduler"))
         path, config = parts.path, parts.config
-        try:
-            transformer = VideoVLATransformer.from_pretrained(path / "transformer", local_files_only=True)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{path / 'transformer'}: {exc}") from None
+        transformer = load_network(path / "transformer", VideoVLATransformer, device, parts.dtype)
         if transformer.config.num_future != config.num_future or transformer.config.horizon != config.horizon:
             raise CheckpointError(f"{path / 'transformer'}: network for {transformer.config.num_future} future frames "
                                   f"and horizon {transformer.config.horizon} does not match config.json policy "
                                   f"({config.num_future}, {config.horizon})")
-        own_memory(transformer).to(device, parts.dtype).eval().requires_grad_(False)
-        scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
-        scheduler = getattr(diffusers, scheduler_config["_class_name"]).from_config(scheduler_config)
+        scheduler = load_scheduler(path / "scheduler")
         return cls(config, transformer, parts.codec, parts.text_encoder, scheduler, parts.norm_mode,
                    parts.action_stats, parts.state_stats, parts.meta)
 

@@ -69,7 +69,7 @@ def _stamp_ns(msg, fallback: int) -> int:
 # Fields a message must have to serve as each input (checked before reading, so a wrong type
 # names the topic and the field instead of failing mid-episode).
 _REQUIRED_FIELDS = {"camera": [("encoding", "height", "width", "step", "data"), ("format", "data")],
-                    "command": [("values",), ("data",)],
+                    "command": [("values",), ("data",), ("joint_names", "points"), ("name", "position")],
                     "joint states": [("name", "position")],
                     "end-effector pose": [("pose",)]}
 
@@ -114,12 +114,21 @@ def _image(msg, cam, where: str) -> np.ndarray:
 
 
 def _command_values(msg, names: list[str], where: str) -> np.ndarray:
-    field_name = "values" if hasattr(msg, "values") else "data"
+    """The action a command carried: vla_msgs/Float64MultiArray-like values, the first point of a
+    trajectory_msgs/JointTrajectory (ros2_control), or a sensor_msgs/JointState's positions (Isaac Sim)."""
+    if hasattr(msg, "points"):
+        if not len(msg.points):
+            raise DatasetError(f"{where}: JointTrajectory command without points")
+        field_name, raw, msg_names = "points[0].positions", msg.points[0].positions, list(msg.joint_names)
+    elif hasattr(msg, "position"):
+        field_name, raw, msg_names = "position", msg.position, list(msg.name)
+    else:
+        field_name = "values" if hasattr(msg, "values") else "data"
+        raw, msg_names = getattr(msg, field_name, None), list(getattr(msg, "names", []) or [])
     try:
-        values = np.asarray(getattr(msg, field_name, None), dtype=np.float64).ravel()
+        values = np.asarray(raw, dtype=np.float64).ravel()
     except (TypeError, ValueError):
         raise DatasetError(f"{where}: command field '{field_name}' is not numeric") from None
-    msg_names = list(getattr(msg, "names", []) or [])
     if msg_names and msg_names != names:
         if sorted(msg_names) != sorted(names) or len(msg_names) != len(values):
             raise DatasetError(f"{where}: command names {msg_names} differ from action.names {names}")
@@ -158,15 +167,19 @@ def load_episode(bag_dir, embodiment, topic_map: dict | None = None) -> Episode:
 
     need_joint = any(s.startswith("joint.") for s in cfg.state.sources)
     need_ee = any(s.startswith("ee.") for s in cfg.state.sources)
-    required = {t(c.topic): f"camera '{c.name}'" for c in cfg.cameras}
+    required = {t(c.topic): f"camera '{c.name}'" for c in cfg.cameras if c.required}
     required[t(cfg.output.command_topic)] = "command"
     if need_joint:
         required[t(cfg.state.joint_states_topic)] = "joint states"
     if need_ee:
         required[t(cfg.state.ee_pose_topic)] = "end-effector pose"
     optional = [t(SUCCESS_TOPIC), t(OBSERVATION_TOPIC)]
+    optional_cameras = {t(c.topic): f"camera '{c.name}'" for c in cfg.cameras if not c.required}
 
-    available, typestore, (start_ns, end_ns) = _topic_table(bag, list(required) + optional)
+    available, typestore, (start_ns, end_ns) = _topic_table(bag, list(required) + optional + list(optional_cameras))
+    # a camera the robot file marks optional is read when the bag has it (an arm without a wrist camera)
+    required.update({topic: what for topic, what in optional_cameras.items() if topic in available})
+    cameras = [c for c in cfg.cameras if t(c.topic) in required]
     missing = [f"{topic} ({what})" for topic, what in required.items() if topic not in available]
     if missing:
         raise DatasetError(f"{bag}: missing topic(s) {', '.join(missing)}; "
@@ -217,12 +230,12 @@ def load_episode(bag_dir, embodiment, topic_map: dict | None = None) -> Episode:
     names = list(cfg.action.names)
     actions = np.empty((len(rows), len(names)), np.float32)
     states = np.empty((len(rows), len(cfg.state.sources)), np.float32)
-    frames = {c.name: np.empty((len(rows), *c.input_size, 3), np.uint8) for c in cfg.cameras}
+    frames = {c.name: np.empty((len(rows), *c.input_size, 3), np.uint8) for c in cameras}
     try:
         for r, i in enumerate(rows):
             stamp = int(cmd_stamps[i])
             actions[r] = _command_values(cmd_table[stamp], names, f"{bag}: t={stamp * 1e-9:.6f}")
-            for cam in cfg.cameras:
+            for cam in cameras:
                 topic = t(cam.topic)
                 frames[cam.name][r] = _image(by_topic[topic][int(matched[topic][i])], cam,
                                              f"{bag}: {topic} t={stamp * 1e-9:.6f}")

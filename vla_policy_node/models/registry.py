@@ -20,6 +20,7 @@ BACKENDS = {
     "bc": "vla_policy_node.models.bc",                  # the same encoders and action head, no video objective
     "vita": "vla_policy_node.models.vita",              # VITA: shared vision-action codebook, autoregressive codes
     "lingbot_va": "vla_policy_node.models.lingbot_va",  # LingBot-VA: autoregressive video-action chunks over a KV cache
+    "qwen_vla": "vla_policy_node.models.qwen_vla",      # Qwen-VLA: VLM backbone + flow-matching DiT, one model for many robots
     "remote": "vla_policy_node.models.remote",          # any backend behind an openpi-protocol server (vla-serve)
 }
 ENTRY_POINT_GROUP = "vla_policy_node.backends"

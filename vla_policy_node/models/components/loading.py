@@ -29,10 +29,10 @@ class CheckpointParts:
     state_stats: dict
 
 
-def load_checkpoint_parts(path: str | Path, backend: str, config_class, device: str = "cpu",
-                          dtype: str = "float32", required: tuple = ()) -> CheckpointParts:
-    """config.json checked against `backend`, the policy configuration, the VAE, the text encoder and
-    the statistics; `required`: the family's network folders, which must exist."""
+def read_checkpoint_config(path: str | Path, backend: str, config_class, dtype: str = "float32",
+                           required: tuple = ()) -> tuple:
+    """(path, config.json, the family's configuration) after checking the backend, the dtype name and
+    that the `required` network folders exist; CheckpointError naming the file otherwise."""
     path = resolve_checkpoint(path)
     meta = read_config(path)
     if meta["backend"] != backend:
@@ -46,6 +46,14 @@ def load_checkpoint_parts(path: str | Path, backend: str, config_class, device: 
     for part in required:
         if not (path / part).is_dir():
             raise CheckpointError(f"{path / part}: missing")
+    return path, meta, config
+
+
+def load_checkpoint_parts(path: str | Path, backend: str, config_class, device: str = "cpu",
+                          dtype: str = "float32", required: tuple = ()) -> CheckpointParts:
+    """config.json checked against `backend`, the policy configuration, the VAE, the text encoder and
+    the statistics; `required`: the family's network folders, which must exist."""
+    path, meta, config = read_checkpoint_config(path, backend, config_class, dtype, required)
     if "vae" not in meta:
         raise CheckpointError(f"{path}/config.json: key 'vae' missing")
     torch_dtype = DTYPES[dtype]

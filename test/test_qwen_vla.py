@@ -1,0 +1,274 @@
+"""Qwen-VLA model core: the embodiment prompt from each robot file, Qwen2-VL patches, the unified
+padded action tensor and its mask (unused channels never reach the loss or the robot), refusal of
+robot files a checkpoint has no channels or statistics for, checkpoint round trip; a slow suite
+trains over both embodiments and drives both simulated robots through their graphs."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import ROOT, record_episodes
+
+from vla_policy_node.core.embodiment import load_robot
+from vla_policy_node.models.backend import PolicyInput
+from vla_policy_node.models.checkpoint import CheckpointError
+from vla_policy_node.models.components.diffusion import make_scheduler
+from vla_policy_node.models.qwen_vla import QwenVLAConfig
+from vla_policy_node.models.qwen_vla.modeling_qwen_vla import (PromptTokenizer, QwenVLAActionExpert, build_backbone,
+                                                               masked_flow_loss, views_to_patches)
+from vla_policy_node.models.qwen_vla.policy_qwen_vla import (QwenVLAPipeline, embodiment_entry, from_unified,
+                                                             to_unified)
+from vla_policy_node.models.registry import make_backend
+
+ROBOTS = ("metaworld_sawyer", "panda_ros2_control")
+TINY = dict(image_size=56, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64,
+            vision_depth=1, vision_embed_dim=32, vision_heads=2, expert_width=32, expert_layers=2, expert_heads=2,
+            num_inference_steps=3)
+
+
+def tiny_checkpoint(path, robots=ROBOTS, **overrides):
+    """A random-weight two-robot checkpoint (weights perturbed so every block acts) with the robot files' statistics."""
+    from transformers import AutoTokenizer
+
+    from vla_policy_node.models.components.text_encoder import DEFAULT_TEXT_ENCODER, resolve_text_encoder
+
+    loaded = [load_robot(r) for r in robots]
+    cfg = QwenVLAConfig(**{**TINY, **overrides}, embodiments={r.name: embodiment_entry(r) for r in loaded})
+    prompts = PromptTokenizer(AutoTokenizer.from_pretrained(resolve_text_encoder(DEFAULT_TEXT_ENCODER)),
+                              cfg.tokens_per_view, cfg.max_text_tokens)
+    cfg.vocab_size, cfg.image_token_id = len(prompts), prompts.image_token_id
+    cfg.vision_start_token_id, cfg.vision_end_token_id = prompts.vision_start_id, prompts.vision_end_id
+    torch.manual_seed(0)
+    backbone = build_backbone(cfg.backbone_config()).eval()
+    expert = QwenVLAActionExpert(**cfg.action_expert_config()).eval()
+    with torch.no_grad():
+        for p in expert.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    stats = {r.name: {"action": r.action_stats, "state": r.state_stats} for r in loaded}
+    QwenVLAPipeline(cfg, backbone, expert, make_scheduler("flow"), prompts, stats, {}).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("qwen_vla"))
+
+
+def observation(robot, seed=0, instruction="reach the red target"):
+    rng = np.random.default_rng(seed)
+    images = {c.name: rng.integers(0, 255, (*c.input_size[::-1], 3), dtype=np.uint8) for c in robot.config.cameras}
+    return PolicyInput(0.0, instruction, images, rng.uniform(-0.5, 0.5, len(robot.config.state.names)))
+
+
+def test_the_prompt_is_rendered_from_each_shipped_robot_file(checkpoint):
+    for path in sorted((ROOT / "config" / "robots").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        if "prompt" not in raw:
+            continue                                  # statistics files
+        robot = load_robot(path.stem)
+        prompt = robot.config.render_prompt("open the drawer")
+        assert prompt == (f"The robot is {raw['robot_tag']} with {raw['arms']}. The control frequency is "
+                          f"{raw['action']['control_rate_hz']:g} Hz. Please predict the next {raw['action']['horizon']} "
+                          f"control actions to execute the following task: open the drawer."), path
+    for name, camera in (("metaworld_sawyer", "corner"), ("panda_ros2_control", "scene"), ("panda_isaac", "scene")):
+        policy = make_backend("qwen_vla", load_robot(name), checkpoint=str(checkpoint))
+        assert policy.prompt("x") == load_robot(name).config.render_prompt("x")
+        ids = policy.pipeline.tokenizer.ids(policy.prompt("x"), tuple(policy.cameras))
+        text = policy.pipeline.tokenizer.tokenizer.decode(ids)
+        assert text.startswith(f"{camera} : <|vision_start|>") and text.count("<|image_pad|>") == 4, text
+        assert "control frequency is 80 hz" in text if name == "metaworld_sawyer" else "is 50 hz" in text
+
+
+def test_views_become_the_patches_qwen2vl_image_processor_gives():
+    from transformers import Qwen2VLImageProcessorPil
+
+    frames = torch.randint(0, 256, (3, 56, 56, 3), dtype=torch.uint8)
+    pixel_values, grid = views_to_patches(frames, 14, 2, 2)
+    reference = Qwen2VLImageProcessorPil(do_resize=False)(images=[f.numpy() for f in frames], return_tensors="pt")
+    assert torch.equal(grid, reference["image_grid_thw"])
+    assert torch.allclose(pixel_values, reference["pixel_values"].float(), atol=1e-5)
+
+
+def test_padding_round_trips_and_the_mask_keeps_unused_entries_out_of_the_loss():
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (2, 8, 4)).astype(np.float32)
+    y, mask = to_unified(actions, [0, 1, 2, 6], 32, 16)
+    assert np.array_equal(from_unified(y, [0, 1, 2, 6], 8), actions)
+    assert mask.sum() == 2 * 8 * 4 and np.all(y[mask == 0] == 0)
+    target = torch.from_numpy(y)
+    velocity = torch.randn(2, 16, 32, requires_grad=True)
+    m = torch.from_numpy(mask)
+    loss = masked_flow_loss(velocity, target, m)
+    loss.backward()
+    assert torch.all(velocity.grad[m == 0] == 0) and torch.all(velocity.grad[m == 1] != 0)
+    wild = velocity.detach() + 1e3 * (1 - m)                 # anything at padded entries
+    assert torch.allclose(masked_flow_loss(wild, target, m), loss.detach())
+    # Eq. 2: each active channel counts the same, whatever the robot's channel count
+    one_channel = torch.zeros(1, 16, 32)
+    one_channel[0, :8, 7] = 1
+    assert torch.allclose(masked_flow_loss(torch.ones(1, 16, 32), torch.zeros(1, 16, 32), one_channel), torch.tensor(1.0))
+
+
+def test_only_the_robots_rows_and_channels_reach_it(checkpoint):
+    for name, shape in (("metaworld_sawyer", (8, 4)), ("panda_ros2_control", (16, 7))):
+        robot = load_robot(name)
+        policy = make_backend("qwen_vla", robot, checkpoint=str(checkpoint))
+        policy.reset("reach the red target", seed=3)
+        obs = observation(robot)
+        out = policy.predict(obs)
+        assert out.actions.shape == shape and out.actions_normalized.shape == shape
+        policy.reset("reach the red target", seed=3)
+        emb = policy.pipeline.config.embodiments[name]
+        full = policy.pipeline(policy._views(obs)[None], [policy.prompt(obs.instruction)], name, obs.state[None],
+                               generator=policy.generator)
+        assert np.array_equal(out.actions_normalized, np.clip(full["unified"][0, : shape[0]][:, emb["channels"]], -1, 1))
+        lo, hi = (np.asarray(robot.action_stats[k]) for k in ("q01", "q99"))
+        assert np.all(out.actions >= lo - 1e-6) and np.all(out.actions <= hi + 1e-6)
+        other = policy.predict(observation(robot, seed=1))
+        assert not np.allclose(other.actions, out.actions)        # the views condition the chunk
+
+
+def test_a_robot_file_the_checkpoint_has_no_channels_or_statistics_for_is_refused(checkpoint, tmp_path):
+    source = yaml.safe_load((ROOT / "config" / "robots" / "metaworld_sawyer.yaml").read_text())
+    source["action"]["unified"]["channels"] = [0, 1, 2, 5]
+    bad = tmp_path / "sawyer_other_channels.yaml"
+    bad.write_text(yaml.safe_dump(source))
+    with pytest.raises(CheckpointError) as err:
+        make_backend("qwen_vla", load_robot(str(bad)), checkpoint=str(checkpoint))
+    message = str(err.value)
+    assert str(bad) in message and "action.unified.channels [0, 1, 2, 5]" in message and str(checkpoint) in message
+    sawyer_only = tiny_checkpoint(tmp_path / "sawyer_only", robots=("metaworld_sawyer",))
+    with pytest.raises(CheckpointError, match="panda_ros2_control.yaml: action.unified.channels"):
+        make_backend("qwen_vla", load_robot("panda_ros2_control"), checkpoint=str(sawyer_only))
+    broken = tmp_path / "no_stats"
+    shutil.copytree(checkpoint, broken)
+    stats = json.loads((broken / "normalization.json").read_text())
+    del stats["embodiments"]["panda_ros2_control"]
+    (broken / "normalization.json").write_text(json.dumps(stats))
+    with pytest.raises(CheckpointError, match="normalization.json"):
+        make_backend("qwen_vla", load_robot("panda_ros2_control"), checkpoint=str(broken))
+
+
+def test_checkpoint_round_trip_serves_the_same_chunks_and_keeps_a_prefix(checkpoint, tmp_path):
+    robot = load_robot("panda_ros2_control")
+    first = make_backend("qwen_vla", robot, checkpoint=str(checkpoint))
+    copy = tmp_path / "copy"
+    first.pipeline.save_pretrained(copy)
+    second = make_backend("qwen_vla", robot, checkpoint=str(copy))
+    obs = observation(robot)
+    for policy in (first, second):
+        policy.reset("reach the red target", seed=5)
+    a, b = first.predict(obs), second.predict(obs)
+    assert np.array_equal(a.actions, b.actions)
+    prefix = a.actions_normalized[:4] * 0.5
+    kept = first.predict(obs, prefix=prefix)
+    assert np.allclose(kept.actions_normalized[:4], prefix, atol=1e-6)
+    batch = first.predict_batch([obs, observation(robot, seed=2)])
+    assert len(batch) == 2 and batch[0].actions.shape == (16, 7)
+
+
+def test_per_embodiment_heads_keep_each_robot_to_its_own_projection(tmp_path):
+    ckpt = tiny_checkpoint(tmp_path / "heads", action_projection="per_embodiment")
+    robot = load_robot("metaworld_sawyer")
+    policy = make_backend("qwen_vla", robot, checkpoint=str(ckpt))
+    expert = policy.pipeline.action_expert
+    assert len(expert.action_in) == 2 and expert.action_in[0].in_features == 4 and expert.action_in[1].in_features == 7
+    obs = observation(robot)
+    policy.reset("press the button", seed=1)
+    before = policy.predict(obs).actions
+    with torch.no_grad():                                   # the Panda's head: no effect on the Sawyer's chunk
+        panda = expert.per_embodiment.index("panda_ros2_control")
+        expert.action_in[panda].weight.add_(1.0)
+        expert.action_out[panda].weight.add_(1.0)
+    policy.reset("press the button", seed=1)
+    assert np.array_equal(policy.predict(obs).actions, before)
+
+
+# the arm_ros2_control graph's recorded topics plus the scene camera (as `make data-panda` records them)
+PANDA_RECORD = ("[/clock,/joint_states,/camera/scene/color/image_raw,/vla/sim/success,/vla/observation,"
+                "/panda_arm_controller/joint_trajectory]")
+
+
+def record_panda_episodes(out, domain_id: int, seeds: str, max_steps: int, checkpoint: str | None = None):
+    """Reach episodes on the embedded Panda through the ros2_control graph (reach_ik unless a checkpoint)."""
+    import os
+
+    from vla_policy_node.graph_runner import run_graph
+
+    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+    policy = {"backend": "qwen_vla", "checkpoint": checkpoint} if checkpoint else {}
+    result = run_graph("arm_ros2_control", {"policy": policy, "evaluator": {
+        "seeds": seeds, "max_steps": str(max_steps), "output_dir": str(out), "training_seeds": "allow",
+        "record_topics": PANDA_RECORD}},
+        out / "logs", timeout_s=240)
+    assert result["error"] is None, result["error"]
+
+
+@pytest.mark.slow
+def test_a_training_run_over_both_robots_lowers_the_loss_and_serves_both(tmp_path_factory):
+    from vla_policy_node.train import main as train_main
+
+    sawyer, panda = tmp_path_factory.mktemp("sawyer_demos"), tmp_path_factory.mktemp("panda_demos")
+    record_episodes(sawyer, 91, "[button-press]", "[3]", 40)
+    record_panda_episodes(panda, 92, "[3]", 60)
+    ckpt = tmp_path_factory.mktemp("qwen_vla_ckpt")
+    args = ["--family", "qwen_vla", "--data", str(sawyer), "--also", f"panda_ros2_control={panda}",
+            "--output", str(ckpt), "--image-size", "56", "--hidden-size", "32", "--num-layers", "1",
+            "--vision-depth", "1", "--expert-width", "32", "--expert-layers", "2", "--batch-size", "16",
+            "--include-failed", "--save-every", "100000", "--steps", "200", "--lr", "2e-3", "--proprio"]
+    assert train_main(args) == 0
+    log = json.loads((ckpt / "training_log.json").read_text())
+    first, last = log[0]["loss"], np.mean([r["loss"] for r in log[-2:]])
+    assert last < 0.6 * first, (first, last)
+    config = json.loads((ckpt / "config.json").read_text())
+    assert sorted(config["policy"]["embodiments"]) == ["metaworld_sawyer", "panda_ros2_control"]
+    for name, shape in (("metaworld_sawyer", (8, 4)), ("panda_ros2_control", (16, 7))):
+        robot = load_robot(name)
+        policy = make_backend("auto", robot, checkpoint=str(ckpt))
+        policy.reset("reach the red target", seed=0)
+        out = policy.predict(observation(robot))
+        assert out.actions.shape == shape and np.all(np.isfinite(out.actions))
+
+
+SHIPPED = ROOT / "checkpoints" / "qwen_vla_sawyer_panda"
+
+
+@pytest.mark.slow
+def test_the_shipped_checkpoint_drives_the_sawyer_through_the_graph(tmp_path):
+    """One checkpoint, robot file metaworld_sawyer: a held-out button press in lockstep."""
+    from vla_policy_node.data.bags import read_bag
+
+    record_episodes(tmp_path, 93, "[button-press]", "[111]", 150, backend="auto", checkpoint=str(SHIPPED))
+    report = json.loads((tmp_path / "report.json").read_text())
+    episode, = report["episodes"]
+    assert report["policy"]["backend"] == "qwen_vla" and episode["success"], episode
+    commands = [m for topic, _, _, m in read_bag(tmp_path / "bags" / "button-press_s111") if topic == "/vla/sim/command"]
+    assert commands and all(np.all(np.abs(c.values) <= 1.0) for c in commands)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("contract, domain", [("ros2_control", 94), ("isaac", 95)])
+def test_the_same_checkpoint_reaches_on_the_panda_over_both_joint_contracts(tmp_path, contract, domain):
+    """The same checkpoint, robot files panda_ros2_control / panda_isaac: a held-out reach from pixels
+    and joint states (env_state never reaches it), every command within the URDF limits."""
+    import os
+
+    from vla_policy_node.graph_runner import run_graph
+
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    result = run_graph(f"arm_{contract}", {"policy": {"backend": "qwen_vla", "checkpoint": str(SHIPPED)},
+                                           "evaluator": {"seeds": "[130]", "output_dir": str(tmp_path)}},
+                       tmp_path / "logs", timeout_s=240)
+    assert result["error"] is None, result["error"]
+    report = json.loads((tmp_path / "report.json").read_text())
+    episode, = report["episodes"]
+    assert report["policy"]["backend"] == "qwen_vla" and episode["success"], episode
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("panda_reach_table", ROOT / "scripts" / "panda_reach_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    commands, outside = table.commands_outside_limits(tmp_path / "bags" / "reach_s130", load_robot(f"panda_{contract}"))
+    assert commands > 0 and outside == 0

@@ -172,10 +172,10 @@ class QwenVLAPipeline:
         backbone = own_memory(backbone).to(device, DTYPES[dtype]).eval().requires_grad_(False)
         expert = load_network(path / "action_expert", QwenVLAActionExpert, device, DTYPES[dtype])
         prompts = PromptTokenizer(tokenizer, config.tokens_per_view, config.max_text_tokens)
-        if len(prompts) != config.vocab_size or prompts.image_token_id != config.image_token_id:
+        if len(prompts) > config.vocab_size or prompts.image_token_id != backbone.config.image_token_id:
             raise CheckpointError(f"{path / 'tokenizer'}: {len(prompts)} tokens, image token "
-                                  f"{prompts.image_token_id}; config.json policy has {config.vocab_size}, "
-                                  f"{config.image_token_id}")
+                                  f"{prompts.image_token_id}; the backbone has {config.vocab_size} embeddings, "
+                                  f"image token {backbone.config.image_token_id}")
         return cls(config, backbone, expert, load_scheduler(path / "scheduler"), prompts,
                    load_statistics(path, config), meta)
 

@@ -132,9 +132,19 @@ class QwenVLATrainer:
                             num_inference_steps=args.num_inference_steps, use_proprio=args.proprio,
                             action_projection="per_embodiment" if args.per_embodiment_heads else "shared",
                             embodiments={r.name: embodiment_entry(r) for r, _ in datasets})
-        tokenizer_dir = args.backbone and Path(args.backbone) / "tokenizer"
-        source = str(tokenizer_dir) if tokenizer_dir and tokenizer_dir.is_dir() else str(
-            resolve_text_encoder(args.text_tokenizer))
+        pretrained = None
+        if args.backbone:             # a local Qwen2-VL checkpoint: its sizes, patching and tokenizer win
+            pretrained = Qwen2VLModel.from_pretrained(args.backbone, local_files_only=True)
+            text, vision = pretrained.config.text_config, pretrained.config.vision_config
+            cfg.hidden_size, cfg.num_layers = text.hidden_size, text.num_hidden_layers
+            cfg.num_heads, cfg.num_kv_heads = text.num_attention_heads, text.num_key_value_heads
+            cfg.intermediate_size, cfg.vision_depth = text.intermediate_size, vision.depth
+            cfg.vision_embed_dim, cfg.vision_heads = vision.embed_dim, vision.num_heads
+            cfg.patch_size, cfg.spatial_merge_size = vision.patch_size, vision.spatial_merge_size
+            cfg.temporal_patch_size = vision.temporal_patch_size
+            cfg.__post_init__()
+        own_tokenizer = args.backbone and (Path(args.backbone) / "tokenizer_config.json").is_file()
+        source = str(args.backbone) if own_tokenizer else str(resolve_text_encoder(args.text_tokenizer))
         prompts = PromptTokenizer(AutoTokenizer.from_pretrained(source, local_files_only=True),
                                   cfg.tokens_per_view, cfg.max_text_tokens)
         cfg.vocab_size, cfg.image_token_id = len(prompts), prompts.image_token_id
@@ -144,8 +154,10 @@ class QwenVLATrainer:
             print(f"{d.name}: {d.facts['episodes']} episodes, {len(d)} samples, channels {d.entry['channels']}")
 
         torch.manual_seed(args.seed)
-        backbone = (Qwen2VLModel.from_pretrained(args.backbone, local_files_only=True) if args.backbone
-                    else build_backbone(cfg.backbone_config()))
+        backbone = pretrained if pretrained is not None else build_backbone(cfg.backbone_config())
+        if len(prompts) > backbone.get_input_embeddings().num_embeddings:
+            backbone.resize_token_embeddings(len(prompts))      # the vision tokens a text tokenizer lacked
+        cfg.vocab_size = backbone.get_input_embeddings().num_embeddings
         expert = QwenVLAActionExpert(**cfg.action_expert_config())
         model = QwenVLATrainingModel(backbone, expert, cfg)
         names = sorted(cfg.embodiments)

@@ -7,7 +7,7 @@ STAMPS := $(VENV)/.stamps
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup demo demo-oracle data train test test-slow test-faults test-all bench bench-policies bench-vita-ablations vita-ablation-table bench-lingbot bench-soak bench-distributed clean distclean
+.PHONY: setup demo demo-oracle data data-panda train test test-slow test-faults test-all bench bench-policies bench-vita-ablations vita-ablation-table bench-lingbot bench-qwen-vla bench-qwen-vla-ablations qwen-vla-ablation-table bench-soak bench-distributed clean distclean
 
 setup: $(STAMPS)/system $(STAMPS)/python $(STAMPS)/interfaces $(STAMPS)/package
 
@@ -45,6 +45,15 @@ demo-oracle: setup
 data: setup
 	$(VENV)/bin/vla-graph sim_demo --output-dir artifacts/data --set policy.backend:=oracle --set executor.merge:=replace --set evaluator.seeds:=[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19] --set evaluator.training_seeds:=allow --set evaluator.max_steps:=300
 
+# Reaching demonstrations on the embedded MuJoCo Panda (ros2_control contract) from the scripted
+# reach_ik expert, seeds 0-19: the camera sees the red target; env_state is recorded but never
+# given to a learned policy.
+# the arm_ros2_control graph's topics plus the scene camera (what a learned policy sees)
+PANDA_RECORD = --set evaluator.record_topics:=[/clock,/joint_states,/camera/scene/color/image_raw,/vla/sim/ee_pose,/vla/sim/env_state,/vla/sim/success,/vla/observation,/panda_arm_controller/joint_trajectory,/vla/action_chunk,/vla/execution_feedback,/vla/executor_status,/vla/policy_status]
+data-panda: setup
+	$(VENV)/bin/vla-graph arm_ros2_control --output-dir artifacts/data_panda --set evaluator.seeds:=[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19] --set evaluator.training_seeds:=allow \
+		$(PANDA_RECORD)
+
 # The shipped checkpoints, as they were trained (resumable: add TRAIN_ARGS=--resume). All read the
 # demonstrations of `make data`; bc and vita reuse videovla's frame VAE so all three see the same frame latents.
 # videovla's actions do not attend to its imagined future (chosen on validation seeds 200-203).
@@ -60,6 +69,9 @@ train: setup
 		$(TRAIN_ARGS) --vae checkpoints/videovla_metaworld/vae --tokenizer-steps 2000 --steps 4500
 	$(VENV)/bin/vla-train --family lingbot_va --output checkpoints/lingbot_va_metaworld --data artifacts/data \
 		--save-every 500 $(TRAIN_ARGS) --vae checkpoints/videovla_metaworld/vae --steps 7000
+	$(MAKE) data-panda
+	$(VENV)/bin/vla-train --family qwen_vla --output checkpoints/qwen_vla_sawyer_panda --data artifacts/data \
+		--also panda_ros2_control=artifacts/data_panda --steps 8000 --save-every 500 --proprio $(TRAIN_ARGS)
 
 # Policy figures (artifacts/bench/policy.json), executor figures (artifacts/bench/executor.json) and
 # the added latency of a policy served by vla-serve (artifacts/bench/remote.json).
@@ -100,6 +112,44 @@ vita-ablation-table: setup
 bench-lingbot: setup
 	$(VENV)/bin/vla-bench kv-cache
 	$(VENV)/bin/vla-bench async-grounding
+
+# Qwen-VLA: the shipped two-robot checkpoint reaching on the embedded Panda over the ros2_control and
+# isaac contracts (20 held-out seeds each, artifacts/bench/qwen_vla/panda.md), then the paper's ablation
+# at a short budget: shared zero-padded projection vs per-embodiment heads, one joint model vs one model
+# per robot, each scored closed loop on both robots (artifacts/bench/qwen_vla/ablation.md).
+QWEN_VLA = checkpoints/qwen_vla_sawyer_panda
+HELD_OUT_REACH = [100,101,102,103,104,105,106,107,108,109,110,111,112,113,114,115,116,117,118,119]
+QWEN_ABLATION = --steps 1000 --save-every 250 --proprio $(TRAIN_ARGS)
+QWEN_ARMS = joint_shared joint_per_embodiment sawyer_only panda_only
+bench-qwen-vla: setup
+	for contract in ros2_control isaac; do \
+		$(VENV)/bin/vla-graph arm_$$contract --set policy.backend:=qwen_vla --set policy.checkpoint:=$(QWEN_VLA) \
+			--set evaluator.seeds:=$(HELD_OUT_REACH) --output-dir artifacts/bench/qwen_vla/panda_$$contract || exit 1; \
+	done
+	$(PY) scripts/panda_reach_table.py artifacts/bench/qwen_vla qwen_vla_ros2_control=artifacts/bench/qwen_vla/panda_ros2_control \
+		qwen_vla_isaac=artifacts/bench/qwen_vla/panda_isaac:panda_isaac
+
+bench-qwen-vla-ablations: setup
+	$(VENV)/bin/vla-train --family qwen_vla --output artifacts/ablations/joint_shared --data artifacts/data \
+		--also panda_ros2_control=artifacts/data_panda $(QWEN_ABLATION)
+	$(VENV)/bin/vla-train --family qwen_vla --output artifacts/ablations/joint_per_embodiment --data artifacts/data \
+		--also panda_ros2_control=artifacts/data_panda $(QWEN_ABLATION) --per-embodiment-heads
+	$(VENV)/bin/vla-train --family qwen_vla --output artifacts/ablations/sawyer_only --data artifacts/data $(QWEN_ABLATION)
+	$(VENV)/bin/vla-train --family qwen_vla --output artifacts/ablations/panda_only --robot panda_ros2_control \
+		--data artifacts/data_panda $(QWEN_ABLATION)
+	$(MAKE) qwen-vla-ablation-table
+
+# each arm on the robots it was trained for: 5 tasks x seeds 100-101 on the Sawyer, 20 held-out reaches on the Panda
+qwen-vla-ablation-table: setup
+	for arm in $(QWEN_ARMS); do \
+		if [ $$arm != panda_only ]; then $(VENV)/bin/vla-graph sim_demo --set policy.backend:=qwen_vla \
+			--set policy.checkpoint:=artifacts/ablations/$$arm --set evaluator.seeds:=[100,101] \
+			--output-dir artifacts/bench/qwen_vla/ablations/$$arm/sawyer || exit 1; fi; \
+		if [ $$arm != sawyer_only ]; then $(VENV)/bin/vla-graph arm_ros2_control --set policy.backend:=qwen_vla \
+			--set policy.checkpoint:=artifacts/ablations/$$arm --set evaluator.seeds:=$(HELD_OUT_REACH) \
+			--output-dir artifacts/bench/qwen_vla/ablations/$$arm/panda || exit 1; fi; \
+	done
+	$(PY) scripts/qwen_vla_ablation_table.py artifacts/bench/qwen_vla/ablations $(addprefix artifacts/ablations/,$(QWEN_ARMS))
 
 bench-distributed: setup
 	$(VENV)/bin/vla-bench distributed

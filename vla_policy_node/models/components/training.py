@@ -297,6 +297,8 @@ def run_training(args, job: TrainingJob, out: Path, desc: str, setup_s: float = 
     model.train()
     bar = tqdm(range(start_step, args.steps), desc=desc, mininterval=5.0, initial=start_step, total=args.steps,
                disable=not accelerator.is_main_process)
+    interval: dict[str, torch.Tensor] = {}          # losses summed since the last log row
+    interval_steps = 0
     for step in bar:
         optimizer.zero_grad(set_to_none=True)
         summed: dict[str, torch.Tensor] = {}
@@ -313,10 +315,15 @@ def run_training(args, job: TrainingJob, out: Path, desc: str, setup_s: float = 
         optimizer.step()
         lr_schedule.step()
         ema.step(accelerator.unwrap_model(model).parameters())
+        for k, v in summed.items():
+            interval[k] = interval.get(k, 0.0) + v
+        interval_steps += 1
         if step % 50 == 0:                          # every process takes part in the mean
-            means = accelerator.reduce(torch.stack(list(summed.values())), "mean")
-            row = {k: round(float(v), 5) for k, v in zip(summed, means)} | {"step": step}
+            # a row is the mean over every step since the previous row, not one batch's loss
+            means = accelerator.reduce(torch.stack(list(interval.values())) / interval_steps, "mean")
+            row = {k: round(float(v), 5) for k, v in zip(interval, means)} | {"step": step}
             history.append(row)
+            interval, interval_steps = {}, 0
             bar.set_postfix({k: v for k, v in row.items() if k != "step"})
         if (step + 1) % args.save_every == 0 and step + 1 < args.steps:
             save(step + 1, final=False)

@@ -17,25 +17,7 @@ from tabulate import tabulate
 
 from vla_policy_node.bench.leaderboard import wilson_interval
 from vla_policy_node.core.embodiment import load_robot
-from vla_policy_node.data.bags import read_bag
-
-COMMAND_FIELDS = {"trajectory_msgs/msg/JointTrajectory": lambda m: [p.positions for p in m.points],
-                  "sensor_msgs/msg/JointState": lambda m: [m.position]}
-
-
-def commands_outside_limits(bag: Path, robot) -> tuple[int, int]:
-    """(commands, commands with a joint position outside the robot file's URDF limits) in a bag."""
-    limits = robot.config.limits
-    lo, hi = np.asarray(limits.joint_position_min), np.asarray(limits.joint_position_max)
-    topic = robot.config.output.command_topic
-    topic = topic if topic.startswith("/") else "/" + topic
-    total = outside = 0
-    for _, msgtype, _, msg in read_bag(bag, topics=[topic]):
-        for positions in COMMAND_FIELDS[msgtype](msg):
-            q = np.asarray(positions, dtype=float)
-            total += 1
-            outside += int(np.any(q < lo - 1e-9) or np.any(q > hi + 1e-9))
-    return total, outside
+from vla_policy_node.evaluation.command_limits import commands_outside_limits
 
 
 def summarize(label: str, run: Path, robot_name: str) -> dict:

@@ -123,6 +123,36 @@ def test_joint_commands_map_names_and_sample_trajectories():
 
 # ---- full graphs over DDS ---------------------------------------------------------------------------
 
+def test_recorded_joint_commands_are_checked_against_the_urdf_limits(tmp_path):
+    """A bag of JointTrajectory commands (two points each) for panda_ros2_control: every point is one
+    commanded configuration; only those past a joint's URDF limit count as outside."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from vla_policy_node.data.bags import make_typestore
+    from vla_policy_node.evaluation.command_limits import commands_outside_limits
+
+    robot = load_robot("panda_ros2_control")
+    lo = np.asarray(robot.config.limits.joint_position_min)
+    hi = np.asarray(robot.config.limits.joint_position_max)
+    inside, past_max = (lo + hi) / 2, (lo + hi) / 2
+    past_max[3] = hi[3] + 0.01                         # one joint 10 mrad beyond its limit
+    ts, msgtype = make_typestore(), "trajectory_msgs/msg/JointTrajectory"
+    T = ts.types
+    writer = Writer(tmp_path / "bag", version=9, storage_plugin=StoragePlugin.SQLITE3)
+    writer.open()
+    conn = writer.add_connection("/panda_arm_controller/joint_trajectory", msgtype, typestore=ts)
+    for k, second in enumerate([inside, past_max, hi]):            # exactly at the limit is inside
+        points = [T["trajectory_msgs/msg/JointTrajectoryPoint"](
+            positions=np.asarray(q, float), velocities=np.zeros(0), accelerations=np.zeros(0), effort=np.zeros(0),
+            time_from_start=T["builtin_interfaces/msg/Duration"](sec=0, nanosec=n * 10_000_000))
+            for n, q in enumerate([inside, second])]
+        msg = T[msgtype](header=T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=1, nanosec=k),
+                                                          frame_id=""), joint_names=JOINTS, points=points)
+        writer.write(conn, 10 ** 9 + k, ts.serialize_cdr(msg, msgtype))
+    writer.close()
+    assert commands_outside_limits(tmp_path / "bag", robot) == (6, 1)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One reach episode through each contract's graph, the three graphs side by side (each in its

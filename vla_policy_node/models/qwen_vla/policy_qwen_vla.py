@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +132,7 @@ class QwenVLAPipeline:
     tokenizer: PromptTokenizer
     statistics: dict                 # embodiment name -> {"action": stats, "state": stats}
     meta: dict
+    _normalizers: dict = field(default_factory=dict, repr=False)    # (embodiment, part) -> Normalizer
 
     @property
     def device(self) -> torch.device:
@@ -142,7 +143,11 @@ class QwenVLAPipeline:
         return self.action_expert.dtype
 
     def normalizer(self, embodiment: str, part: str) -> Normalizer:
-        return Normalizer(NORM_MODE, self.statistics[embodiment][part])
+        """`part` ("action" / "state") statistics of one embodiment, built once."""
+        key = (embodiment, part)
+        if key not in self._normalizers:
+            self._normalizers[key] = Normalizer(NORM_MODE, self.statistics[embodiment][part])
+        return self._normalizers[key]
 
     # ---- checkpoint ---------------------------------------------------------------------
     def save_pretrained(self, path: str | Path, training: dict | None = None) -> None:

@@ -212,18 +212,22 @@ def test_pause_holds_the_arm_and_resume_brings_the_graph_back(graph):
     assert done.returncode == 0 and result_of(done.stdout)["reason"] == "success", done.stdout + done.stderr
 
 
-@pytest.mark.skip(reason="known defect: once in CI, after the policy's respawn and re-activation, the task "
-                         "runner's policy reset went unanswered for 60 s (4 requests); passes locally; open")
 def test_a_killed_policy_comes_back_active_without_an_operator(graph, graph_processes):
     """The policy process killed: the runner respawns it (unconfigured: autostart is off in bringup
-    graphs), the lifecycle manager configures and activates it again, and the next task succeeds."""
-    graph_processes["policy"].kill()
+    graphs), the lifecycle manager configures and activates it again (counted in its diagnostics:
+    the unconfigured moment itself can be shorter than their period), and the next task succeeds."""
     name = "lifecycle_manager: lifecycle"
-    seen = diagnostics_of(graph, {name}, 60.0, until=lambda s: name in s and s[name]["values"]["states.policy"]
-                          not in ("active", "unknown"))
-    assert seen[name]["values"]["states.policy"] in ("unreachable", "unconfigured", "inactive")
-    values = wait_until_active(graph)
-    assert values["states.policy"] == "active"
+
+    def recovered(seen: dict) -> bool:
+        values = seen.get(name, {}).get("values", {})
+        return int(values.get("recoveries.policy", 0)) >= 1 and values.get("states.policy") == "active"
+
+    before = diagnostics_of(graph, {name}, 30.0)[name]["values"]
+    assert int(before["recoveries.policy"]) == 0, before
+    graph_processes["policy"].kill()
+    seen = diagnostics_of(graph, {name}, 90.0, until=recovered)
+    assert recovered(seen), seen.get(name)
+    assert wait_until_active(graph)["states.policy"] == "active"
     done = vla_task(graph, "--task", "reach", "--seed", "105", "--arm", "--timeout", "120", "--quiet")
     assert done.returncode == 0 and result_of(done.stdout)["reason"] == "success", done.stdout + done.stderr
 

@@ -6,7 +6,8 @@ should be active (a respawned process: it starts unconfigured when autostart is 
 configured and activated again, so a restarted policy rejoins without an operator. Services
 (std_srvs/Trigger, under the manager's name): startup, pause (deactivate in reverse order: the
 executor disarms, the arm holds), resume, shutdown (deactivate and clean up in reverse order:
-models freed). /diagnostics: each node's state, ERROR when one does not answer or refuses.
+models freed). /diagnostics: each node's state, how often each was found restarted and brought
+back (`recoveries.<node>`), ERROR when one does not answer or refuses.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class LifecycleManagerNode(Node):
         self.timeout_s = float(p("transition_timeout_s", 60.0).value)     # configure loads models
         self.target = "unconfigured"
         self.states = {name: "unknown" for name in self.node_names}
+        self.recoveries = {name: 0 for name in self.node_names}   # times found restarted and brought back
         self.problems: dict[str, str] = {}
         self.lock = threading.Lock()              # one sequence of transitions at a time
         group = ReentrantCallbackGroup()
@@ -128,12 +130,14 @@ class LifecycleManagerNode(Node):
             self.get_logger().warning(f"{name} is unconfigured (restarted?); bringing it to {self.target}")
             with self.lock:
                 if self.target == "active":
-                    self.bring_node(name, "inactive") and self.bring_node(name, "active")
+                    back = self.bring_node(name, "inactive") and self.bring_node(name, "active")
                 else:
-                    self.bring_node(name, self.target)
+                    back = self.bring_node(name, self.target)
+                self.recoveries[name] += int(bool(back))
 
     def health_figures(self) -> dict:
-        return {"target": self.target, "states": dict(self.states), "problems": dict(self.problems),
+        return {"target": self.target, "states": dict(self.states), "recoveries": dict(self.recoveries),
+                "problems": dict(self.problems),
                 "unreachable": any(s == "unreachable" for s in self.states.values()),
                 "failed": bool(self.problems),
                 "off_target": any(s != self.target for s in self.states.values())}

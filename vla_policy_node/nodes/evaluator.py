@@ -65,6 +65,9 @@ class EvaluatorNode(Node):
         seeds = [int(s) for s in p("seeds", [100, 101, 102]).value]
         max_steps = int(p("max_steps", 300).value)
         episode_timeout_s = float(p("episode_timeout_s", 120.0).value)
+        service_timeout_s = float(p("service_timeout_s", 60.0).value)
+        if service_timeout_s <= 0:
+            raise ValueError(f"parameter service_timeout_s: {service_timeout_s} must be > 0 (s)")
         self.output_dir = Path(p("output_dir", "artifacts/demo").value)
         self.record = bool(p("record", True).value)
         self.graph_name = p("graph", "").value
@@ -112,7 +115,7 @@ class EvaluatorNode(Node):
 
         # resets, arming, success and step tracking, the latched /vla/episode: the same path as a RunTask goal
         self.tasks = TaskRunner(self, self.robot.config.env_state_topic or None, episode_timeout_s,
-                                thresholds if stage_progress else None)
+                                thresholds if stage_progress else None, service_timeout_s)
         self.create_subscription(PolicyStatus, TOPICS["policy_status"], self.on_policy_status, LATCHED_QOS)
         self.create_subscription(ImaginationDivergence, TOPICS["divergence"], self.on_divergence, RELIABLE_QOS)
         self.create_subscription(ImaginedFuture, TOPICS["imagined"], self.on_imagined, RELIABLE_QOS)

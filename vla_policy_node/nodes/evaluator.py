@@ -66,8 +66,6 @@ class EvaluatorNode(Node):
         max_steps = int(p("max_steps", 300).value)
         episode_timeout_s = float(p("episode_timeout_s", 120.0).value)
         service_timeout_s = float(p("service_timeout_s", 60.0).value)
-        if service_timeout_s <= 0:
-            raise ValueError(f"parameter service_timeout_s: {service_timeout_s} must be > 0 (s)")
         self.output_dir = Path(p("output_dir", "artifacts/demo").value)
         self.record = bool(p("record", True).value)
         self.graph_name = p("graph", "").value

@@ -95,6 +95,8 @@ class TaskRunner:
 
     def __init__(self, node: Node, env_state_topic: str | None = None, default_timeout_s: float = 120.0,
                  stage_thresholds: StageThresholds | None = None, service_timeout_s: float = 60.0):
+        if service_timeout_s <= 0:
+            raise ValueError(f"parameter service_timeout_s: {service_timeout_s} must be > 0 (s)")
         self.node = node
         self.default_timeout_s = default_timeout_s
         self.stage_thresholds = stage_thresholds
@@ -280,11 +282,9 @@ class TaskRunnerNode(ManagedNode):
     def setup(self) -> None:
         """configure: the robot file, the topics and services, everything the node keeps."""
         p = self.declare_parameter
-        service_timeout_s = float(p("service_timeout_s", 60.0).value)
-        if service_timeout_s <= 0:
-            raise ValueError(f"parameter service_timeout_s: {service_timeout_s} must be > 0 (s)")
         self.runner = TaskRunner(self, p("env_state_topic", "").value or None,
-                                 float(p("default_timeout_s", 300.0).value), service_timeout_s=service_timeout_s)
+                                 float(p("default_timeout_s", 300.0).value),
+                                 service_timeout_s=float(p("service_timeout_s", 60.0).value))
         self.feedback_period_s = float(p("feedback_period_s", 0.5).value)
         record_dir = p("record_dir", "").value
         self.recorder = EpisodeRecorder(self, Path(record_dir), list(p("record_topics", [""]).value),

@@ -90,6 +90,10 @@ def test_row_assembled_from_the_closed_loop_report_and_offline_summary(tmp_path)
     assert "| videovla" in md and "3/4 = 0.75" in md and "36.0 / 0.980" in md and "policies_early_warning.png" in md
     assert json.loads(json_path.read_text())["rows"][0]["name"] == "videovla"
     assert (tmp_path / "policies_early_warning.png").stat().st_size > 5000
+    # a checkpoint trained in two stages (--init-from) reports the time of both
+    description["training"] |= {"init_wall_time_s": 1800.0, "init_steps": 9000}
+    row = assemble_row(board, Row("videovla", "videovla", "ckpt"), closed, offline, description)
+    assert row["training_wall_time_s"] == 5400.0
 
 
 def test_rows_are_cached_and_a_forced_row_reruns_alone(tmp_path, monkeypatch):

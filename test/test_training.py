@@ -1,5 +1,5 @@
 """vla-train on a tiny episode recorded through the graph: the loss falls, the checkpoint serves,
-and a resumed run continues from its saved step."""
+a resumed run continues from its saved step, and a second stage starts from a finished checkpoint."""
 
 import json
 
@@ -46,6 +46,31 @@ def test_resume_continues_from_saved_step(recorded, tmp_path):
     assert training["steps"] == 160 and training["final"]
     steps = [r["step"] for r in json.loads((ckpt / "training_log.json").read_text())]
     assert steps == [r["step"] for r in first_log] + [100, 150]      # continued, not restarted
+
+
+def test_init_from_starts_a_second_stage_from_the_source_network(recorded, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    source, second = tmp_path / "stage1", tmp_path / "stage2"
+    args = ["--data", str(recorded), *TINY]
+    train_main([*args, "--output", str(source), "--steps", "60"])
+    # learning rate 0: the second stage's exported network must be the source's, bit for bit
+    train_main([*args, "--output", str(second), "--steps", "10", "--lr", "0.0", "--init-from", str(source)])
+    weights = [load_file(d / "transformer" / "diffusion_pytorch_model.safetensors") for d in (source, second)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    configs = [json.loads((d / "config.json").read_text()) for d in (source, second)]
+    assert configs[1]["vae"]["scaling_factor"] == configs[0]["vae"]["scaling_factor"]
+    training = configs[1]["training"]
+    assert training["steps"] == 10 and training["init_steps"] == 60 and training["init_from"] == str(source)
+    assert training["init_wall_time_s"] == configs[0]["training"]["wall_time_s"]
+    # a network of another size is refused, naming the key
+    with pytest.raises(SystemExit, match=r"policy\.hidden_size is 32, this run builds 48"):
+        train_main([*args, "--output", str(tmp_path / "c"), "--steps", "1", "--hidden-size", "48",
+                    "--init-from", str(source)])
+    with pytest.raises(SystemExit, match="not a checkpoint directory"):
+        train_main([*args, "--output", str(tmp_path / "c"), "--steps", "1", "--init-from", str(tmp_path)])
 
 
 def test_no_data_is_a_clear_error(tmp_path):

@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     from accelerate import PartialState
 
     from .core.embodiment import load_robot
+    from .models.checkpoint import CheckpointError
     from .data.dataset import load_dataset
     from .models.components.training import micro_batch_size
     from .models.registry import trainer
@@ -78,7 +79,10 @@ def main(argv=None) -> int:
         episodes += load_dataset(Path(source), robot, successful_only=not args.include_failed)
     if not episodes:
         raise SystemExit(f"vla-train: no usable episodes in {args.data}")
-    family_trainer().run(args, episodes, robot, out)
+    try:
+        family_trainer().run(args, episodes, robot, out)
+    except CheckpointError as exc:                   # --vae or --init-from is not what this run can use
+        raise SystemExit(f"vla-train: {exc}") from None
     state.print(f"checkpoint written to {out} ({time.time() - started:.0f} s)")
     return 0
 

@@ -71,6 +71,13 @@ class Leaderboard:
         return next(r for r in self.rows if r.reference)
 
 
+def training_wall_time_s(training: dict) -> float | None:
+    """Wall time of every training stage of a checkpoint (a --init-from stage adds the one before it)."""
+    if training.get("wall_time_s") is None:
+        return None
+    return round(float(training["wall_time_s"]) + float(training.get("init_wall_time_s", 0.0)), 1)
+
+
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a success rate (scipy)."""
     if n == 0:
@@ -192,7 +199,7 @@ def assemble_row(board: Leaderboard, row: Row, closed: dict, offline: dict | Non
                           "chunks": summary["latency_ms"]["n"]},
            "policy_peak_rss_mb": closed["processes"].get("policy", {}).get("peak_rss_mb"),
            "parameters": description.get("parameters"), "checkpoint_mb": description.get("checkpoint_mb"),
-           "training_wall_time_s": training.get("wall_time_s"),
+           "training_wall_time_s": training_wall_time_s(training),
            "demonstrations": training.get("episodes"),
            "demonstrations_per_task": training.get("demonstrations_per_task"),
            "early_warning_auroc": {"window_s": early.get("window_s"), "max_divergence": early.get("max_divergence"),

@@ -11,12 +11,15 @@ are the main process's.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate.utils import broadcast_object_list
 
+from ..checkpoint import CheckpointError
 from ..components.diffusion import TrainingNoise, make_scheduler
 from ..components.text_encoder import DEFAULT_TEXT_ENCODER
 from ..components.training import (TrainingJob, add_frame_vae_arguments, augmented_latents, frame_vae,
@@ -46,6 +49,10 @@ class VideoVLATrainer:
         p.add_argument("--shift-augment", type=int, default=0,
                        help="random image shift in pixels at --image-size (0 = none); DrQ-style augmentation")
         p.add_argument("--augment-copies", type=int, default=4, help="shifted copies of every frame encoded up front")
+        p.add_argument("--init-from", default="",
+                       help="a finished checkpoint of this family to continue training from (its network weights, "
+                            "latent scales and VAE; a fresh optimizer and schedule): a second stage of --steps on "
+                            "the same data. The record keeps its steps and wall time (init_steps, init_wall_time_s)")
         if cls.config_class is VideoVLAConfig:
             p.add_argument("--future-offsets", default="4,8", help="steps ahead of each imagined frame")
             p.add_argument("--future-target", choices=FUTURE_TARGETS, default="absolute")
@@ -74,18 +81,25 @@ class VideoVLATrainer:
         cfg = self.make_config(args, robot)
         device = torch.device(args.device)
         state, data, n, frames = training_samples(episodes, cfg)
+        source = InitialCheckpoint.read(args.init_from, cfg, self.family) if args.init_from else None
+        if source is not None:
+            args.vae = str(source.vae_path)            # the source's latents are the ones its network knows
         vae = frame_vae(args, frames, cfg.latent_channels, out, device, state)
         codec = FrameCodec(vae, cfg.image_size)
         copies = args.augment_copies if args.shift_augment > 0 else 1
         latents = augmented_latents(codec, frames, copies, args.shift_augment, args.seed)
         # scaling factors: the main process's on every process
         codec.scaling_factor = broadcast_object_list([float(1.0 / latents[0].std())])[0]
+        if source is not None:
+            codec.scaling_factor = source.vae_scaling_factor
         latents = latents * codec.scaling_factor
         frame_index = torch.as_tensor(data["frame_index"], dtype=torch.long)
         future_index = torch.as_tensor(data["future_index"], dtype=torch.long)
         if cfg.future_target == "delta" and cfg.num_future:
             delta = latents[0, future_index] - latents[0, frame_index][:, None]
             cfg.delta_scaling_factor = broadcast_object_list([float(1.0 / delta.std().clamp(min=1e-6))])[0]
+            if source is not None:
+                cfg.delta_scaling_factor = source.config["delta_scaling_factor"]
 
         arrays = training_arrays(args, episodes, data, robot, self.family, cfg.text_tokens)
         text_table, instruction_id = arrays.text_table, arrays.instruction_id
@@ -105,6 +119,8 @@ class VideoVLATrainer:
             return training_loss(model, noise, video_loss_weight=cfg.video_loss_weight, **batch)
 
         facts = {**arrays.facts, "video_loss": cfg.video_loss_weight > 0, "shift_augment": args.shift_augment}
+        if source is not None:
+            facts |= source.facts()
 
         def export(model, step: int, final: bool, record: dict) -> None:
             network = VideoVLATransformer(**cfg.transformer_config())
@@ -117,6 +133,55 @@ class VideoVLATrainer:
         if not cfg.num_future:
             # bc has no future tokens: its latent head gets no gradient, which DDP (several processes) refuses
             model.latent_out.requires_grad_(False)
+        if source is not None:
+            model.load_state_dict(source.network_state(VideoVLATransformer))
         return run_training(args, TrainingJob(model, make_batch, loss, export, facts), out, self.family,
                             setup_s=time.time() - started)
+
+
+@dataclass
+class InitialCheckpoint:
+    """A finished checkpoint a second training stage starts from (`--init-from`)."""
+    path: Path
+    config: dict                     # its config.json "policy" block
+    training: dict                   # its config.json "training" record
+    vae_path: Path
+    vae_scaling_factor: float
+
+    @classmethod
+    def read(cls, path: str, cfg, family: str) -> "InitialCheckpoint":
+        """The checkpoint at `path`, refused with the differing key if its network is not the one `cfg` builds."""
+        path = Path(path)
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise CheckpointError(f"--init-from {path}: no config.json (not a checkpoint directory)")
+        meta = json.loads(config_file.read_text())
+        if meta.get("backend") != family:
+            raise CheckpointError(f"--init-from {path}: a '{meta.get('backend')}' checkpoint, not '{family}'")
+        policy = meta.get("policy", {})
+        theirs = type(cfg).from_dict(policy)
+        for key, value in (cfg.transformer_config() | {"future_offsets": cfg.future_offsets,
+                                                       "objective": cfg.objective}).items():
+            their_value = theirs.transformer_config().get(key, getattr(theirs, key))
+            if their_value != value:
+                raise CheckpointError(f"--init-from {config_file}: policy.{key} is {their_value!r}, this run builds "
+                                      f"{value!r} (pass the options the checkpoint was trained with)")
+        if getattr(cfg, "future_target", None) != getattr(theirs, "future_target", None):
+            raise CheckpointError(f"--init-from {config_file}: policy.future_target is {theirs.future_target!r}, "
+                                  f"this run builds {cfg.future_target!r}")
+        vae_path = Path(meta["vae"]["path"])
+        return cls(path, policy, meta.get("training", {}), vae_path if vae_path.is_absolute() else path / vae_path,
+                   float(meta["vae"]["scaling_factor"]))
+
+    @property
+    def wall_time_s(self) -> float:
+        return float(self.training.get("wall_time_s", 0.0))
+
+    def facts(self) -> dict:
+        """What the new checkpoint's training record says about the stage before it."""
+        return {"init_from": str(self.path), "init_steps": int(self.training.get("steps", 0)),
+                "init_wall_time_s": self.wall_time_s}
+
+    def network_state(self, network_class) -> dict:
+        return network_class.from_pretrained(self.path / "transformer").state_dict()
 

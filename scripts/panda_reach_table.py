@@ -8,6 +8,7 @@ whose limits apply (default panda_ros2_control). Writes OUT_DIR/panda.json and O
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -39,10 +40,15 @@ def summarize(label: str, run: Path, robot_name: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    out = Path(argv[0])
-    rows = []
-    for spec in argv[1:]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir", type=Path, help="where panda.json and panda.md are written")
+    parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR[:ROBOT]")
+    args = parser.parse_args(argv)
+    out, rows = args.out_dir, []
+    for spec in args.runs:
         label, _, rest = spec.partition("=")
+        if not label or not rest:
+            parser.error(f"'{spec}' is not LABEL=RUN_DIR[:ROBOT]")
         run, _, robot = rest.partition(":")
         rows.append(summarize(label, Path(run), robot or "panda_ros2_control"))
     out.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,9 @@ def cell(s: dict | None) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) < 2 or any(a.startswith("-") for a in argv):
+        print(__doc__, file=sys.stderr)
+        return 2
     results, rows = Path(argv[0]), []
     for ckpt in map(Path, argv[1:]):
         config = json.loads((ckpt / "config.json").read_text())

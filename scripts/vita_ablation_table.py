@@ -42,7 +42,7 @@ def arm_row(out: Path, checkpoint: Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2:
+    if len(argv) < 2 or any(a.startswith("-") for a in argv):
         print(__doc__, file=sys.stderr)
         return 2
     out = Path(argv[0])

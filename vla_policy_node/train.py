@@ -41,8 +41,8 @@ def main(argv=None) -> int:
     from accelerate import PartialState
 
     from .core.embodiment import load_robot
-    from .models.checkpoint import CheckpointError
     from .data.dataset import load_dataset
+    from .models.checkpoint import CheckpointError
     from .models.components.training import micro_batch_size
     from .models.registry import trainer
 

@@ -49,6 +49,12 @@ def read_checkpoint_config(path: str | Path, backend: str, config_class, dtype: 
     return path, meta, config
 
 
+def vae_location(path: Path, meta: dict) -> Path:
+    """The frame VAE folder config.json names: absolute, or relative to the checkpoint."""
+    vae_path = Path(meta["vae"]["path"])
+    return vae_path if vae_path.is_absolute() else path / vae_path
+
+
 def load_checkpoint_parts(path: str | Path, backend: str, config_class, device: str = "cpu",
                           dtype: str = "float32", required: tuple = ()) -> CheckpointParts:
     """config.json checked against `backend`, the policy configuration, the VAE, the text encoder and
@@ -58,7 +64,7 @@ def load_checkpoint_parts(path: str | Path, backend: str, config_class, device: 
         raise CheckpointError(f"{path}/config.json: key 'vae' missing")
     torch_dtype = DTYPES[dtype]
     vae_ref = meta["vae"]
-    vae_path = Path(vae_ref["path"]) if Path(vae_ref["path"]).is_absolute() else path / vae_ref["path"]
+    vae_path = vae_location(path, meta)
     try:
         vae = load_vae(vae_path, vae_ref.get("class", "AutoencoderKL")).to(device, torch_dtype)
     except (OSError, ValueError, RuntimeError) as exc:

@@ -11,7 +11,6 @@ are the main process's.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from accelerate.utils import broadcast_object_list
 
 from ..checkpoint import CheckpointError
 from ..components.diffusion import TrainingNoise, make_scheduler
+from ..components.loading import read_checkpoint_config, vae_location
 from ..components.text_encoder import DEFAULT_TEXT_ENCODER
 from ..components.training import (TrainingJob, add_frame_vae_arguments, augmented_latents, frame_vae,
                                    run_training, training_arrays, training_samples)
@@ -88,18 +88,18 @@ class VideoVLATrainer:
         codec = FrameCodec(vae, cfg.image_size)
         copies = args.augment_copies if args.shift_augment > 0 else 1
         latents = augmented_latents(codec, frames, copies, args.shift_augment, args.seed)
-        # scaling factors: the main process's on every process
-        codec.scaling_factor = broadcast_object_list([float(1.0 / latents[0].std())])[0]
-        if source is not None:
-            codec.scaling_factor = source.vae_scaling_factor
+        # scaling factors: the source checkpoint's, else the main process's on every process
+        codec.scaling_factor = (source.vae_scaling_factor if source is not None
+                                else broadcast_object_list([float(1.0 / latents[0].std())])[0])
         latents = latents * codec.scaling_factor
         frame_index = torch.as_tensor(data["frame_index"], dtype=torch.long)
         future_index = torch.as_tensor(data["future_index"], dtype=torch.long)
         if cfg.future_target == "delta" and cfg.num_future:
-            delta = latents[0, future_index] - latents[0, frame_index][:, None]
-            cfg.delta_scaling_factor = broadcast_object_list([float(1.0 / delta.std().clamp(min=1e-6))])[0]
             if source is not None:
-                cfg.delta_scaling_factor = source.config["delta_scaling_factor"]
+                cfg.delta_scaling_factor = source.config.delta_scaling_factor
+            else:
+                delta = latents[0, future_index] - latents[0, frame_index][:, None]
+                cfg.delta_scaling_factor = broadcast_object_list([float(1.0 / delta.std().clamp(min=1e-6))])[0]
 
         arrays = training_arrays(args, episodes, data, robot, self.family, cfg.text_tokens)
         text_table, instruction_id = arrays.text_table, arrays.instruction_id
@@ -143,7 +143,7 @@ class VideoVLATrainer:
 class InitialCheckpoint:
     """A finished checkpoint a second training stage starts from (`--init-from`)."""
     path: Path
-    config: dict                     # its config.json "policy" block
+    config: object                   # its family configuration (config.json "policy")
     training: dict                   # its config.json "training" record
     vae_path: Path
     vae_scaling_factor: float
@@ -151,37 +151,26 @@ class InitialCheckpoint:
     @classmethod
     def read(cls, path: str, cfg, family: str) -> "InitialCheckpoint":
         """The checkpoint at `path`, refused with the differing key if its network is not the one `cfg` builds."""
-        path = Path(path)
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise CheckpointError(f"--init-from {path}: no config.json (not a checkpoint directory)")
-        meta = json.loads(config_file.read_text())
-        if meta.get("backend") != family:
-            raise CheckpointError(f"--init-from {path}: a '{meta.get('backend')}' checkpoint, not '{family}'")
-        policy = meta.get("policy", {})
-        theirs = type(cfg).from_dict(policy)
-        for key, value in (cfg.transformer_config() | {"future_offsets": cfg.future_offsets,
-                                                       "objective": cfg.objective}).items():
+        try:
+            path, meta, theirs = read_checkpoint_config(path, family, type(cfg), required=("transformer",))
+        except CheckpointError as exc:
+            raise CheckpointError(f"--init-from: {exc}") from None
+        wanted = cfg.transformer_config() | {"future_offsets": cfg.future_offsets, "objective": cfg.objective,
+                                             "future_target": cfg.future_target}
+        for key, value in wanted.items():
             their_value = theirs.transformer_config().get(key, getattr(theirs, key))
             if their_value != value:
-                raise CheckpointError(f"--init-from {config_file}: policy.{key} is {their_value!r}, this run builds "
-                                      f"{value!r} (pass the options the checkpoint was trained with)")
-        if getattr(cfg, "future_target", None) != getattr(theirs, "future_target", None):
-            raise CheckpointError(f"--init-from {config_file}: policy.future_target is {theirs.future_target!r}, "
-                                  f"this run builds {cfg.future_target!r}")
-        vae_path = Path(meta["vae"]["path"])
-        return cls(path, policy, meta.get("training", {}), vae_path if vae_path.is_absolute() else path / vae_path,
+                raise CheckpointError(f"--init-from {path}/config.json: policy.{key} is {their_value!r}, this run "
+                                      f"builds {value!r} (pass the options the checkpoint was trained with)")
+        return cls(path, theirs, meta.get("training", {}), vae_location(path, meta),
                    float(meta["vae"]["scaling_factor"]))
 
-    @property
-    def wall_time_s(self) -> float:
-        return float(self.training.get("wall_time_s", 0.0))
-
     def facts(self) -> dict:
-        """What the new checkpoint's training record says about the stage before it."""
-        return {"init_from": str(self.path), "init_steps": int(self.training.get("steps", 0)),
-                "init_wall_time_s": self.wall_time_s}
+        """What the new checkpoint's training record says about the stages before it (the source's own
+        and, if it was a second stage itself, the ones before that)."""
+        t = self.training
+        return {"init_from": str(self.path), "init_steps": int(t.get("steps", 0)) + int(t.get("init_steps", 0)),
+                "init_wall_time_s": float(t.get("wall_time_s", 0.0)) + float(t.get("init_wall_time_s", 0.0))}
 
     def network_state(self, network_class) -> dict:
         return network_class.from_pretrained(self.path / "transformer").state_dict()
-

@@ -233,6 +233,28 @@ def test_a_training_run_over_both_robots_lowers_the_loss_and_serves_both(tmp_pat
         out = policy.predict(observation(robot))
         assert out.actions.shape == shape and np.all(np.isfinite(out.actions))
 
+    # a second stage (--init-from) at learning rate 0 exports the first stage's networks bit for bit
+    from safetensors.torch import load_file
+    second = tmp_path_factory.mktemp("qwen_vla_stage2")
+    stage2 = list(args)
+    del stage2[stage2.index("--output"):stage2.index("--output") + 2]
+    stage2[stage2.index("--steps") + 1] = "3"
+    stage2[stage2.index("--lr") + 1] = "0.0"
+    assert train_main([*stage2, "--output", str(second), "--init-from", str(ckpt)]) == 0
+    for part in ("backbone/model.safetensors", "action_expert/diffusion_pytorch_model.safetensors"):
+        before, after = load_file(ckpt / part), load_file(second / part)
+        assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before), part
+    record = json.loads((second / "config.json").read_text())["training"]
+    assert record["init_from"] == str(ckpt) and record["init_steps"] == 200 and record["steps"] == 3
+    # another network, or other demonstrations, is refused naming what differs
+    wider = [*stage2, "--output", str(tmp_path_factory.mktemp("c")), "--init-from", str(ckpt)]
+    wider[wider.index("--expert-width") + 1] = "48"
+    with pytest.raises(SystemExit, match=r"policy\.expert_width is 32, this run builds 48"):
+        train_main(wider)
+    sawyer_only = [a for a in stage2 if a != f"panda_ros2_control={panda}" and a != "--also"]
+    with pytest.raises(SystemExit, match="policy.embodiments"):
+        train_main([*sawyer_only, "--output", str(tmp_path_factory.mktemp("d")), "--init-from", str(ckpt)])
+
 
 SHIPPED = ROOT / "checkpoints" / "qwen_vla_sawyer_panda"
 

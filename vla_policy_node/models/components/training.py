@@ -192,6 +192,14 @@ def augmented_latents(codec: FrameCodec, frames: torch.Tensor, copies: int, max_
     return torch.stack(out)
 
 
+def earlier_stages(path: Path, training: dict) -> dict:
+    """What a second training stage's record says about the checkpoint it started from (`--init-from`
+    `path`, whose config.json "training" record is `training`): its steps and wall time, and those of the
+    stages before it when it was a second stage itself."""
+    return {"init_from": str(path), "init_steps": int(training.get("steps", 0)) + int(training.get("init_steps", 0)),
+            "init_wall_time_s": float(training.get("wall_time_s", 0.0)) + float(training.get("init_wall_time_s", 0.0))}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of the shared loop (the family adds its own)."""
     p.add_argument("--steps", type=int, default=4000, help="optimizer steps")

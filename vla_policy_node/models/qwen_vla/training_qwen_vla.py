@@ -22,8 +22,9 @@ import torch.nn as nn
 from ...core.normalization import Normalizer
 from ..components.diffusion import TrainingNoise, make_scheduler
 from ..components.text_encoder import DEFAULT_TEXT_ENCODER, resolve_text_encoder
-from ..components.training import (TrainingJob, compute_stats, demonstrations_per_task, resize_frames, run_training,
-                                   shift_frames)
+from ..checkpoint import CheckpointError
+from ..components.training import (TrainingJob, compute_stats, demonstrations_per_task, earlier_stages, resize_frames,
+                                   run_training, shift_frames)
 from .configuration_qwen_vla import QwenVLAConfig
 from .modeling_qwen_vla import PromptTokenizer, QwenVLAActionExpert, build_backbone, masked_flow_loss, views_to_patches
 from .policy_qwen_vla import NORM_MODE, QwenVLAPipeline, embodiment_entry, to_unified
@@ -105,6 +106,10 @@ class QwenVLATrainer:
         p.add_argument("--text-tokenizer", default=DEFAULT_TEXT_ENCODER,
                        help="WordPiece/BPE tokenizer directory or package:<module> (vision tokens are added)")
         p.add_argument("--backbone", default="", help="start from a local Qwen2-VL checkpoint directory")
+        p.add_argument("--init-from", default="",
+                       help="a finished qwen_vla checkpoint to continue training from (its backbone and action "
+                            "expert weights; a fresh optimizer and schedule): a second stage of --steps on the same "
+                            "robots and data. The record keeps its steps and wall time (init_steps, init_wall_time_s)")
 
     def run(self, args, episodes: list, robot, out: Path) -> dict:
         from transformers import AutoTokenizer, Qwen2VLModel
@@ -159,6 +164,13 @@ class QwenVLATrainer:
             backbone.resize_token_embeddings(len(prompts))      # the vision tokens a text tokenizer lacked
         cfg.vocab_size = backbone.get_input_embeddings().num_embeddings
         expert = QwenVLAActionExpert(**cfg.action_expert_config())
+        facts = {}
+        if args.init_from:
+            initial = initial_checkpoint(args.init_from, cfg, data)
+            backbone.load_state_dict(initial.backbone.state_dict())
+            expert.load_state_dict(initial.action_expert.state_dict())
+            facts = earlier_stages(Path(args.init_from), initial.meta.get("training", {}))
+            del initial
         model = QwenVLATrainingModel(backbone, expert, cfg)
         names = sorted(cfg.embodiments)
         scheduler = make_scheduler("flow")
@@ -197,9 +209,32 @@ class QwenVLATrainer:
             QwenVLAPipeline(cfg, trained.backbone, trained.action_expert, scheduler, prompts,
                             {d.name: d.stats for d in data}, meta).save_pretrained(out, record)
 
-        facts = {"episodes": sum(d.facts["episodes"] for d in data), "samples": sum(len(d) for d in data),
+        facts |= {"episodes": sum(d.facts["episodes"] for d in data), "samples": sum(len(d) for d in data),
                  "data": [str(x) for x in args.data] + list(args.also), "embodiments": [d.facts for d in data],
                  "demonstrations_per_task": {f"{d.name}/{t}": n for d in data
                                              for t, n in d.facts["demonstrations_per_task"].items()}}
         return run_training(args, TrainingJob(model, make_batch, lambda m, b: m(**b), export, facts), out,
                             self.family, setup_s=time.time() - started)
+
+
+def initial_checkpoint(path: str, cfg: QwenVLAConfig, data: list) -> QwenVLAPipeline:
+    """The `--init-from` checkpoint, refused (naming the key) unless it is the network this run builds and
+    was normalized with the statistics of this run's demonstrations."""
+    try:
+        source = QwenVLAPipeline.from_pretrained(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"--init-from: {exc}") from None
+    theirs, ours = source.config.to_dict(), cfg.to_dict()
+    for key in sorted(set(theirs) | set(ours)):
+        if theirs.get(key) != ours.get(key):
+            raise CheckpointError(f"--init-from {path}/config.json: policy.{key} is {theirs.get(key)!r}, this run "
+                                  f"builds {ours.get(key)!r} (pass the options and data the checkpoint was trained "
+                                  "with)")
+    for d in data:
+        for part in ("action", "state"):
+            for stat, values in d.stats[part].items():
+                known = np.asarray(source.statistics[d.name][part][stat], dtype=np.float64)
+                if known.shape != np.shape(values) or not np.allclose(known, values, rtol=1e-5, atol=1e-6):
+                    raise CheckpointError(f"--init-from {path}: {d.name} {part} statistic '{stat}' differs from "
+                                          "this run's demonstrations (a second stage continues on the same data)")
+    return source

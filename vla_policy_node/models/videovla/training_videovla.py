@@ -22,8 +22,8 @@ from ..checkpoint import CheckpointError
 from ..components.diffusion import TrainingNoise, make_scheduler
 from ..components.loading import read_checkpoint_config, vae_location
 from ..components.text_encoder import DEFAULT_TEXT_ENCODER
-from ..components.training import (TrainingJob, add_frame_vae_arguments, augmented_latents, frame_vae,
-                                   run_training, training_arrays, training_samples)
+from ..components.training import (TrainingJob, add_frame_vae_arguments, augmented_latents, earlier_stages,
+                                   frame_vae, run_training, training_arrays, training_samples)
 from ..components.vae import FrameCodec
 from .configuration_videovla import FUTURE_TARGETS, IMAGINED_DECODINGS, VideoVLAConfig
 from .modeling_videovla import VideoVLATransformer, training_loss
@@ -166,11 +166,8 @@ class InitialCheckpoint:
                    float(meta["vae"]["scaling_factor"]))
 
     def facts(self) -> dict:
-        """What the new checkpoint's training record says about the stages before it (the source's own
-        and, if it was a second stage itself, the ones before that)."""
-        t = self.training
-        return {"init_from": str(self.path), "init_steps": int(t.get("steps", 0)) + int(t.get("init_steps", 0)),
-                "init_wall_time_s": float(t.get("wall_time_s", 0.0)) + float(t.get("init_wall_time_s", 0.0))}
+        """What the new checkpoint's training record says about the stages before it."""
+        return earlier_stages(self.path, self.training)
 
     def network_state(self, network_class) -> dict:
         return network_class.from_pretrained(self.path / "transformer").state_dict()

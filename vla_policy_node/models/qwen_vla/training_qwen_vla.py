@@ -210,9 +210,9 @@ class QwenVLATrainer:
                             {d.name: d.stats for d in data}, meta).save_pretrained(out, record)
 
         facts |= {"episodes": sum(d.facts["episodes"] for d in data), "samples": sum(len(d) for d in data),
-                 "data": [str(x) for x in args.data] + list(args.also), "embodiments": [d.facts for d in data],
-                 "demonstrations_per_task": {f"{d.name}/{t}": n for d in data
-                                             for t, n in d.facts["demonstrations_per_task"].items()}}
+                  "data": [str(x) for x in args.data] + list(args.also), "embodiments": [d.facts for d in data],
+                  "demonstrations_per_task": {f"{d.name}/{t}": n for d in data
+                                              for t, n in d.facts["demonstrations_per_task"].items()}}
         return run_training(args, TrainingJob(model, make_batch, lambda m, b: m(**b), export, facts), out,
                             self.family, setup_s=time.time() - started)
 

@@ -11,6 +11,37 @@ os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 
+class BagWriter:
+    """A rosbag2 folder written message by message with the installed vla_msgs and ROS 2 types:
+    `types` builds messages, `header(t_ns)` stamps them, `put` declares a topic on first use."""
+
+    def __init__(self, path: Path, storage: str = "sqlite3"):
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        from vla_policy_node.data.bags import make_typestore
+
+        self.typestore = make_typestore()
+        self.types = self.typestore.types
+        plugin = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}[storage]
+        self.writer = Writer(path, version=9, storage_plugin=plugin)
+        self.writer.open()
+        self.conns = {}
+
+    def header(self, t_ns: int, frame_id: str = "world"):
+        T = self.types
+        return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=t_ns // 10 ** 9,
+                                                                               nanosec=t_ns % 10 ** 9),
+                                        frame_id=frame_id)
+
+    def put(self, topic: str, msgtype: str, t_ns: int, msg) -> None:
+        if topic not in self.conns:
+            self.conns[topic] = self.writer.add_connection(topic, msgtype, typestore=self.typestore)
+        self.writer.write(self.conns[topic], t_ns, self.typestore.serialize_cdr(msg, msgtype))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 @pytest.fixture
 def robots_dir() -> Path:
     return ROOT / "config" / "robots"

@@ -8,10 +8,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT
-from rosbags.rosbag2 import Writer
-
-from vla_policy_node.data.bags import make_typestore
+from conftest import ROOT, BagWriter
 
 DT_NS = 12_500_000          # the Sawyer's 80 Hz step
 
@@ -36,12 +33,8 @@ def scene(k: int) -> np.ndarray:
 def write_episode(path, imagination: str, chunk_noise: float, steps: int = 120) -> None:
     """imagination: 'real' (the real future frame), 'still' (the source frame: nothing moves) or
     'noise'. Every 2 steps a chunk of 8 actions and its imagined frames 8 and 16 steps ahead."""
-    ts = make_typestore()
-    T = ts.types
-
-    def header(t):
-        return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=t // 10**9, nanosec=t % 10**9),
-                                        frame_id="world")
+    bag = BagWriter(path)
+    T, header, put = bag.types, bag.header, bag.put
 
     def image(t, pixels):
         return T["sensor_msgs/msg/Image"](header=header(t), height=pixels.shape[0], width=pixels.shape[1],
@@ -49,15 +42,6 @@ def write_episode(path, imagination: str, chunk_noise: float, steps: int = 120) 
                                           data=np.ascontiguousarray(pixels).reshape(-1))
 
     rng = np.random.default_rng(1)
-    writer = Writer(path, version=9)
-    writer.open()
-    conns = {}
-
-    def put(topic, msgtype, t, msg):
-        if topic not in conns:
-            conns[topic] = writer.add_connection(topic, msgtype, typestore=ts)
-        writer.write(conns[topic], t, ts.serialize_cdr(msg, msgtype))
-
     t0 = 10 * 10**9
     for k in range(steps):
         t = t0 + k * DT_NS
@@ -79,7 +63,7 @@ def write_episode(path, imagination: str, chunk_noise: float, steps: int = 120) 
         put("/vla/imagined", "vla_msgs/msg/ImaginedFuture", t, T["vla_msgs/msg/ImaginedFuture"](
             header=header(t), chunk_id=k, camera_names=["corner"], frames=frames,
             frame_offsets=np.array([8 * DT_NS / 1e9, 16 * DT_NS / 1e9], np.float32)))
-    writer.close()
+    bag.close()
 
 
 def test_matched_imagination_scores_low_and_disagreeing_chunks_spread(scores_module, tmp_path):

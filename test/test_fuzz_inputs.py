@@ -19,18 +19,17 @@ import numpy as np
 import pytest
 import rclpy
 import yaml
+from conftest import BagWriter
 from geometry_msgs.msg import PoseStamped
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rclpy.parameter import Parameter
-from rosbags.rosbag2 import StoragePlugin, Writer
 from sensor_msgs.msg import Image, JointState
 from vla_msgs.msg import ActionChunk, ExecutionFeedback, Observation, StateVector
 from vla_msgs.srv import ResetEpisode, SetArmed
 
 from vla_policy_node.core.embodiment import EmbodimentConfig, EmbodimentConfigError, load_embodiment, load_robot
 from vla_policy_node.core.safety import SafetyGate
-from vla_policy_node.data.bags import make_typestore
 from vla_policy_node.data.dataset import DatasetError, load_episode
 from vla_policy_node.models.checkpoint import CheckpointError, load_normalization, read_config
 from vla_policy_node.nodes.common import image_msg, to_sec, to_stamp
@@ -932,23 +931,8 @@ MUST_FAIL = set(BAG_FAULTS) - {"none", "flip storage bytes", "truncate metadata"
 def write_bag(path: Path, storage: str, fault: str, steps: int = 5) -> None:
     """A short Sawyer episode as the evaluator records it (camera, joint states, hand pose, command),
     with one fault in its messages or its declared types."""
-    ts = make_typestore()
-    T = ts.types
-
-    def header(t):
-        return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=t // 10 ** 9, nanosec=t % 10 ** 9),
-                                        frame_id="world")
-
-    writer = Writer(path, version=9, storage_plugin={"sqlite3": StoragePlugin.SQLITE3,
-                                                     "mcap": StoragePlugin.MCAP}[storage])
-    writer.open()
-    conns = {}
-
-    def put(topic, msgtype, t, msg):
-        if topic not in conns:
-            conns[topic] = writer.add_connection(topic, msgtype, typestore=ts)
-        writer.write(conns[topic], t, ts.serialize_cdr(msg, msgtype))
-
+    bag = BagWriter(path, storage)
+    T, header, put = bag.types, bag.header, bag.put
     bad = steps // 2
     for k in range(steps):
         t = 10 ** 9 + k * 12_500_000
@@ -973,13 +957,14 @@ def write_bag(path: Path, storage: str, fault: str, steps: int = 5) -> None:
         cmd = T["vla_msgs/msg/ActionCommand"](header=header(t), action_space="ee_delta",
                                               names=["dx", "dy", "dz", "gripper"], values=values)
         if fault == "unknown command type":
-            if "/vla/sim/command" not in conns:
-                conns["/vla/sim/command"] = writer.add_connection("/vla/sim/command", "acme_msgs/msg/Unknown",
-                                                                  msgdef="", rihs01="RIHS01_" + "0" * 64)
-            writer.write(conns["/vla/sim/command"], t, ts.serialize_cdr(cmd, "vla_msgs/msg/ActionCommand"))
+            if "/vla/sim/command" not in bag.conns:
+                bag.conns["/vla/sim/command"] = bag.writer.add_connection(
+                    "/vla/sim/command", "acme_msgs/msg/Unknown", msgdef="", rihs01="RIHS01_" + "0" * 64)
+            bag.writer.write(bag.conns["/vla/sim/command"], t,
+                             bag.typestore.serialize_cdr(cmd, "vla_msgs/msg/ActionCommand"))
         else:
             put("/vla/sim/command", "vla_msgs/msg/ActionCommand", t, cmd)
-    writer.close()
+    bag.close()
 
 
 @pytest.fixture(scope="module")

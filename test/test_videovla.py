@@ -1,5 +1,6 @@
 """VideoVLA model core: shapes, determinism, prefix inpainting, checkpoint round trip, loud failures."""
 
+import argparse
 import json
 
 import numpy as np
@@ -12,11 +13,10 @@ from vla_policy_node.models.backend import PolicyInput
 from vla_policy_node.models.registry import make_backend
 from vla_policy_node.models.checkpoint import CheckpointError
 from vla_policy_node.models.components.diffusion import TrainingNoise, make_scheduler
-from vla_policy_node.models.components.text_encoder import TextEncoder
-from vla_policy_node.models.components.vae import FrameCodec, build_small_vae
-from vla_policy_node.models.videovla import VideoVLAConfig, VideoVLAPipeline
+from vla_policy_node.models.videovla import VideoVLAConfig
 from vla_policy_node.models.videovla.modeling_videovla import (VideoVLATransformer, patchify, sample, training_loss,
                                                                unpatchify)
+from vla_policy_node.models.videovla.training_videovla import VideoVLATrainer
 
 TINY = dict(hidden_size=32, num_layers=2, num_heads=2, image_size=32, latent_size=4)
 
@@ -123,6 +123,24 @@ def test_no_video_loss_ablation_ignores_video_error():
     out = training_loss(model, TrainingNoise("ddpm"), text, v1, future, torch.zeros(4, cfg.horizon, 4),
                         torch.ones(4, cfg.horizon), state, video_loss_weight=cfg.video_loss_weight)
     assert torch.allclose(out["loss"], out["action_loss"]) and out["video_loss"] > 0
+
+
+def test_video_loss_weight_scales_the_video_term_and_reaches_the_config_from_the_command_line():
+    cfg = VideoVLAConfig(video_loss_weight=0.5, **TINY)
+    model = network(cfg)
+    text, v1, state = inputs(cfg, b=4)
+    future = torch.randn(4, cfg.num_future, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+    out = training_loss(model, TrainingNoise("ddpm"), text, v1, future, torch.zeros(4, cfg.horizon, 4),
+                        torch.ones(4, cfg.horizon), state, video_loss_weight=cfg.video_loss_weight)
+    assert torch.allclose(out["loss"], out["action_loss"] + 0.5 * out["video_loss"])
+    parser = argparse.ArgumentParser()
+    VideoVLATrainer.add_arguments(parser)
+    robot = load_robot("metaworld_sawyer")
+    assert VideoVLATrainer().make_config(parser.parse_args(["--video-loss-weight", "0.25"]), robot).video_loss_weight == 0.25
+    assert VideoVLATrainer().make_config(parser.parse_args([]), robot).video_loss_weight == 1.0
+    assert VideoVLATrainer().make_config(parser.parse_args(["--no-video-loss"]), robot).video_loss_weight == 0.0
+    with pytest.raises(ValueError, match="video_loss_weight: -0.5"):
+        VideoVLAConfig(video_loss_weight=-0.5)
 
 
 @pytest.fixture(scope="module")

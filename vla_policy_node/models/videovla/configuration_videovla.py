@@ -47,7 +47,7 @@ class VideoVLAConfig(PolicyConfigMixin):
     objective: str = "ddpm"                  # ddpm (epsilon, DDIM sampling) | flow (velocity, FlowMatchEuler)
     num_train_timesteps: int = 1000
     num_inference_steps: int = 10
-    video_loss_weight: float = 1.0           # 0 = the paper's "no video loss" ablation
+    video_loss_weight: float = 1.0           # loss = action + weight * video; 0 = the paper's "no video loss" ablation
 
     def __post_init__(self):
         for name, value, allowed in (("future_target", self.future_target, FUTURE_TARGETS),
@@ -58,6 +58,8 @@ class VideoVLAConfig(PolicyConfigMixin):
         if self.latent_size % self.patch_size:
             raise ValueError(f"{type(self).__name__}: latent_size {self.latent_size} is not a multiple of "
                              f"patch_size {self.patch_size}")
+        if not self.video_loss_weight >= 0:   # also refuses NaN
+            raise ValueError(f"{type(self).__name__}.video_loss_weight: {self.video_loss_weight} is not >= 0")
         self.future_offsets = [int(o) for o in self.future_offsets]
 
     @property

@@ -58,6 +58,8 @@ class VideoVLATrainer:
             p.add_argument("--future-target", choices=FUTURE_TARGETS, default="absolute")
             p.add_argument("--imagined-decoding", choices=IMAGINED_DECODINGS, default="latent")
             p.add_argument("--no-video-loss", action="store_true", help="ablation: train without the video loss")
+            p.add_argument("--video-loss-weight", type=float, default=1.0,
+                           help="weight of the future-latent loss against the action loss (the paper's is 1)")
             p.add_argument("--action-sees-video", choices=["yes", "no"], default="yes",
                            help="no: actions do not attend to the noised future latents "
                                 "(action-conditioned imagination)")
@@ -72,7 +74,7 @@ class VideoVLATrainer:
         if self.config_class is VideoVLAConfig:
             fields.update(future_offsets=[int(o) for o in args.future_offsets.split(",") if o.strip()],
                           future_target=args.future_target, imagined_decoding=args.imagined_decoding,
-                          video_loss_weight=0.0 if args.no_video_loss else 1.0,
+                          video_loss_weight=0.0 if args.no_video_loss else args.video_loss_weight,
                           action_sees_video=args.action_sees_video == "yes")
         return self.config_class(**fields)
 

@@ -296,3 +296,26 @@ def test_bc_checkpoint_serves_without_imagination(tmp_path):
     assert out.actions.shape == (8, 4) and out.imagined_frames is None
     with pytest.raises(ValueError, match="has no option"):
         make_backend("bc", robot, checkpoint=str(path), decode_imagined=True)
+
+
+def test_videovla_started_from_a_bc_checkpoint_predicts_its_actions(tmp_path):
+    from vla_policy_node.models.videovla.training_videovla import InitialCheckpoint
+
+    source = tiny_videovla_checkpoint(tmp_path / "bc", backend="bc", action_head_std=0.3)
+    bc = VideoVLATransformer.from_pretrained(source / "transformer").eval()
+    cfg = VideoVLAConfig(future_offsets=[4, 8], future_target="delta", action_sees_video=False, **TINY)
+    start = InitialCheckpoint.read(str(source), cfg, "videovla")
+    assert start.facts()["init_from"] == str(source)
+    model = network(cfg).eval()
+    model.load_state_dict(start.network_state(model))
+    text, v1, state = inputs(cfg, b=3)
+    actions = torch.randn(3, cfg.horizon, cfg.action_dim)
+    timestep = torch.tensor([10, 400, 900])
+    future = torch.randn(3, cfg.num_future, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+    with torch.no_grad():
+        imagined, predicted = model(text, v1, future, actions, state, timestep)
+        _, expected = bc(text, v1, future[:, :0], actions, state, timestep)
+    torch.testing.assert_close(predicted, expected)           # the actions are bc's, whatever the future
+    assert not imagined.abs().any()                           # the latent head starts at zero, to be learned
+    with pytest.raises(CheckpointError, match=r"policy\.hidden_size is 32, this run builds 48"):
+        InitialCheckpoint.read(str(source), VideoVLAConfig(**{**TINY, "hidden_size": 48}), "videovla")

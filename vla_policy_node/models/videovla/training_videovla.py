@@ -11,6 +11,7 @@ are the main process's.
 from __future__ import annotations
 
 import argparse
+import importlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import broadcast_object_list
 
-from ..checkpoint import CheckpointError
+from ..checkpoint import CheckpointError, read_config, resolve_checkpoint
 from ..components.diffusion import TrainingNoise, make_scheduler
 from ..components.loading import read_checkpoint_config, vae_location
 from ..components.text_encoder import DEFAULT_TEXT_ENCODER
@@ -52,7 +53,9 @@ class VideoVLATrainer:
         p.add_argument("--init-from", default="",
                        help="a finished checkpoint of this family to continue training from (its network weights, "
                             "latent scales and VAE; a fresh optimizer and schedule): a second stage of --steps on "
-                            "the same data. The record keeps its steps and wall time (init_steps, init_wall_time_s)")
+                            "the same data. The record keeps its steps and wall time (init_steps, init_wall_time_s). "
+                            "videovla may also start from a bc checkpoint: its action network, the future-frame "
+                            "tokens new")
         if cls.config_class is VideoVLAConfig:
             p.add_argument("--future-offsets", default="4,8", help="steps ahead of each imagined frame")
             p.add_argument("--future-target", choices=FUTURE_TARGETS, default="absolute")
@@ -97,7 +100,7 @@ class VideoVLATrainer:
         frame_index = torch.as_tensor(data["frame_index"], dtype=torch.long)
         future_index = torch.as_tensor(data["future_index"], dtype=torch.long)
         if cfg.future_target == "delta" and cfg.num_future:
-            if source is not None:
+            if source is not None and source.config.num_future:
                 cfg.delta_scaling_factor = source.config.delta_scaling_factor
             else:
                 delta = latents[0, future_index] - latents[0, frame_index][:, None]
@@ -136,9 +139,15 @@ class VideoVLATrainer:
             # bc has no future tokens: its latent head gets no gradient, which DDP (several processes) refuses
             model.latent_out.requires_grad_(False)
         if source is not None:
-            model.load_state_dict(source.network_state(VideoVLATransformer))
+            model.load_state_dict(source.network_state(model))
         return run_training(args, TrainingJob(model, make_batch, loss, export, facts), out, self.family,
                             setup_s=time.time() - started)
+
+
+# a family whose checkpoints another family may start from: bc is videovla without future frames
+ACTION_ONLY_SOURCES = {"videovla": "bc"}
+# options that may differ between such a source and the run (they only shape the future-frame tokens)
+FUTURE_ONLY_KEYS = ("num_future", "future_offsets", "future_target", "action_sees_video")
 
 
 @dataclass
@@ -153,12 +162,18 @@ class InitialCheckpoint:
     @classmethod
     def read(cls, path: str, cfg, family: str) -> "InitialCheckpoint":
         """The checkpoint at `path`, refused with the differing key if its network is not the one `cfg` builds."""
+        source_family, config_class = family, type(cfg)
+        if ACTION_ONLY_SOURCES.get(family) == _backend_of(path):
+            source_family = ACTION_ONLY_SOURCES[family]
+            config_class = importlib.import_module(f"vla_policy_node.models.{source_family}").Policy.config_class
         try:
-            path, meta, theirs = read_checkpoint_config(path, family, type(cfg), required=("transformer",))
+            path, meta, theirs = read_checkpoint_config(path, source_family, config_class, required=("transformer",))
         except CheckpointError as exc:
             raise CheckpointError(f"--init-from: {exc}") from None
         wanted = cfg.transformer_config() | {"future_offsets": cfg.future_offsets, "objective": cfg.objective,
                                              "future_target": cfg.future_target}
+        if source_family != family:
+            wanted = {k: v for k, v in wanted.items() if k not in FUTURE_ONLY_KEYS}
         for key, value in wanted.items():
             their_value = theirs.transformer_config().get(key, getattr(theirs, key))
             if their_value != value:
@@ -171,5 +186,28 @@ class InitialCheckpoint:
         """What the new checkpoint's training record says about the stages before it."""
         return earlier_stages(self.path, self.training)
 
-    def network_state(self, network_class) -> dict:
-        return network_class.from_pretrained(self.path / "transformer").state_dict()
+    def network_state(self, model: VideoVLATransformer) -> dict:
+        """The source's weights for `model`. From a source without future frames (bc), the position
+        embeddings of the context (text, current frame) and of the action and proprio tokens are the
+        source's, those of the future-frame tokens and the latent head stay `model`'s own: with
+        `action_sees_video` off the new network then predicts the source's actions exactly."""
+        theirs = VideoVLATransformer.from_pretrained(self.path / "transformer").state_dict()
+        mine = model.state_dict()
+        if theirs["pos_embed"].shape != mine["pos_embed"].shape:
+            cfg = model.config
+            context = cfg.text_tokens + model.patches_per_frame
+            tail = cfg.horizon + 1                       # action tokens and the proprio token
+            pos_embed = mine["pos_embed"].clone()
+            pos_embed[:, :context] = theirs["pos_embed"][:, :context]
+            pos_embed[:, -tail:] = theirs["pos_embed"][:, -tail:]
+            theirs["pos_embed"] = pos_embed
+            theirs["latent_out.weight"], theirs["latent_out.bias"] = mine["latent_out.weight"], mine["latent_out.bias"]
+        return theirs
+
+
+def _backend_of(path: str) -> str | None:
+    """The backend config.json at `path` names, or None when there is none to read."""
+    try:
+        return read_config(resolve_checkpoint(path))["backend"]
+    except (CheckpointError, OSError, KeyError, ValueError):
+        return None

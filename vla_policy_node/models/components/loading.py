@@ -29,14 +29,17 @@ class CheckpointParts:
     state_stats: dict
 
 
-def read_checkpoint_config(path: str | Path, backend: str, config_class, dtype: str = "float32",
+def read_checkpoint_config(path: str | Path, backend: str | tuple, config_class, dtype: str = "float32",
                            required: tuple = ()) -> tuple:
-    """(path, config.json, the family's configuration) after checking the backend, the dtype name and
-    that the `required` network folders exist; CheckpointError naming the file otherwise."""
+    """(path, config.json, the family's configuration) after checking the backend (one name, or a
+    tuple of accepted ones), the dtype name and that the `required` network folders exist;
+    CheckpointError naming the file otherwise."""
     path = resolve_checkpoint(path)
     meta = read_config(path)
-    if meta["backend"] != backend:
-        raise CheckpointError(f"{path}/config.json: backend is '{meta['backend']}', not '{backend}'")
+    accepted = (backend,) if isinstance(backend, str) else tuple(backend)
+    if meta["backend"] not in accepted:
+        wanted = " or ".join(f"'{name}'" for name in accepted)
+        raise CheckpointError(f"{path}/config.json: backend is '{meta['backend']}', not {wanted}")
     try:
         config = config_class.from_dict(meta["policy"])
     except (KeyError, TypeError, ValueError) as exc:

@@ -11,7 +11,6 @@ are the main process's.
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import broadcast_object_list
 
-from ..checkpoint import CheckpointError, read_config, resolve_checkpoint
+from ..checkpoint import CheckpointError
 from ..components.diffusion import TrainingNoise, make_scheduler
 from ..components.loading import read_checkpoint_config, vae_location
 from ..components.text_encoder import DEFAULT_TEXT_ENCODER
@@ -144,9 +143,9 @@ class VideoVLATrainer:
                             setup_s=time.time() - started)
 
 
-# a family whose checkpoints another family may start from: bc is videovla without future frames
-ACTION_ONLY_SOURCES = {"videovla": "bc"}
-# options that may differ between such a source and the run (they only shape the future-frame tokens)
+# the backends a family's second stage may start from: bc is videovla without future frames
+SOURCE_BACKENDS = {"videovla": ("videovla", "bc")}
+# options that may differ when the source imagines nothing (they only shape the future-frame tokens)
 FUTURE_ONLY_KEYS = ("num_future", "future_offsets", "future_target", "action_sees_video")
 
 
@@ -162,17 +161,14 @@ class InitialCheckpoint:
     @classmethod
     def read(cls, path: str, cfg, family: str) -> "InitialCheckpoint":
         """The checkpoint at `path`, refused with the differing key if its network is not the one `cfg` builds."""
-        source_family, config_class = family, type(cfg)
-        if ACTION_ONLY_SOURCES.get(family) == _backend_of(path):
-            source_family = ACTION_ONLY_SOURCES[family]
-            config_class = importlib.import_module(f"vla_policy_node.models.{source_family}").Policy.config_class
         try:
-            path, meta, theirs = read_checkpoint_config(path, source_family, config_class, required=("transformer",))
+            path, meta, theirs = read_checkpoint_config(path, SOURCE_BACKENDS.get(family, family), type(cfg),
+                                                        required=("transformer",))
         except CheckpointError as exc:
             raise CheckpointError(f"--init-from: {exc}") from None
         wanted = cfg.transformer_config() | {"future_offsets": cfg.future_offsets, "objective": cfg.objective,
                                              "future_target": cfg.future_target}
-        if source_family != family:
+        if not theirs.num_future:
             wanted = {k: v for k, v in wanted.items() if k not in FUTURE_ONLY_KEYS}
         for key, value in wanted.items():
             their_value = theirs.transformer_config().get(key, getattr(theirs, key))
@@ -203,11 +199,3 @@ class InitialCheckpoint:
             theirs["pos_embed"] = pos_embed
             theirs["latent_out.weight"], theirs["latent_out.bias"] = mine["latent_out.weight"], mine["latent_out.bias"]
         return theirs
-
-
-def _backend_of(path: str) -> str | None:
-    """The backend config.json at `path` names, or None when there is none to read."""
-    try:
-        return read_config(resolve_checkpoint(path))["backend"]
-    except (CheckpointError, OSError, KeyError, ValueError):
-        return None

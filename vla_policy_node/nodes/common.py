@@ -90,7 +90,10 @@ def load_robot_or_exit(node, name: str):
 
 
 def run_node(node_cls, args=None, multithreaded: bool = False) -> int:
-    """Standard main(): init, spin until shutdown or Ctrl-C, clean up; returns the node's exit_code."""
+    """Standard main(): init, spin until shutdown, Ctrl-C or the node setting `finished` (a node that
+    ends itself, as the evaluator after its report, sets it from any thread: the context is shut
+    down here, after spinning stopped, never under a wait set being built), clean up; returns the
+    node's exit_code."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 
@@ -101,7 +104,8 @@ def run_node(node_cls, args=None, multithreaded: bool = False) -> int:
         node = node_cls()
         executor = MultiThreadedExecutor(num_threads=4) if multithreaded else SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        while rclpy.ok() and not getattr(node, "finished", False):
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -27,7 +27,6 @@ import threading
 import time
 from pathlib import Path
 
-import rclpy
 from rcl_interfaces.msg import ParameterType
 from rclpy.node import Node
 from rclpy.parameter_client import AsyncParameterClient
@@ -110,6 +109,7 @@ class EvaluatorNode(Node):
         self.recorder = EpisodeRecorder(self, self.output_dir / "bags", list(p("record_topics", [""]).value),
                                         p("bag_storage", "sqlite3").value) if self.record else None
         self.exit_code = 0
+        self.finished = False         # set when the report is written (or the run refused): main() returns
 
         # resets, arming, success and step tracking, the latched /vla/episode: the same path as a RunTask goal
         self.tasks = TaskRunner(self, self.robot.config.env_state_topic or None, episode_timeout_s,
@@ -358,8 +358,7 @@ class EvaluatorNode(Node):
         except ValueError as exc:
             self.get_logger().error(f"evaluation refused: {exc}")
             self.exit_code = 2
-            if rclpy.ok():
-                rclpy.try_shutdown()
+            self.finished = True
             return
         try:
             if self.recorder is not None:
@@ -378,8 +377,7 @@ class EvaluatorNode(Node):
         except Exception as exc:
             self.get_logger().error(f"writing the report to {self.output_dir} failed: {exc!r}")
             self.exit_code = 1
-        if rclpy.ok():
-            rclpy.try_shutdown()
+        self.finished = True          # run_node stops spinning and shuts the context down
 
 
 def main(args=None):

@@ -11,11 +11,11 @@ import pytest
 from conftest import tiny_videovla_checkpoint
 
 from vla_policy_node.core.embodiment import load_robot
+from vla_policy_node.models import wire
 from vla_policy_node.models.backend import PolicyInput
+from vla_policy_node.models.observation_keys import ObservationKeys
 from vla_policy_node.models.registry import make_backend
 from vla_policy_node.models.remote import RemoteBackend, RemotePolicyError
-from vla_policy_node.serving import wire
-from vla_policy_node.serving.observation_keys import ObservationKeys
 from vla_policy_node.serving.server import PolicyServer, PolicyService
 
 openpi_msgpack = pytest.importorskip("openpi_client.msgpack_numpy", reason="openpi-client is installed by make setup")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..serving.observation_keys import ObservationKeys
-from ..serving.wire import pack
+from ..models.observation_keys import ObservationKeys
+from ..models.wire import pack
 
 TARGET_ADDED_P50_MS = 5.0
 

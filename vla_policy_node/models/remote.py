@@ -17,9 +17,9 @@ import time
 import numpy as np
 
 from ..core.normalization import Normalizer
-from ..serving.observation_keys import ObservationKeys
-from ..serving.wire import WireError, pack, unpack
 from .backend import BackendOption, PolicyBackend, PolicyInput, PolicyOutput
+from .observation_keys import ObservationKeys
+from .wire import WireError, pack, unpack
 
 
 class RemotePolicyError(RuntimeError):

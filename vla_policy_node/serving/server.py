@@ -25,8 +25,8 @@ import time
 import numpy as np
 
 from ..models.backend import PolicyBackend
-from .observation_keys import ObservationKeys
-from .wire import WireError, pack, unpack
+from ..models.observation_keys import ObservationKeys
+from ..models.wire import WireError, pack, unpack
 
 EXTENSIONS = ["reset", "update", "prefix", "imagined"]
 log = logging.getLogger("vla-serve")

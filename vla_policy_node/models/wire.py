@@ -6,6 +6,8 @@ arrays are refused: a frame never carries pickled Python objects.
 The exchange: the server sends one metadata frame when a client connects; then each client frame
 is an observation dict and each answer a dict with "actions" ((horizon, dim) array). A text frame
 from the server is an error message (the server then closes the connection).
+
+Both ends use it: the remote backend (models/remote.py) and vla-serve (serving/server.py).
 """
 
 from __future__ import annotations

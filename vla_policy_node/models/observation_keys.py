@@ -3,7 +3,8 @@
 openpi servers name their inputs per model ("observation/image", "observation/wrist_image",
 "observation/state", "prompt" for its LIBERO models; other names for DROID); the layout is
 therefore configurable: per-camera keys, the state key and the prompt key. The default is this
-project's own: "observation/images/<camera>", "observation/state", "prompt".
+project's own: "observation/images/<camera>", "observation/state", "prompt". Both ends use it:
+the remote backend (models/remote.py) and vla-serve (serving/server.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..models.backend import PolicyInput
+from .backend import PolicyInput
 from .wire import WireError
 
 IMAGE_PREFIX = "observation/images/"

@@ -569,10 +569,36 @@ def run_suite(out: Path, names: list[str] | None = None, first_domain: int = 80)
     return rows
 
 
+def soak_markdown(s: dict) -> list[str]:
+    """The soak's section of faults.md, from its figures (bench/soak.py run_soak)."""
+    lines = ["", f"## Soak: {s['graph']} ({s['robot']}), {s['backend']}, free-running, "
+             f"{s['sim_minutes']} sim minutes ({s['wall_minutes']} wall minutes, real-time factor "
+             f"{s['real_time_factor']})", "",
+             f"{len(s['faults'])} faults at random times (seed {s['seed']}); restarts "
+             f"{', '.join(f'{k} x{v}' for k, v in s['restarts'].items()) or 'none'}; {s['episodes']} episodes, "
+             f"{s['successes']} successes; {s['chunks']} chunks; commands outside limits: "
+             f"{s['commands_outside_limits']}; tracebacks: {s['tracebacks'] or 'none'}; targets: "
+             f"{'met' if not s['problems'] else '; '.join(s['problems'])}.", "",
+             "| process | pid | measured (s) | RSS MiB start -> end (max) | threads | open fds |",
+             "|---|---|---|---|---|---|"]
+    for r in s["processes"]:
+        if "rss_growth_mb" not in r:
+            lines.append(f"| {r['node']} | {r['pid']} | lived {r['lived_s']} s (< warm-up) | - | - | - |")
+            continue
+        lines.append(f"| {r['node']} | {r['pid']} | {r['measured_s']} | {r['rss_mb_start']} -> {r['rss_mb_end']} "
+                     f"({r['rss_mb_max']}) | {r['threads_start']} -> {r['threads_end']} | "
+                     f"{r['fds_start']} -> {r['fds_end']} |")
+    lines += ["", "| sim window | chunks | inference p50 / p95 (ms) | observation age p50 / p95 (ms) |",
+              "|---|---|---|---|"]
+    for w in s["latency_windows"]:
+        lines.append(f"| {w['window']} | {w['chunks']} | {w['inference_ms_p50']} / {w['inference_ms_p95']} | "
+                     f"{w['obs_age_ms_p50']} / {w['obs_age_ms_p95']} |")
+    lines += ["", "Faults: " + "; ".join(f"{f['sim_s']:.0f} s {f['kind']}" for f in s["faults"]) + "."]
+    return lines
+
+
 def write_reports(rows: list[dict], out: Path, soak: dict | None = None) -> None:
     """faults.json / faults.md: the cases and the soak (bench/soak.py); the one not given is kept."""
-    from .soak import soak_markdown
-
     out.mkdir(parents=True, exist_ok=True)
     path = out / "faults.json"
     if soak is None and path.is_file():

@@ -30,7 +30,7 @@ import numpy as np
 import psutil
 
 from ..core.embodiment import load_robot
-from .faults import FaultContext, Relay, RelaySpec, SideNode
+from .faults import FaultContext, Relay, RelaySpec, SideNode, write_reports
 
 GRAPH = "sim_demo"
 ROBOT = "metaworld_sawyer"
@@ -305,33 +305,6 @@ def run_soak(out: Path, sim_minutes: float, fault_every_s: float, checkpoint: st
     return figures
 
 
-def soak_markdown(s: dict) -> list[str]:
-    lines = ["", f"## Soak: {s['graph']} ({s['robot']}), {s['backend']}, free-running, "
-             f"{s['sim_minutes']} sim minutes ({s['wall_minutes']} wall minutes, real-time factor "
-             f"{s['real_time_factor']})", "",
-             f"{len(s['faults'])} faults at random times (seed {s['seed']}); restarts "
-             f"{', '.join(f'{k} x{v}' for k, v in s['restarts'].items()) or 'none'}; {s['episodes']} episodes, "
-             f"{s['successes']} successes; {s['chunks']} chunks; commands outside limits: "
-             f"{s['commands_outside_limits']}; tracebacks: {s['tracebacks'] or 'none'}; targets: "
-             f"{'met' if not s['problems'] else '; '.join(s['problems'])}.", "",
-             "| process | pid | measured (s) | RSS MiB start -> end (max) | threads | open fds |",
-             "|---|---|---|---|---|---|"]
-    for r in s["processes"]:
-        if "rss_growth_mb" not in r:
-            lines.append(f"| {r['node']} | {r['pid']} | lived {r['lived_s']} s (< warm-up) | - | - | - |")
-            continue
-        lines.append(f"| {r['node']} | {r['pid']} | {r['measured_s']} | {r['rss_mb_start']} -> {r['rss_mb_end']} "
-                     f"({r['rss_mb_max']}) | {r['threads_start']} -> {r['threads_end']} | "
-                     f"{r['fds_start']} -> {r['fds_end']} |")
-    lines += ["", "| sim window | chunks | inference p50 / p95 (ms) | observation age p50 / p95 (ms) |",
-              "|---|---|---|---|"]
-    for w in s["latency_windows"]:
-        lines.append(f"| {w['window']} | {w['chunks']} | {w['inference_ms_p50']} / {w['inference_ms_p95']} | "
-                     f"{w['obs_age_ms_p50']} / {w['obs_age_ms_p95']} |")
-    lines += ["", "Faults: " + "; ".join(f"{f['sim_s']:.0f} s {f['kind']}" for f in s["faults"]) + "."]
-    return lines
-
-
 def build_argparser(p) -> None:
     p.add_argument("--sim-minutes", type=float, default=30.0, help="sim time to run (default 30)")
     p.add_argument("--fault-every", type=float, default=90.0, help="mean sim seconds between faults")
@@ -341,8 +314,6 @@ def build_argparser(p) -> None:
 
 
 def run(args) -> int:
-    from .faults import write_reports
-
     figures = run_soak(args.out / "soak", args.sim_minutes, args.fault_every, args.checkpoint, args.seed)
     existing = args.out / "faults.json"
     cases = json.loads(existing.read_text()).get("cases", []) if existing.is_file() else []

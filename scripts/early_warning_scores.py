@@ -26,7 +26,7 @@ import numpy as np
 
 from vla_policy_node.core.embodiment import load_robot
 from vla_policy_node.core.imagination_monitor import real_frame_at
-from vla_policy_node.core.metrics import auroc, ssim
+from vla_policy_node.core.metrics import auroc, auroc_text, ssim
 from vla_policy_node.data.bags import read_bag
 
 SCORES = ("max_divergence", "mean_divergence", "max_excess", "mean_excess", "worse_than_still", "max_spread",
@@ -110,8 +110,9 @@ def main() -> None:
           "(0.5 = chance)")
     for score in SCORES:
         scored = [e for e in episodes if e[score] is not None]
-        value = auroc([e[score] for e in scored], [int(e["failed"]) for e in scored]) if scored else float("nan")
-        print(f"  {score:18s} {value:.2f}  ({len(scored)} episodes)")
+        failed = [int(e["failed"]) for e in scored]
+        value = auroc([e[score] for e in scored], failed)
+        print(f"  {score:18s} {auroc_text(value, sum(failed), len(scored), digits=2)}  ({len(scored)} episodes)")
     if args.json:
         args.json.write_text(json.dumps(episodes, indent=1))
 

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from vla_policy_node.core.metrics import action_errors, auroc, correlation, gripper_accuracy, psnr, ssim
+from vla_policy_node.core.metrics import (action_errors, auroc, auroc_text, correlation, gripper_accuracy, psnr,
+                                          ssim)
 
 
 def _scene(size: int) -> np.ndarray:
@@ -104,6 +105,18 @@ def test_auroc_of_perfect_inverted_and_one_class_rankings():
     assert auroc([0.9, 0.8, 0.7, 0.2, 0.1], labels) == pytest.approx(0.0)
     assert auroc([0.5] * 5, labels) == pytest.approx(0.5)
     assert math.isnan(auroc([0.1, 0.2], [1, 1]))
+
+
+def test_auroc_is_printed_only_where_both_classes_exist():
+    assert auroc_text(auroc([0.1, 0.9, 0.8], [0, 1, 1]), failures=2, episodes=3) == "1.000"
+    assert auroc_text(0.8125, failures=1, episodes=4, digits=2) == "0.81"
+    # one class: no value, whatever was computed (an AUROC of successes alone means nothing)
+    assert auroc_text(auroc([0.1] * 15, [0] * 15), failures=0, episodes=15) == \
+        "n/a (one class: 15 successes, 0 failures)"
+    assert auroc_text(1.0, failures=0, episodes=15) == "n/a (one class: 15 successes, 0 failures)"
+    assert auroc_text(math.nan, failures=1, episodes=1) == "n/a (one class: 0 successes, 1 failure)"
+    assert auroc_text(math.nan, failures=None, episodes=3) == "n/a (one class among 3 episodes)"
+    assert auroc_text(None, failures=0, episodes=0) == "n/a (no episodes)"
 
 
 def test_correlation_linear_and_monotonic():

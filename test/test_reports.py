@@ -122,6 +122,62 @@ def test_video_has_one_frame_per_real_frame_and_shows_imagination_for_its_time(f
     assert np.abs(left[30:].astype(int) - _real_frame(10)[30:]).mean() < 6
 
 
+def _panel_colors(path) -> list[np.ndarray]:
+    """Mean RGB of each video frame's right (imagined) panel, below its label strip."""
+    cap = cv2.VideoCapture(str(path))
+    colors = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        right = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)[40:, 256 + 20:-20]
+        colors.append(right.reshape(-1, 3).mean(axis=0))
+    return colors
+
+
+def test_video_of_an_evaluated_episode_shows_the_imagined_frame_predicted_for_each_time(tmp_path):
+    """As the evaluator keeps an episode: a chunk every 2 steps imagines the frames 8, 16 and 32 steps
+    ahead, with the offsets in s as float32 (vla_msgs/ImaginedFuture.frame_offsets), so several
+    chunks predict each instant. From the first predicted instant (step 8) on, every real frame shows
+    the newest prediction for its own time; before it, the blank panel."""
+    from vla_policy_node.core.episode_log import EpisodeLog
+    from vla_policy_node.evaluation.closed_loop_report import episode_record
+    from vla_policy_node.evaluation.episode_tracker import EpisodeTracker
+    from vla_policy_node.evaluation.reports import write_episode_video
+
+    ahead = (8, 16, 32)                                     # steps ahead of each imagined frame
+    offsets = [float(np.float32(k * DT)) for k in ahead]   # s, as rclpy hands the float32[] field over
+    start = 1000.0                                          # the reset stamp on the graph's clock, s
+
+    def imagined_color(source_step: int, target_step: int) -> tuple[int, int, int]:
+        """A colour per (source, target) pair; instants after the 40 filmed steps share one."""
+        return 30 + 10 * (min(target_step, 40) // 2), 30 + 10 * (source_step // 2), 120
+
+    tracker, log = EpisodeTracker(start), EpisodeLog(start, max_frames=40, frame_stride=2, max_imagined=80)
+    for step in range(40):
+        stamp = round(start + step * DT, 9)                 # ns stamps, as to_sec() gives them
+        tracker.on_env_state(stamp, step)
+        log.add_real_frame(stamp, lambda s=step: _real_frame(s))
+        if step % 2 == 0:
+            log.add_imagined(stamp, [np.full((64, 64, 3), imagined_color(step, step + k), np.uint8) for k in ahead],
+                             offsets)
+    record = episode_record("door-open_s100", "door-open", 100, "open the door", tracker, log, "step_limit", "", 1.0,
+                            DT)
+    assert len(record.imagined_frames) == 20 and len(record.real_frames) == 20     # every even step kept
+    path = tmp_path / "videos" / "door-open_s100.mp4"
+    assert write_episode_video(record, path) == 20
+    colors = _panel_colors(path)
+    assert len(colors) == 20
+    candidates = {"blank": np.array([40.0, 40.0, 40.0])}
+    candidates.update({(s, s + k): np.array(imagined_color(s, s + k), float)
+                       for s in range(0, 40, 2) for k in ahead if s + k < 40})      # the instants filmed
+    for i, color in enumerate(colors):
+        step = 2 * i                                         # real frame i is step 2i
+        shown = min(candidates, key=lambda c: np.abs(candidates[c] - color).max())
+        expected = "blank" if step < 8 else (step - 8, step)  # newest prediction of this very step
+        assert shown == expected, f"step {step}: panel {color.round(1)} shows {shown}, expected {expected}"
+
+
 def test_empty_data_skips_plots_and_says_so(tmp_path):
     rng = np.random.default_rng(1)
     episodes = [_episode("reach_s0", "reach", 0, True, rng, with_media=False)]
@@ -209,6 +265,33 @@ def test_closed_loop_episode_record_and_run_description():
     assert run["notes"][0].startswith("imagination monitor: divergence = 1 - SSIM")
     assert run["notes"][1].startswith("seeds [5] are below min_eval_seed=100")
     assert list(run["tables"]) == ["Imagination monitor"] and "replay_bag" not in run["summary"]
+
+
+def test_a_run_without_failures_prints_no_failure_auroc(tmp_path):
+    """One outcome class: every AUROC of the report is n/a in report.md and null in report.json."""
+    from vla_policy_node.core.progress import StageThresholds
+    from vla_policy_node.evaluation.closed_loop_report import EvaluationProtocol, run_description
+
+    (a, a_row), (b, b_row) = _closed_loop_episode("door-open_s100", True), _closed_loop_episode("door-open_s101", True)
+    b.seed = 101
+    protocol = EvaluationProtocol("closed_loop", True, 90.0, ["door-open"], [100, 101], 300, 100, "warn", False,
+                                  StageThresholds(), early_window_s=1.0)
+    run = run_description(protocol, {}, [a_row, b_row], [a, b], "videovla", "metaworld_sawyer", "sim_demo", [])
+    row, = run["tables"]["Imagination monitor"]
+    aurocs = {k: v for k, v in row.items() if "AUROC" in k}
+    assert len(aurocs) == 4 and set(aurocs.values()) == {"n/a (one class: 2 successes, 0 failures)"}
+    assert row["early window (s)"] == 1.0                       # the window's length, under its own name
+    write_run_report(tmp_path / "run", run, [a, b])
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "AUROC n/a (one class: 2 successes, 0 failures)" in md          # the headline
+    table = md.split("## Imagination monitor")[1].split("##")[0]
+    assert table.count("n/a (one class: 2 successes, 0 failures)") == 4
+    header, _, cells = (line.split("|")[1:-1] for line in table.strip().splitlines())
+    assert {h.strip(): c.strip() for h, c in zip(header, cells)}["early window (s)"] == "1.000"
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["summary"]["divergence_failure_auroc"] is None
+    assert report["summary"]["monitor"]["failure_auroc"] == {"max_divergence": None, "mean_divergence": None}
+    assert report["index_metrics"]["divergence_auroc_max"] is None
 
 
 def test_replay_run_description_scores_the_dry_run_commands():

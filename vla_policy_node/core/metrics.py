@@ -120,6 +120,21 @@ def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
     return float(roc_auc_score(labels, np.asarray(scores, dtype=np.float64)))
 
 
+def auroc_text(value: float | None, failures: int | None, episodes: int, digits: int = 3) -> str:
+    """A failure AUROC as reports print it: the value only where failed and successful episodes both
+    exist; else why there is none, e.g. "n/a (one class: 15 successes, 0 failures)". `failures`
+    among the `episodes` scored; None when not known (then a non-finite value says one class)."""
+    if episodes == 0:
+        return "n/a (no episodes)"
+    if failures is not None and failures in (0, episodes):
+        successes = episodes - failures
+        return (f"n/a (one class: {successes} success{'es' * (successes != 1)}, "
+                f"{failures} failure{'s' * (failures != 1)})")
+    if value is None or not math.isfinite(value):
+        return f"n/a (one class among {episodes} episode{'s' * (episodes != 1)})"
+    return f"{value:.{digits}f}"
+
+
 def correlation(x: Sequence[float], y: Sequence[float]) -> dict:
     """Pearson and Spearman correlation of paired values (non-finite pairs dropped); nan below 3 pairs."""
     x = np.asarray(x, dtype=np.float64)

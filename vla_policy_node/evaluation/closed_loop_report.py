@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.episode_log import EpisodeLog
+from ..core.metrics import auroc_text
 from ..core.monitor_figures import monitor_figures
 from ..core.progress import STAGES, StageThresholds
 from ..core.protocol import training_seeds
@@ -117,15 +118,21 @@ def run_description(protocol: EvaluationProtocol, lockstep_of_nodes: dict, monit
     index = {"divergence_auroc_max": monitor["failure_auroc"]["max_divergence"],
              "imagined_psnr_db": monitor["mean_psnr_db"],
              "progress_score_mean": float(np.mean([e.progress_score for e in episodes])) if episodes else None}
-    auc, corr = monitor["failure_auroc"], monitor["quality_success_correlation"]
+    auc, early, corr = (monitor["failure_auroc"], monitor["failure_auroc_common_window"],
+                        monitor["quality_success_correlation"])
+    scored, failures = monitor["episodes"], monitor["failures"]
+    early_failures = failures if not early["left_out"] else None    # the window's own count is not kept
     tables = {"Imagination monitor": [{
-        "episodes scored": monitor["episodes"], "failures": monitor["failures"],
+        "episodes scored": scored, "failures": failures,
         "frames compared": monitor["compared_frames"], "mean PSNR (dB)": monitor["mean_psnr_db"],
-        "mean SSIM": monitor["mean_ssim"], "failure AUROC (max divergence)": auc["max_divergence"],
-        "failure AUROC (mean divergence)": auc["mean_divergence"],
-        "failure AUROC, first s of every episode": monitor["failure_auroc_common_window"]["window_s"],
-        "... (max divergence)": monitor["failure_auroc_common_window"]["max_divergence"],
-        "... (mean divergence)": monitor["failure_auroc_common_window"]["mean_divergence"],
+        "mean SSIM": monitor["mean_ssim"],
+        "failure AUROC (max divergence)": auroc_text(auc["max_divergence"], failures, scored),
+        "failure AUROC (mean divergence)": auroc_text(auc["mean_divergence"], failures, scored),
+        "early window (s)": early["window_s"],
+        "early-window failure AUROC (max divergence)": auroc_text(early["max_divergence"], early_failures,
+                                                                  early["episodes"]),
+        "early-window failure AUROC (mean divergence)": auroc_text(early["mean_divergence"], early_failures,
+                                                                   early["episodes"]),
         "PSNR vs success (Pearson)": corr["psnr_db"]["pearson"],
         "SSIM vs success (Pearson)": corr["ssim"]["pearson"]}]}
     if protocol.mode == "replay" and episodes:

@@ -38,10 +38,11 @@ import cv2
 import numpy as np
 from tabulate import tabulate
 
-from ..core.metrics import auroc, correlation
+from ..core.metrics import auroc, auroc_text, correlation
 
 VIDEO_PANEL_PX = 256          # small frames are up-scaled to at least this height per panel
 VIDEO_MAX_FPS = 20.0          # playback rate cap: 80 Hz control-rate frames play slowed down
+TIME_RESOLUTION_S = 1e-6      # times of real and imagined frames are paired in whole microseconds
 
 
 @dataclass
@@ -154,6 +155,7 @@ def summarize_episodes(episodes: Sequence[EpisodeRecord]) -> dict:
                            "mean": _mean(latencies), "n": len(latencies)},
             "divergence_failure_auroc": failure_auroc,
             "divergence_failure_auroc_episodes": len(scored),
+            "divergence_failure_auroc_failures": sum(f for _, f in scored),
             "progress_success_correlation": progress}
 
 
@@ -263,20 +265,31 @@ def _panel(frame: np.ndarray | None, size: int, label: str) -> np.ndarray:
     return panel
 
 
+def _microseconds(times) -> np.ndarray:
+    """Times (s) in whole microseconds, so that an offset that crossed the wire as float32 (0.1 s
+    arrives as 0.10000000149 s) lands on the instant it names, and predictions of one instant by
+    several chunks tie."""
+    return np.rint(np.asarray(times, dtype=np.float64) / TIME_RESOLUTION_S).astype(np.int64)
+
+
 def _imagined_timeline(ep: EpisodeRecord) -> tuple[np.ndarray, list[tuple[float, np.ndarray]]]:
-    """Imagined frames sorted by the time they were imagined for: (times, [(source time, frame)])."""
+    """Imagined frames sorted by the time they were imagined for: (target times in whole us,
+    [(source time s, frame)]); of frames for the same time the most recent source comes last."""
     items = []
     for source_t, frames in ep.imagined_frames:
         for j, frame in enumerate(frames):
             offset = ep.imagined_offsets_s[j] if ep.imagined_offsets_s else j * ep.frame_dt_s
             items.append((float(source_t) + float(offset), float(source_t), frame))
-    items.sort(key=lambda x: (x[0], x[1]))          # same target time: the most recent source wins
-    return np.array([x[0] for x in items]), [(x[1], x[2]) for x in items]
+    targets = _microseconds([x[0] for x in items])
+    order = sorted(range(len(items)), key=lambda i: (targets[i], items[i][1]))
+    return targets[order], [(items[i][1], items[i][2]) for i in order]
 
 
 def write_episode_video(ep: EpisodeRecord, path: Path) -> int:
-    """mp4 of the episode: real frame left, the latest imagined frame whose time has come right
-    (held until the next one), or a blank "no imagination" panel. Returns the frame count."""
+    """mp4 of the episode: real frame left; right, the imagined frame whose time has come: of the
+    imagined frames for the latest time at or before the real frame's (the most recent prediction
+    of that time), held until the next one's time; before the first, a blank "no imagination"
+    panel. Times are compared in whole microseconds. Returns the frame count."""
     frames = ep.real_frames
     times = np.asarray(ep.frame_times_s if ep.frame_times_s is not None
                        else np.arange(len(frames)) * ep.frame_dt_s, dtype=np.float64)
@@ -286,18 +299,18 @@ def write_episode_video(ep: EpisodeRecord, path: Path) -> int:
     fps = min(1.0 / dt if dt > 0 else VIDEO_MAX_FPS, VIDEO_MAX_FPS)
     size = max(VIDEO_PANEL_PX, max(np.asarray(f).shape[0] for f in frames))
     targets, imagined = _imagined_timeline(ep)
-    hold = float(np.median(np.diff(np.unique(targets)))) if np.unique(targets).size > 1 else 2 * dt
+    shown = np.searchsorted(targets, _microseconds(times), side="right") - 1
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (2 * size, size))
     if not writer.isOpened():
         raise OSError(f"{path}: OpenCV cannot write mp4 here")
     try:
-        for frame, t in zip(frames, times):
+        for frame, t, k in zip(frames, times, shown):
             left = _panel(frame, size, f"real t={t:.3f}s")
-            k = int(np.searchsorted(targets, t + 1e-9, side="right")) - 1
-            if k >= 0 and t - targets[k] <= hold + 1e-9:
+            if k >= 0:
                 source_t, img = imagined[k]
-                right = _panel(img, size, f"imagined for t={targets[k]:.3f}s (from t={source_t:.3f}s)")
+                right = _panel(img, size, f"imagined for t={targets[k] * TIME_RESOLUTION_S:.3f}s "
+                                          f"(from t={source_t:.3f}s)")
             else:
                 right = _panel(None, size, "no imagination")
             writer.write(cv2.cvtColor(np.concatenate([left, right], axis=1), cv2.COLOR_RGB2BGR))
@@ -345,11 +358,10 @@ def render_markdown(report: dict, skipped_plots: dict[str, str], plots: dict[str
     lat = s["latency_ms"]
     if lat["n"]:
         headline.append(f"latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms over {lat['n']} chunks")
-    auc = s["divergence_failure_auroc"]
     if s["divergence_failure_auroc_episodes"]:
-        undefined = isinstance(auc, float) and math.isnan(auc)
-        headline.append(f"failure prediction from mean imagination divergence: AUROC {_fmt(auc)}"
-                        + (" (one outcome class only: undefined)" if undefined else ""))
+        auc = auroc_text(s["divergence_failure_auroc"], s["divergence_failure_auroc_failures"],
+                         s["divergence_failure_auroc_episodes"])
+        headline.append(f"failure prediction from mean imagination divergence: AUROC {auc}")
     lines += ["", "; ".join(headline) + "."]
     lines += ["", "## Per task", ""]
     lines += markdown_table([{"task": task, "episodes": t["episodes"], "success rate": t["success_rate"],

@@ -2,11 +2,17 @@
 
 The executor node writes `summary()` as JSON to its `stats_file` at exit. Command stamps are in s
 on the robot's clock; loop period jitter and deadline lateness are wall-clock figures in ms.
-Memory is bounded: the last MAX_TICKS tick times, the first MAX_LATENESS lateness samples and
-the first MAX_COMMANDS commands are kept.
+Memory is bounded: the last MAX_TICKS tick times and the first MAX_LATENESS lateness samples are
+kept; the command log (the first MAX_COMMANDS commands, every one of them for the benchmarks that
+read it) goes to a temporary file as it is written, one JSON line per command, and is read back
+once, by `summary()`.
 """
 
 from __future__ import annotations
+
+import json
+import tempfile
+import threading
 
 import numpy as np
 
@@ -19,11 +25,43 @@ MAX_COMMANDS = 500_000
 JITTER_WINDOW = 100_000          # tick periods the jitter percentiles are taken over
 
 
+class CommandLog:
+    """Commands as JSON lines in a buffered, unnamed temporary file (opened at the first command,
+    gone when closed or at exit): memory holds the file's buffer only. The first MAX_COMMANDS are kept."""
+
+    def __init__(self):
+        self._file = None
+        self._lock = threading.Lock()       # the control loop appends, summary() reads
+        self.count = 0
+        self.dropped = 0
+
+    def append(self, row: tuple) -> None:
+        with self._lock:
+            if self.count >= MAX_COMMANDS:
+                self.dropped += 1
+                return
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(prefix="executor_commands_", suffix=".jsonl")
+            self._file.write(json.dumps(row, separators=(",", ":")).encode() + b"\n")
+            self.count += 1
+
+    def read(self) -> list[tuple]:
+        """Every command kept, in order, as the tuples appended (lists inside stay lists)."""
+        with self._lock:
+            if self._file is None:
+                return []
+            self._file.flush()
+            self._file.seek(0)
+            rows = [tuple(json.loads(line)) for line in self._file]
+            self._file.seek(0, 2)            # later commands go on at the end
+            return rows
+
+
 class ExecutorStats:
     def __init__(self):
         self.tick_wall_times: list[float] = []     # wall-clock loop: perf_counter at each tick, s
         self.lateness_s: list[float] = []          # wall-clock loop: wake-up time - deadline, s
-        self.commands: list[tuple] = []            # (stamp s, command, chunk id, index, merged chunks, hold reason,
+        self.commands = CommandLog()               # (stamp s, command, chunk id, index, merged chunks, hold reason,
         #                                            control tick number)
         self.resets: list[tuple] = []              # (stamp s, episode id): commands before and after are apart
 
@@ -43,11 +81,10 @@ class ExecutorStats:
                    hold_reason: str, tick: int = -1) -> None:
         """A command sent (or published in dry run) at `stamp_s` by control tick number `tick`;
         `executed` None when it holds. Ticks tell a tick that sent nothing from a late tick."""
-        if len(self.commands) < MAX_COMMANDS:
-            self.commands.append((round(stamp_s, 6), [round(float(v), 6) for v in command],
-                                  -1 if executed is None else int(executed.chunk_id),
-                                  -1 if executed is None else int(executed.index),
-                                  0 if executed is None else len(executed.sources), hold_reason, int(tick)))
+        self.commands.append((round(stamp_s, 6), [round(float(v), 6) for v in command],
+                              -1 if executed is None else int(executed.chunk_id),
+                              -1 if executed is None else int(executed.index),
+                              0 if executed is None else len(executed.sources), hold_reason, int(tick)))
 
     def summary(self, core: ChunkExecutor, monitor_reactions: dict, commands_resent: int, request_retries: int,
                 ik: dict | None, control_thread_priority: int) -> dict:
@@ -71,4 +108,4 @@ class ExecutorStats:
                                    "ticks": int(len(jitter) + 1)},
                 "deadline_lateness_ms": {"p50": float(np.percentile(late, 50)) if len(late) else None,
                                          "p99": float(np.percentile(late, 99)) if len(late) else None},
-                "commands": self.commands, "resets": self.resets}
+                "commands": self.commands.read(), "commands_dropped": self.commands.dropped, "resets": self.resets}

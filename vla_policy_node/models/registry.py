@@ -1,9 +1,11 @@
-"""The one place policy backends are named.
+"""The one place policy backends and their trainers are named.
 
-Each entry maps a backend name to a module that exposes `Policy` (a PolicyBackend subclass) and,
-for families trained here, `Trainer` (used by `vla-train --family NAME`). Modules are imported
-on first use, so the scripted backends never load torch. Packages outside this project add
-backends through the entry-point group `vla_policy_node.backends` (name = "module").
+BACKENDS maps a backend name to a module that exposes `Policy` (a PolicyBackend subclass);
+TRAINERS maps a family trained here to its trainer ("module:class", used by `vla-train --family
+NAME`), a module of its own, so that loading a backend never loads training code (accelerate,
+optimizers, data loading). Modules are imported on first use, so the scripted backends never load
+torch. Packages outside this project add backends through the entry-point group
+`vla_policy_node.backends` (name = "module"); such a module may expose `Trainer` too.
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ BACKENDS = {
     "lingbot_va": "vla_policy_node.models.lingbot_va",  # LingBot-VA: autoregressive video-action chunks over a KV cache
     "qwen_vla": "vla_policy_node.models.qwen_vla",      # Qwen-VLA: VLM backbone + flow-matching DiT, one model for many robots
     "remote": "vla_policy_node.models.remote",          # any backend behind an openpi-protocol server (vla-serve)
+}
+TRAINERS = {
+    "videovla": "vla_policy_node.models.videovla.training_videovla:VideoVLATrainer",
+    "bc": "vla_policy_node.models.bc.training_bc:BCTrainer",
+    "vita": "vla_policy_node.models.vita.training_vita:VITATrainer",
+    "lingbot_va": "vla_policy_node.models.lingbot_va.training_lingbot_va:LingBotVATrainer",
+    "qwen_vla": "vla_policy_node.models.qwen_vla.training_qwen_vla:QwenVLATrainer",
 }
 ENTRY_POINT_GROUP = "vla_policy_node.backends"
 
@@ -49,13 +58,20 @@ def backend_class(name: str) -> type[PolicyBackend]:
     return cls
 
 
+def _trainable(name: str) -> bool:
+    return name in TRAINERS or hasattr(backend_module(name), "Trainer")
+
+
 def trainer(name: str):
-    """The family's Trainer (add_arguments(parser), run(args)); KeyError for untrainable backends."""
-    module = backend_module(name)
-    if not hasattr(module, "Trainer"):
-        trainable = [n for n in available_backends() if hasattr(backend_module(n), "Trainer")]
-        raise KeyError(f"policy backend '{name}' is not trained here; families with a trainer: {', '.join(trainable)}")
-    return module.Trainer
+    """The family's Trainer (add_arguments(parser), run(args)): its TRAINERS entry, else the backend
+    module's `Trainer` (a family in one module, an entry point); KeyError for untrainable backends."""
+    if name in TRAINERS:
+        module, _, cls = TRAINERS[name].partition(":")
+        return getattr(importlib.import_module(module), cls)
+    if not _trainable(name):
+        families = [n for n in available_backends() if _trainable(n)]
+        raise KeyError(f"policy backend '{name}' is not trained here; families with a trainer: {', '.join(families)}")
+    return backend_module(name).Trainer
 
 
 def make_backend(name: str, embodiment, **options) -> PolicyBackend:

@@ -1,7 +1,7 @@
-"""VideoVLA family: configuration, modeling (the DiT), policy (the backend) and training."""
+"""VideoVLA family: configuration, modeling (the DiT) and policy (the backend); training
+(training_videovla.py) is found through models/registry.py, so loading the backend loads no training code."""
 
 from .configuration_videovla import VideoVLAConfig
 from .policy_videovla import VideoVLAPipeline, VideoVLAPolicy as Policy
-from .training_videovla import VideoVLATrainer as Trainer
 
-__all__ = ["Policy", "Trainer", "VideoVLAConfig", "VideoVLAPipeline"]
+__all__ = ["Policy", "VideoVLAConfig", "VideoVLAPipeline"]

@@ -1,8 +1,8 @@
 """VITA family: one codebook shared by vision and action, an autoregressive backbone that emits
-codes, decoders from codes to the action chunk and (when asked) to the next frame."""
+codes, decoders from codes to the action chunk and (when asked) to the next frame. Training
+(training_vita.py) is found through models/registry.py, so loading the backend loads no training code."""
 
 from .configuration_vita import VITAConfig
 from .policy_vita import VITAPipeline, VITAPolicy as Policy
-from .training_vita import VITATrainer as Trainer
 
-__all__ = ["Policy", "Trainer", "VITAConfig", "VITAPipeline"]
+__all__ = ["Policy", "VITAConfig", "VITAPipeline"]

@@ -94,7 +94,8 @@ def third_party_imports() -> dict[str, list[tuple[str, int, bool]]]:
             for name in names:
                 top = name.split(".")[0]
                 if top not in sys.stdlib_module_names and top != PACKAGE:
-                    found.setdefault(top, []).append((str(path.relative_to(ROOT)), node.lineno, id(node) not in in_functions))
+                    where = (str(path.relative_to(ROOT)), node.lineno, id(node) not in in_functions)
+                    found.setdefault(top, []).append(where)
     return found
 
 

@@ -39,7 +39,7 @@ def imported_modules(path: Path, package: list[str] = CORE_PACKAGE) -> list[tupl
         if isinstance(node, ast.Import):
             out += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = package[:len(package) - (node.level - 1)] if node.level else []
+            base = package[:max(0, len(package) - (node.level - 1))] if node.level else []
             module = ".".join([*base, *([node.module] if node.module else [])])
             submodules = [f"{module}.{a.name}" for a in node.names if f"{module}.{a.name}" in MODULES]
             out += [(node.lineno, name) for name in submodules]

@@ -7,11 +7,14 @@ within `timeout_s` gives a named error for that chunk (the executor holds when i
 out) and the connection is dropped (a late answer must not be taken for the next request); the
 next predict reconnects, at most once per `reconnect_s`. With a vla-serve server, resets,
 executed actions (stateful backends) and real-time-chunking prefixes cross too; with an openpi
-server only observations do (the server keeps no episode).
+server only observations do (the server keeps no episode). A vla-serve that requires a token gets
+it as 'Authorization: Bearer <token>' (option `token`, default the VLA_SERVE_TOKEN environment
+variable); without one no Authorization header is sent, as openpi's servers expect.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -20,6 +23,9 @@ from ..core.normalization import Normalizer
 from .backend import BackendOption, PolicyBackend, PolicyInput, PolicyOutput
 from .observation_keys import ObservationKeys
 from .wire import WireError, pack, unpack
+
+
+TOKEN_ENV = "VLA_SERVE_TOKEN"      # the shared token of vla-serve (server and client side)
 
 
 class RemotePolicyError(RuntimeError):
@@ -34,7 +40,9 @@ class RemoteBackend(PolicyBackend):
         "timeout_s": BackendOption(5.0, "longest wait for one answer (s)"),
         "connect_timeout_s": BackendOption(10.0, "longest wait to connect (s)"),
         "reconnect_s": BackendOption(1.0, "after a failure, wait at least this long before connecting again (s)"),
-        "api_key": BackendOption("", "sent as 'Authorization: Api-Key <key>' when set"),
+        "api_key": BackendOption("", "sent as 'Authorization: Api-Key <key>' when set (openpi servers)"),
+        "token": BackendOption("", f"vla-serve's token, sent as 'Authorization: Bearer <token>'; default the "
+                                   f"{TOKEN_ENV} environment variable (a ROS parameter is readable by its peers)"),
         "image_keys": BackendOption("", "CAMERA=KEY,... observation keys of the cameras (default observation/images/<camera>)"),
         "state_key": BackendOption("", "observation key of the state (default observation/state)"),
         "prompt_key": BackendOption("", "observation key of the instruction (default prompt)"),
@@ -42,14 +50,17 @@ class RemoteBackend(PolicyBackend):
 
     def __init__(self, embodiment, server: str = "ws://localhost:8000", timeout_s: float = 5.0,
                  connect_timeout_s: float = 10.0, reconnect_s: float = 1.0, api_key: str = "", image_keys: str = "",
-                 state_key: str = "", prompt_key: str = ""):
+                 state_key: str = "", prompt_key: str = "", token: str = ""):
         super().__init__(embodiment)
         if timeout_s <= 0 or connect_timeout_s <= 0:
             raise ValueError(f"remote backend: timeout_s ({timeout_s}) and connect_timeout_s ({connect_timeout_s}) "
                              "must be > 0 s")
         self.uri = server if server.startswith(("ws://", "wss://")) else f"ws://{server}"
         self.timeout_s, self.connect_timeout_s, self.reconnect_s = timeout_s, connect_timeout_s, reconnect_s
+        if token and api_key:
+            raise ValueError("remote backend: token and api_key both set; a request carries one Authorization header")
         self.api_key = api_key
+        self.token = token or ("" if api_key else os.environ.get(TOKEN_ENV, ""))
         self.keys = ObservationKeys.parse(image_keys, state_key, prompt_key)
         cfg = embodiment.config
         self.dim, self.horizon = len(cfg.action.names), int(cfg.action.horizon)
@@ -65,15 +76,18 @@ class RemoteBackend(PolicyBackend):
     def connect(self) -> None:
         from websockets.sync.client import connect
 
-        headers = {"Authorization": f"Api-Key {self.api_key}"} if self.api_key else None
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else \
+            {"Authorization": f"Api-Key {self.api_key}"} if self.api_key else None
         try:
             ws = connect(self.uri, compression=None, max_size=None, additional_headers=headers,
                          open_timeout=self.connect_timeout_s)
             metadata = unpack(ws.recv(timeout=self.connect_timeout_s))
         except (OSError, TimeoutError, WireError, Exception) as exc:   # websockets raises its own types too
             self.last_failure = time.monotonic()
-            raise RemotePolicyError(f"remote backend: cannot connect to {self.uri}: {type(exc).__name__}: {exc}") \
-                from None
+            refusal = getattr(getattr(exc, "response", None), "body", b"") or b""   # a refused handshake's reason
+            reason = f" ({refusal.decode(errors='replace').strip()})" if refusal else ""
+            raise RemotePolicyError(f"remote backend: cannot connect to {self.uri}: {type(exc).__name__}: {exc}"
+                                    f"{reason}") from None
         self.check_metadata(metadata)
         self.ws, self.metadata = ws, metadata
         self.uses_privileged_state = bool(metadata.get("uses_privileged_state", False))

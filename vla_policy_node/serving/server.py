@@ -10,14 +10,24 @@ inference, three keys of this project's clients (advertised in the metadata unde
 "extensions"): {"__reset__": true, "prompt", "seed", "task"} starts an episode,
 {"__update__": true, "executed_actions", [observation]} feeds a stateful backend, and a "prefix"
 ((k, dim) model space) in an observation keeps a real-time-chunking prefix. GET /healthz answers
-200. One backend, one inference at a time (requests from several clients queue).
+200 with the server's counters (JSON). One backend, one inference at a time (requests from several
+clients queue).
+
+Exposure: the server listens on loopback (127.0.0.1) unless `--host` says otherwise; a frame larger
+than `--max-frame-mb` is refused from its header (before its payload is read), the connection closed
+with 1009 and counted; with a token (`--token` or VLA_SERVE_TOKEN) a client must send
+`Authorization: Bearer <token>` (or openpi's `Api-Key <token>`) on the websocket handshake, else it
+is refused with HTTP 401 and counted. Reaching it from another machine: docs/security.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import http
+import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -26,10 +36,24 @@ import numpy as np
 
 from ..models.backend import PolicyBackend
 from ..models.observation_keys import ObservationKeys
+from ..models.remote import TOKEN_ENV
 from ..models.wire import WireError, pack, unpack
 
 EXTENSIONS = ["reset", "update", "prefix", "imagined"]
+# A fixed bound rather than one sized from the robot file: clients may send camera frames at their
+# native resolution (a 1080p RGB frame is 5.9 MiB), so 16 MiB holds two of them with the state.
+DEFAULT_MAX_FRAME_MB = 16.0
+MAX_QUEUED_FRAMES = 2      # frames read ahead per client while one is answered (the protocol sends one)
 log = logging.getLogger("vla-serve")
+
+
+def authorized(header: str | None, token: str) -> bool:
+    """Whether an Authorization header carries `token` ('Bearer <token>', or openpi's 'Api-Key
+    <token>'); compared in constant time."""
+    scheme, _, value = (header or "").strip().partition(" ")
+    if scheme.lower() not in ("bearer", "api-key"):
+        value = ""
+    return hmac.compare_digest(value.strip().encode(), token.encode())
 
 
 class PolicyService:
@@ -97,28 +121,59 @@ class PolicyService:
 
 
 class PolicyServer:
-    """A PolicyService on a websocket port (websockets' threaded server: one thread per client)."""
+    """A PolicyService on a websocket port (websockets' threaded server: one thread per client).
 
-    def __init__(self, service: PolicyService, host: str = "0.0.0.0", port: int = 8000):
+    `max_frame_bytes` bounds one client frame (larger ones are refused and counted in
+    `stats["oversized_frames"]`); with a `token`, a handshake without it is refused (HTTP 401,
+    `stats["unauthorized"]`). GET /healthz needs no token: it answers the counters."""
+
+    def __init__(self, service: PolicyService, host: str = "127.0.0.1", port: int = 8000,
+                 max_frame_bytes: int = int(DEFAULT_MAX_FRAME_MB * 2**20), token: str = ""):
         from websockets.sync.server import serve
 
-        self.service = service
-        self.server = serve(self.session, host, port, compression=None, max_size=None,
-                            process_request=self.health)
+        if max_frame_bytes <= 0:
+            raise ValueError(f"max_frame_bytes: must be > 0, got {max_frame_bytes}")
+        self.service, self.token, self.max_frame_bytes = service, token, int(max_frame_bytes)
+        self.stats = {"clients": 0, "connections": 0, "unauthorized": 0, "oversized_frames": 0,
+                      "failed_requests": 0}
+        self.stats_lock = threading.Lock()
+        self.server = serve(self.session, host, port, compression=None, max_size=self.max_frame_bytes,
+                            max_queue=MAX_QUEUED_FRAMES, process_request=self.admit)
         self.port = self.server.socket.getsockname()[1]
         self.thread: threading.Thread | None = None
 
-    @staticmethod
-    def health(connection, request):
+    def count(self, key: str, step: int = 1) -> None:
+        with self.stats_lock:
+            self.stats[key] += step
+
+    def health(self) -> dict:
+        with self.stats_lock:
+            return {"status": "ok", "requests": self.service.requests, "max_frame_bytes": self.max_frame_bytes,
+                    "token_required": bool(self.token), **self.stats}
+
+    def admit(self, connection, request):
+        """The handshake: /healthz answered, a client without the token refused; None lets it in."""
         if request.path == "/healthz":
-            return connection.respond(http.HTTPStatus.OK, "OK\n")
+            response = connection.respond(http.HTTPStatus.OK, json.dumps(self.health()) + "\n")
+            del response.headers["Content-Type"]
+            response.headers["Content-Type"] = "application/json"
+            return response
+        if self.token and not authorized(request.headers.get("Authorization"), self.token):
+            self.count("unauthorized")
+            log.warning("client %s refused: missing or wrong token", connection.remote_address)
+            return connection.respond(http.HTTPStatus.UNAUTHORIZED,
+                                      "vla-serve: missing or wrong token: send 'Authorization: Bearer <token>' "
+                                      f"(the server's --token / {TOKEN_ENV})\n")
         return None
 
     def session(self, ws) -> None:
         from websockets.exceptions import ConnectionClosed
+        from websockets.frames import CloseCode
 
         peer = ws.remote_address
         log.info("client %s connected", peer)
+        self.count("connections")
+        self.count("clients")
         try:
             ws.send(pack(self.service.metadata()))
             for frame in ws:
@@ -126,12 +181,17 @@ class PolicyServer:
                     answer = pack(self.service.handle(unpack(frame)))
                 except Exception as exc:  # noqa: BLE001 - any failure is sent to the client, named
                     log.error("client %s: %s", peer, exc)
+                    self.count("failed_requests")
                     ws.send(f"{type(exc).__name__}: {exc}")
                     ws.close(1011, "request failed")
                     return
                 ws.send(answer)
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                self.count("oversized_frames")
+                log.warning("client %s: frame over %d bytes refused (--max-frame-mb)", peer, self.max_frame_bytes)
+        finally:
+            self.count("clients", -1)
         log.info("client %s disconnected", peer)
 
     def start(self) -> "PolicyServer":
@@ -150,13 +210,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--backend", default="auto", help="registry name, or auto (read from --checkpoint)")
     parser.add_argument("--checkpoint", default="", help="checkpoint directory (learned backends)")
     parser.add_argument("--robot", required=True, help="robot file name or path (config/robots/)")
-    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default loopback; another machine: docs/security.md)")
     parser.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
     parser.add_argument("--device", default="", help="torch device (learned backends): cpu, cuda, mps")
     parser.add_argument("--dtype", default="", help="float32, bfloat16, float16 (learned backends)")
     parser.add_argument("--image-keys", default="", help="CAMERA=KEY,... (default observation/images/<camera>)")
     parser.add_argument("--state-key", default="", help="default observation/state")
     parser.add_argument("--prompt-key", default="", help="default prompt")
+    parser.add_argument("--max-frame-mb", type=float, default=DEFAULT_MAX_FRAME_MB,
+                        help="largest client frame (MiB); larger ones are refused and counted in /healthz")
+    parser.add_argument("--token", default="",
+                        help=f"shared token clients send as 'Authorization: Bearer <token>' (default: the "
+                             f"{TOKEN_ENV} environment variable, which keeps it out of the process list)")
     return parser.parse_args(argv)
 
 
@@ -166,6 +232,10 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s] %(message)s")
+    if not args.max_frame_mb > 0:
+        print(f"vla-serve: --max-frame-mb {args.max_frame_mb}: must be > 0", file=sys.stderr)
+        return 2
+    token = args.token or os.environ.get(TOKEN_ENV, "")
     try:
         embodiment = load_robot(args.robot)
         keys = ObservationKeys.parse(args.image_keys, args.state_key, args.prompt_key)
@@ -180,11 +250,16 @@ def main(argv=None) -> int:
         print(f"vla-serve: {exc}", file=sys.stderr)
         return 2
     try:
-        server = PolicyServer(PolicyService(backend, embodiment, keys), args.host, args.port)
+        server = PolicyServer(PolicyService(backend, embodiment, keys), args.host, args.port,
+                              int(args.max_frame_mb * 2**20), token)
     except OSError as exc:
         print(f"vla-serve: --host {args.host} --port {args.port}: {exc}", file=sys.stderr)
         return 2
-    print(f"vla-serve: {backend.name} for {embodiment.name} on ws://{args.host}:{server.port}", flush=True)
+    if not token and args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s without a token: anyone who reaches the port can use the model; set %s "
+                    "and put TLS in front (docs/security.md)", args.host, TOKEN_ENV)
+    print(f"vla-serve: {backend.name} for {embodiment.name} on ws://{args.host}:{server.port} "
+          f"(frames up to {args.max_frame_mb:g} MiB, token {'required' if token else 'not required'})", flush=True)
     try:
         server.server.serve_forever()
     except KeyboardInterrupt:

@@ -48,6 +48,7 @@ setup(
             "vla-eval=vla_policy_node.evaluation.cli:main",
             "vla-task=vla_policy_node.task_cli:main",
             "vla-serve=vla_policy_node.serving.server:main",
+            "vla-sros2-policy=vla_policy_node.security:main",
         ],
     },
 )

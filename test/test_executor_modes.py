@@ -20,6 +20,7 @@ from vla_policy_node.core.motion_limiter import MotionLimiter
 from vla_policy_node.core.smoothness import boundary_jerk
 
 DT = 0.0125
+H = 8                     # actions per chunk of the fake policy
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def run_loop(executor, delay_s, n_ticks, chunk_error=0.0, honour_prefix=True, se
         if result.request_chunk:
             _, prefix = executor.take_feedback(request=True)
             chunk_id += 1
-            times = now + np.arange(executor.horizon) * DT
+            times = now + np.arange(H) * DT
             actions = trajectory(times) + chunk_error * rng.standard_normal(4)   # each chunk a bit off
             actions[:, 3] = trajectory(times)[:, 3]
             if honour_prefix and len(prefix):
@@ -62,8 +63,8 @@ def run_loop(executor, delay_s, n_ticks, chunk_error=0.0, honour_prefix=True, se
                 # continue from the prefix end into the new plan smoothly (what inpainting achieves)
                 k0 = len(prefix)
                 end = actions[k0 - 1, :3] - trajectory(times[k0 - 1:k0])[0, :3]   # offset where the plan ends
-                for i in range(k0, executor.horizon):
-                    u = min(1.0, (i - k0 + 1) / (executor.horizon - k0 + 1))
+                for i in range(k0, H):
+                    u = min(1.0, (i - k0 + 1) / (H - k0 + 1))
                     w = u * u * (3 - 2 * u)                                     # smoothstep
                     actions[i, :3] = trajectory(times[i:i + 1])[0, :3] + (1 - w) * end + w * (
                         actions[i, :3] - trajectory(times[i:i + 1])[0, :3])
@@ -197,6 +198,7 @@ def test_async_requests_early_by_measured_latency(sawyer):
 
 def test_rtc_prefix_is_the_plan_that_runs_during_inference(sawyer):
     ex = ChunkExecutor(sawyer, mode="async_rtc", lockstep=False, overrides={"latency_warmup": 0, "latency_margin_s": 0.0})
+    ex.execute_per_chunk = 8                   # asked for by the horizon left, not by the re-plan cadence
     ex.reset("ep", 0.0)
     ex.set_armed(True)
     for _ in range(5):

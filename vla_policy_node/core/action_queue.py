@@ -6,7 +6,9 @@ in time they are merged:
 
 - ``replace``:  the newest chunk wins from its first valid action on (older ones are cut there);
 - ``ensemble``: temporal ensembling (ACT): every chunk covering a time votes with weight
-  exp(-decay * rank), rank 0 = the oldest prediction for that time;
+  exp(-decay * rank), rank 0 = the oldest prediction for that time; with `ensemble_chunks` = N
+  only the newest N chunks covering it vote (a long chunk re-planned often would otherwise let
+  predictions made far back outvote the fresh ones);
 - ``average``:  a linear cross-fade from the older to the newer chunk across their overlap.
 
 The schedule is sampled at arbitrary control times: ``nearest`` takes the action of the grid
@@ -73,12 +75,14 @@ class _Entry:
 class ActionQueue:
     """Overlapping chunks on one time axis, merged and sampled at control ticks."""
 
-    def __init__(self, dt: float, merge: str = "replace", sampling: str = "nearest", ensemble_decay: float = 0.5):
+    def __init__(self, dt: float, merge: str = "replace", sampling: str = "nearest", ensemble_decay: float = 0.5,
+                 ensemble_chunks: int = 0):
         if merge not in MERGE_STRATEGIES:
             raise ValueError(f"merge strategy '{merge}' unknown; use one of {MERGE_STRATEGIES}")
         if sampling not in SAMPLING:
             raise ValueError(f"sampling '{sampling}' unknown; use one of {SAMPLING}")
         self.dt, self.merge, self.sampling, self.ensemble_decay = dt, merge, sampling, ensemble_decay
+        self.ensemble_chunks = int(ensemble_chunks)      # 0 = every covering chunk votes
         self.tolerance = dt / 2.0
         self._entries: list[_Entry] = []
         self.skipped_stale = 0        # actions already in the past when their chunk arrived
@@ -114,8 +118,10 @@ class ActionQueue:
 
     # ---- reading ---------------------------------------------------------------------------
     def _covering(self, t: float) -> list[_Entry]:
-        return [e for e in self._entries
-                if e.start_time() - self.tolerance <= t <= e.end_time() + self.tolerance]
+        entries = [e for e in self._entries if e.start_time() - self.tolerance <= t <= e.end_time() + self.tolerance]
+        if self.merge == "ensemble" and self.ensemble_chunks:
+            return entries[-self.ensemble_chunks:]
+        return entries
 
     def _sample(self, e: _Entry, t: float) -> tuple[np.ndarray, np.ndarray, int]:
         c = e.chunk

@@ -85,7 +85,8 @@ class ActionConfig(_Strict):
     names: list[str]
     units: list[str]
     control_rate_hz: float = Field(gt=0)
-    horizon: int = Field(gt=0, description="actions per predicted chunk")
+    horizon: int = Field(gt=0, description="actions per predicted chunk: what training uses by default and "
+                                           "scripted backends produce (a checkpoint's chunks keep its own length)")
     execute_per_chunk: int = Field(gt=0, description="actions executed before re-planning (sync mode)")
     gripper: GripperConfig | None = None
     unified: UnifiedActionConfig | None = None
@@ -164,6 +165,8 @@ class ExecutorConfig(_Strict):
     mode: Literal["sync", "async", "async_rtc"] = "sync"
     merge: Literal["replace", "ensemble", "average"] = "replace"
     ensemble_decay: float = Field(0.5, ge=0, description="temporal ensembling: weight exp(-decay * rank)")
+    ensemble_chunks: int = Field(0, ge=0, description="temporal ensembling: only the newest N chunks covering a "
+                                                      "time vote (0 = all)")
     interpolation: Literal["nearest", "linear", "smooth"] = "nearest"
     control_rate_hz: float | None = Field(None, gt=0, description="controller rate (default: action rate)")
     latency_margin_s: float = Field(0.0, ge=0, description="async: request when remaining <= latency + margin")
@@ -356,11 +359,12 @@ class EmbodimentConfig(_Strict):
     def camera_names(self) -> list[str]:
         return [c.name for c in self.cameras]
 
-    def render_prompt(self, instruction: str) -> str:
-        """The embodiment prompt (Qwen-VLA template) for one instruction."""
+    def render_prompt(self, instruction: str, chunk_size: int | None = None) -> str:
+        """The embodiment prompt (Qwen-VLA template) for one instruction; `chunk_size` defaults to
+        action.horizon."""
         arms = self.arms + (", waist" if self.waist else "") + (", and mobile base" if self.mobile_base else "")
         fields = dict(robot_tag=self.robot_tag, arms=arms, fps=_format_number(self.action.control_rate_hz),
-                      chunk_size=self.action.horizon, instruction=instruction, name=self.name)
+                      chunk_size=chunk_size or self.action.horizon, instruction=instruction, name=self.name)
         return self.prompt.format(**fields)
 
 

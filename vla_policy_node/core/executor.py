@@ -7,7 +7,9 @@ state) and returns what to send. Modes (DESIGN section 7):
                  wait (lockstep) or hold still (free-running): the papers' evaluation loop. The
                  robot stood still while the policy thought, so a chunk starts when it arrives;
 - ``async``:     keep executing while the next chunk is computed: ask when the scheduled
-                 horizon left falls to the measured latency + margin (+ one period);
+                 horizon left falls to the measured latency + margin (+ one period), or once
+                 `execute_per_chunk` actions of the newest chunk have run (no plan runs open loop
+                 longer than its delay requires);
 - ``async_rtc``: as async, and the request carries the plan that will execute during inference
                  (model space) so the policy continues it (real-time chunking by inpainting).
 
@@ -18,6 +20,10 @@ Times in s on the robot's clock (sim time in simulation). When that clock goes b
 simulator's timeline reset under use_sim_time), every stamp the executor holds belongs to the old
 timeline: the plan and the pending request are dropped and the robot holds until a chunk computed
 on the new timeline comes; a state stamped ahead of the clock is stale like an old one.
+With a simulated delay (lockstep only, core/simulated_delay.py) a chunk answering a request at t
+is held back until t + d control steps; until then the simulator keeps stepping on the plan in
+flight (async) or the hold (sync), and waits for the chunk once t + d has come, so a lockstep
+run does not depend on how long the model really took (d = 0: the chunk runs from its own step).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from .hold import hold_command
 from .latency import LatencyEstimator
 from .motion_limiter import POSITION_SPACES, MotionLimiter
 from .safety import ChunkRejected, SafetyGate
+from .simulated_delay import SimulatedDelay
 
 MODES = ("sync", "async", "async_rtc")
 RECEIVED_KEPT = 64           # (chunk id, stamp) of the last chunks received: duplicates are refused
@@ -60,15 +67,22 @@ def executor_settings(embodiment, overrides: dict | None = None) -> ExecutorConf
 
 class ChunkExecutor:
     def __init__(self, embodiment, mode: str | None = None, lockstep: bool = True, dry_run: bool = False,
-                 max_state_age_s: float = 0.25, overrides: dict | None = None):
+                 max_state_age_s: float = 0.25, overrides: dict | None = None,
+                 simulated_delay: SimulatedDelay | None = None):
         if mode is not None and mode not in MODES:
             raise ValueError(f"executor mode '{mode}' unknown; use one of {MODES}")
+        if simulated_delay is not None and not lockstep:
+            raise ValueError("simulated_delay_steps: a simulated delay needs lockstep (free-running, the delay is "
+                             "the real one)")
         cfg = embodiment.config
         self.settings = executor_settings(embodiment, dict(overrides or {}, mode=mode))
         s = self.settings
         self.space = cfg.action.space
         self.dim = cfg.action.dim
         self.dt = cfg.action.dt                            # between actions of a chunk
+        if simulated_delay is not None and max(simulated_delay.steps) * self.dt >= self.settings.max_chunk_age_s:
+            raise ValueError(f"simulated_delay_steps: {max(simulated_delay.steps)} steps of {self.dt * 1e3:g} ms reach "
+                             f"max_chunk_age_s {self.settings.max_chunk_age_s} s: every such chunk would be stale")
         self.control_dt = 1.0 / s.control_rate_hz if s.control_rate_hz else self.dt
         if abs(self.control_dt - self.dt) > 1e-12 and self.space not in POSITION_SPACES:
             raise ValueError(f"executor control_rate_hz {s.control_rate_hz}: a {self.space} action is a step per "
@@ -78,10 +92,13 @@ class ChunkExecutor:
         self.gripper_index = cfg.action.gripper.index if cfg.action.gripper else None
         self.mode, self.lockstep, self.dry_run = s.mode, lockstep, dry_run
         self.max_state_age_s = max_state_age_s
+        self.simulated_delay = simulated_delay
+        self.request_delay_steps = 0                       # simulated delay of the request in flight
+        self.pending: list[tuple[float, Chunk]] = []       # (release time, chunk) held back by the delay
         self.gate = SafetyGate.from_embodiment(embodiment)
         self.gate.dt = self.control_dt                     # velocity / acceleration at the command rate
         self.queue = ActionQueue(self.dt, s.merge, "nearest" if s.interpolation == "nearest" else "linear",
-                                 s.ensemble_decay)
+                                 s.ensemble_decay, s.ensemble_chunks)
         self.latency = LatencyEstimator(s.latency_window, s.latency_warmup, s.latency_percentile,
                                         s.initial_latency_s)
         acc = None if s.max_acceleration is None else np.asarray(s.max_acceleration, dtype=np.float64)
@@ -116,8 +133,12 @@ class ChunkExecutor:
         self.rejections[key] = self.rejections.get(key, 0) + 1
 
     # ---- episode and actuation control -------------------------------------------------
-    def reset(self, episode_id: str, now: float) -> None:
+    def reset(self, episode_id: str, now: float, task: str = "", seed: int = 0) -> None:
+        """A new episode at `now`; `task` and `seed` seed the simulated delays' draws."""
         self.queue.clear()
+        self.pending.clear()
+        if self.simulated_delay is not None:
+            self.simulated_delay.start_episode(task, seed)
         self.current_chunk = None
         self.received = deque(maxlen=RECEIVED_KEPT)
         self.awaiting_chunk = False
@@ -137,6 +158,7 @@ class ChunkExecutor:
         self.armed = armed
         if not armed:
             self.queue.clear()
+            self.pending.clear()
             self.awaiting_chunk = False
         return True, "armed" if armed else "disarmed"
 
@@ -144,6 +166,7 @@ class ChunkExecutor:
         if engage:
             self.estop, self.estop_reason, self.armed = True, reason or "requested", False
             self.queue.clear()
+            self.pending.clear()
             self.awaiting_chunk = False
             return True, f"e-stop engaged: {self.estop_reason}"
         if clear:
@@ -178,6 +201,7 @@ class ChunkExecutor:
         received chunks) and keep the episode, the e-stop and the last command to hold at."""
         self.counters["clock_jumps_back"] += 1
         self.queue.clear()
+        self.pending.clear()
         self.current_chunk = None
         self.received.clear()
         self.awaiting_chunk = False
@@ -226,10 +250,19 @@ class ChunkExecutor:
             self.count_rejection("chunk: stale")
             self.awaiting_chunk = False                     # ask again on the next tick
             return False, f"stale: observation {age:.3f} s old > max_chunk_age_s {self.settings.max_chunk_age_s}"
-        self.counters["chunks_received"] += 1
         self.received.append(key)
         self.plan_obs_t0 = max(self.plan_obs_t0, chunk.t0)
-        self.latency.add(age)
+        self.awaiting_chunk = False
+        release = chunk.t0 + self.request_delay_steps * self.dt
+        if self.simulated_delay is not None and release > now + self.queue.tolerance:
+            self.pending.append((release, chunk))
+            return True, f"held back until {release:.4f} s (simulated delay of {self.request_delay_steps} steps)"
+        return self._schedule(chunk, now)
+
+    def _schedule(self, chunk: Chunk, now: float) -> tuple[bool, str]:
+        """Put an accepted chunk on the plan at `now` (its arrival, or its release under a simulated delay)."""
+        self.counters["chunks_received"] += 1
+        self.latency.add(now - chunk.t0)
         self.current_chunk = chunk
         limit = None
         if self.mode == "sync":
@@ -241,8 +274,23 @@ class ChunkExecutor:
             chunk.t0 = max(chunk.t0, now)
         queued = self.queue.insert(chunk, now, limit=limit)
         self.executed_in_chunk = 0
-        self.awaiting_chunk = False
         return True, f"queued {queued} actions"
+
+    def _release_due(self, now: float) -> None:
+        """Schedule the chunks whose simulated delay has passed."""
+        due = [c for t, c in self.pending if t <= now + self.queue.tolerance]
+        if due:
+            self.pending = [(t, c) for t, c in self.pending if t > now + self.queue.tolerance]
+            for chunk in due:
+                self._schedule(chunk, now)
+
+    def in_delay_window(self, now: float) -> bool:
+        """Simulated delay: the request in flight is not due yet, or its chunk is held back. A
+        lockstep simulator then keeps stepping on the plan or the hold instead of waiting."""
+        if self.simulated_delay is None:
+            return False
+        due = self.request_time + self.request_delay_steps * self.dt - self.queue.tolerance
+        return bool(self.pending) or (self.awaiting_chunk and now < due)
 
     # ---- control tick ------------------------------------------------------------------
     def needs_chunk(self, now: float) -> bool:
@@ -252,12 +300,15 @@ class ChunkExecutor:
         if self.force_request:
             self.force_request = False
             return True
+        if self.pending:                                    # its answer is held back (simulated delay)
+            return False
         remaining = self.queue.remaining_time(now)
         if self.mode == "sync":
             return self.executed_in_chunk >= self.execute_per_chunk or \
                 (remaining <= self.queue.tolerance and not self.queue.has_future(now))
         lead = self.latency.estimate() + self.settings.latency_margin_s + self.control_dt
-        return remaining <= lead + 1e-9
+        replan = self.current_chunk is not None and self.executed_in_chunk >= self.execute_per_chunk
+        return replan or remaining <= lead + 1e-9
 
     def tick(self, now: float, state_stamp: float | None, measured: np.ndarray | None = None,
              measured_ee: np.ndarray | None = None) -> TickResult:
@@ -274,9 +325,15 @@ class ChunkExecutor:
         if state_stamp is None or abs(now - state_stamp) > self.max_state_age_s:
             self.counters["stale_holds"] += 1
             return self._hold("stale state", measured, measured_ee)
+        self._release_due(now)
         request = self.needs_chunk(now)
         if request:
             self._requested(now)
+        if self.lockstep and self.simulated_delay is not None and self.awaiting_chunk and \
+                not self.in_delay_window(now):
+            # the requested chunk is due now: the simulator waits for it rather than running on the old
+            # plan for as long as the model happens to take (which would make the run depend on the machine)
+            return self._starved(now, "waiting for chunk", request, measured, measured_ee)
         if self.mode == "sync" and self.executed_in_chunk >= self.execute_per_chunk:
             return self._starved(now, "waiting for chunk", request, measured, measured_ee)
         item = self.queue.pop(now)
@@ -303,6 +360,7 @@ class ChunkExecutor:
     def _requested(self, now: float) -> None:
         self.awaiting_chunk = True
         self.request_time = now
+        self.request_delay_steps = 0 if self.simulated_delay is None else self.simulated_delay.draw()
         self.counters["requests"] += 1
 
     def _starved(self, now: float, reason: str, request: bool, measured, measured_ee) -> TickResult:
@@ -311,7 +369,7 @@ class ChunkExecutor:
             # before the episode's first chunk every mode waits: counted apart from starvation
             self.counters["starved_ticks" if self.current_chunk is not None else "startup_ticks"] += 1
             self.last_starved = now
-        if self.lockstep:
+        if self.lockstep and not self.in_delay_window(now):
             return TickResult(None, None, reason, request_chunk=request)
         result = self._hold(reason, measured, measured_ee)
         result.request_chunk = request
@@ -361,7 +419,8 @@ class ChunkExecutor:
         it; in async a world model may imagine its outcome). Empty in sync: the robot waits."""
         if self.mode == "sync":
             return np.zeros((0, self.dim))
-        count = min(self.horizon - 1, self.latency.steps(self.dt) + 1)
+        horizon = self.current_chunk.horizon if self.current_chunk is not None else self.horizon
+        count = min(horizon - 1, self.latency.steps(self.dt) + 1)
         plan = self.queue.planned(self.request_time, count)
         return np.array([q.action_normalized for q in plan]).reshape(-1, self.dim)
 

@@ -34,6 +34,7 @@ from vla_msgs.srv import EmergencyStop, ResetEpisode, SetArmed
 from ..core.action_queue import Chunk
 from ..core.executor import ChunkExecutor
 from ..core.executor_stats import ExecutorStats
+from ..core.simulated_delay import SimulatedDelay
 from ..core.monitor_reaction import MonitorReaction
 from ..core.motion_limiter import POSITION_SPACES
 from ..core.state import (StateAssemblyError, assemble_state, joint_state_problem, problem_field, state_joints,
@@ -60,15 +61,24 @@ class ExecutorNode(ManagedNode):
         overrides = {"merge": p("merge", "").value, "interpolation": p("interpolation", "").value,
                      "control_rate_hz": float(p("control_rate_hz", 0.0).value) or None,
                      "latency_margin_s": float(p("latency_margin_s", -1.0).value),
-                     "ensemble_decay": float(p("ensemble_decay", -1.0).value)}
+                     "ensemble_decay": float(p("ensemble_decay", -1.0).value),
+                     "ensemble_chunks": int(p("ensemble_chunks", -1).value)}
         overrides = {k: v for k, v in overrides.items() if v is not None and v != "" and v != -1.0}
+        # lockstep rehearsal of an inference delay: chunks released d control steps after their observation
+        delay_steps = [int(d) for d in p("simulated_delay_steps", [0]).value]
         self.lock = threading.RLock()
         self.stats_file = p("stats_file", "").value
         self.activity = ExecutorStats()
         try:
+            if any(delay_steps) and not self.lockstep:
+                raise ValueError(f"parameter simulated_delay_steps {delay_steps}: a simulated delay needs "
+                                 "lockstep=true (free-running, the delay is the real one)")
+            # lockstep: a chunk runs from its observation's step + d, however long the model took (d = 0 default)
+            delay = SimulatedDelay(delay_steps, int(p("simulated_delay_seed", 0).value)) if self.lockstep else None
             self.core = ChunkExecutor(self.robot, mode=p("mode", "").value or None, lockstep=self.lockstep,
                                       dry_run=bool(p("dry_run", False).value),
-                                      max_state_age_s=float(p("max_state_age_s", 0.25).value), overrides=overrides)
+                                      max_state_age_s=float(p("max_state_age_s", 0.25).value), overrides=overrides,
+                                      simulated_delay=delay)
             self.commands = CommandPublisher(self, self.robot)
         except ValueError as exc:
             self.get_logger().fatal(str(exc))
@@ -139,7 +149,9 @@ class ExecutorNode(ManagedNode):
         self.get_logger().info(f"executor ready: {cfg.output.contract} -> {cfg.output.command_topic}, "
                                f"mode {self.core.mode}, merge {self.core.settings.merge}, interpolation "
                                f"{self.core.settings.interpolation}, lockstep={self.lockstep}, "
-                               f"dry_run={self.core.dry_run}")
+                               f"dry_run={self.core.dry_run}"
+                               + (f", simulated delay {self.core.simulated_delay.describe()}"
+                                  if self.core.simulated_delay else ""))
 
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -226,7 +238,7 @@ class ExecutorNode(ManagedNode):
 
     def on_reset(self, request, response):
         with self.lock:
-            self.core.reset(request.episode_id, self.now())
+            self.core.reset(request.episode_id, self.now(), request.task, int(request.seed))
             self.activity.on_reset(self.now(), request.episode_id)
         self.last_sent = None
         response.success, response.message = True, f"executor reset for episode '{request.episode_id}'"

@@ -20,7 +20,9 @@ def test_prompt_renders_qwen_vla_template():
     emb = load_robot("metaworld_sawyer")
     assert emb.render_prompt("open the drawer") == (
         "The robot is a Rethink Sawyer with single arm. The control frequency is 80 Hz. Please predict the "
-        "next 8 control actions to execute the following task: open the drawer.")
+        "next 40 control actions to execute the following task: open the drawer.")
+    # a checkpoint trained for another chunk length renders its own (qwen_vla)
+    assert "predict the next 8 control actions" in emb.render_prompt("open the drawer", chunk_size=8)
 
 
 @pytest.fixture
@@ -77,7 +79,7 @@ def test_bad_state_source(broken):
 
 
 def test_execute_more_than_horizon(broken):
-    msg = broken(lambda d: d["action"].update(execute_per_chunk=20))
+    msg = broken(lambda d: d["action"].update(execute_per_chunk=d["action"]["horizon"] + 1))
     assert "action.execute_per_chunk" in msg and "horizon" in msg
 
 
@@ -118,10 +120,11 @@ def test_unknown_contract(broken):
 
 def test_per_timestep_statistics_accepted(tmp_path, robots_dir):
     data = yaml.safe_load((robots_dir / "metaworld_sawyer.yaml").read_text())
-    data["normalization"]["action"] = {"q01": [[-1.0] * 4] * 8, "q99": [[1.0] * 4] * 8}
+    h = data["action"]["horizon"]
+    data["normalization"]["action"] = {"q01": [[-1.0] * 4] * h, "q99": [[1.0] * 4] * h}
     path = tmp_path / "robot.yaml"
     path.write_text(yaml.safe_dump(data))
-    assert load_embodiment(path).action_stats["q01"].shape == (8, 4)
+    assert load_embodiment(path).action_stats["q01"].shape == (h, 4)
 
 
 def test_statistics_file_missing(tmp_path, robots_dir):

@@ -27,7 +27,7 @@ from vla_policy_node.models.registry import make_backend
 ROBOTS = ("metaworld_sawyer", "panda_ros2_control")
 TINY = dict(image_size=56, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64,
             vision_depth=1, vision_embed_dim=32, vision_heads=2, expert_width=32, expert_layers=2, expert_heads=2,
-            num_inference_steps=3)
+            num_inference_steps=3, horizon=24)   # unified rows: the Sawyer uses 24 of them, the Panda 16
 
 
 def tiny_checkpoint(path, robots=ROBOTS, **overrides):
@@ -37,7 +37,8 @@ def tiny_checkpoint(path, robots=ROBOTS, **overrides):
     from vla_policy_node.models.components.text_encoder import DEFAULT_TEXT_ENCODER, resolve_text_encoder
 
     loaded = [load_robot(r) for r in robots]
-    cfg = QwenVLAConfig(**{**TINY, **overrides}, embodiments={r.name: embodiment_entry(r) for r in loaded})
+    horizon = {**TINY, **overrides}.get("horizon", QwenVLAConfig.horizon)
+    cfg = QwenVLAConfig(**{**TINY, **overrides}, embodiments={r.name: embodiment_entry(r, horizon) for r in loaded})
     prompts = PromptTokenizer(AutoTokenizer.from_pretrained(resolve_text_encoder(DEFAULT_TEXT_ENCODER)),
                               cfg.tokens_per_view, cfg.max_text_tokens)
     cfg.vocab_size, cfg.image_token_id = len(prompts), prompts.image_token_id
@@ -76,7 +77,8 @@ def test_the_prompt_is_rendered_from_each_shipped_robot_file(checkpoint):
                           f"control actions to execute the following task: open the drawer."), path
     for name, camera in (("metaworld_sawyer", "corner"), ("panda_ros2_control", "scene"), ("panda_isaac", "scene")):
         policy = make_backend("qwen_vla", load_robot(name), checkpoint=str(checkpoint))
-        assert policy.prompt("x") == load_robot(name).config.render_prompt("x")
+        horizon = policy.pipeline.config.embodiments[policy.embodiment_name]["horizon"]   # the chunk it learned
+        assert policy.prompt("x") == load_robot(name).config.render_prompt("x", chunk_size=horizon)
         ids = policy.pipeline.tokenizer.ids(policy.prompt("x"), tuple(policy.cameras))
         text = policy.pipeline.tokenizer.tokenizer.decode(ids)
         assert text.startswith(f"{camera} : <|vision_start|>") and text.count("<|image_pad|>") == 4, text
@@ -114,7 +116,7 @@ def test_padding_round_trips_and_the_mask_keeps_unused_entries_out_of_the_loss()
 
 
 def test_only_the_robots_rows_and_channels_reach_it(checkpoint):
-    for name, shape in (("metaworld_sawyer", (8, 4)), ("panda_ros2_control", (16, 7))):
+    for name, shape in (("metaworld_sawyer", (24, 4)), ("panda_ros2_control", (16, 7))):
         robot = load_robot(name)
         policy = make_backend("qwen_vla", robot, checkpoint=str(checkpoint))
         policy.reset("reach the red target", seed=3)
@@ -226,7 +228,7 @@ def test_a_training_run_over_both_robots_lowers_the_loss_and_serves_both(tmp_pat
     assert last < 0.6 * first, (first, last)
     config = json.loads((ckpt / "config.json").read_text())
     assert sorted(config["policy"]["embodiments"]) == ["metaworld_sawyer", "panda_ros2_control"]
-    for name, shape in (("metaworld_sawyer", (8, 4)), ("panda_ros2_control", (16, 7))):
+    for name, shape in (("metaworld_sawyer", (24, 4)), ("panda_ros2_control", (16, 7))):
         robot = load_robot(name)
         policy = make_backend("auto", robot, checkpoint=str(ckpt))
         policy.reset("reach the red target", seed=0)

@@ -79,7 +79,8 @@ def load_checkpoint_parts(path: str | Path, backend: str, config_class, device: 
 
 
 def check_fits_robot(checkpoint: str, config, meta: dict, embodiment) -> None:
-    """CheckpointError unless the checkpoint's actions, proprio, chunk length and camera are the robot file's."""
+    """CheckpointError unless the checkpoint's actions, proprio and camera are the robot file's and its
+    chunks hold at least the actions the robot file executes per chunk."""
     emb = embodiment.config
     names = meta.get("action_names")
     if names is not None and list(names) != list(emb.action.names):
@@ -89,9 +90,11 @@ def check_fits_robot(checkpoint: str, config, meta: dict, embodiment) -> None:
     if states is not None and list(states) != list(emb.state.names):
         raise CheckpointError(f"{checkpoint}: trained on proprio {states}, robot file {embodiment.path} "
                               f"has state {emb.state.names}")
-    if config.horizon != emb.action.horizon:
+    # the chunk length is the checkpoint's (the robot file's action.horizon is what training uses by
+    # default); the executor must be able to run execute_per_chunk of its actions
+    if config.horizon < emb.action.execute_per_chunk:
         raise CheckpointError(f"{checkpoint}: trained for chunks of {config.horizon} actions, robot file "
-                              f"{embodiment.path} has action.horizon {emb.action.horizon}")
+                              f"{embodiment.path} executes action.execute_per_chunk {emb.action.execute_per_chunk}")
     if config.camera not in [c.name for c in emb.cameras]:
         raise CheckpointError(f"{checkpoint}: needs camera '{config.camera}', not in {embodiment.path}")
 

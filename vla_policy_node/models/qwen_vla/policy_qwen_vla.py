@@ -35,15 +35,17 @@ from .modeling_qwen_vla import PromptTokenizer, QwenVLAActionExpert, sample_acti
 NORM_MODE = "quantile"          # 2 (a - q01) / (q99 - q01) - 1, clipped: the paper's, per dataset and dimension
 
 
-def embodiment_entry(robot) -> dict:
-    """What a checkpoint records of a robot file it was trained on (and matches robot files against)."""
+def embodiment_entry(robot, max_horizon: int | None = None) -> dict:
+    """What a checkpoint records of a robot file it was trained on (and matches robot files against);
+    the robot's chunk is its action.horizon, at most `max_horizon` (the unified tensor's rows)."""
     emb = robot.config
     if emb.action.unified is None:
         raise CheckpointError(f"{robot.path}: key action.unified missing: qwen_vla places actions into the "
                               f"unified tensor by its channel ids")
     return {"action_space": emb.action.space, "action_names": list(emb.action.names),
             "state_names": list(emb.state.names), "channels": list(emb.action.unified.channels),
-            "unified_dim": int(emb.action.unified.dim), "horizon": int(emb.action.horizon),
+            "unified_dim": int(emb.action.unified.dim),
+            "horizon": int(min(emb.action.horizon, max_horizon or emb.action.horizon)),
             "cameras": [c.name for c in emb.cameras if c.required]}
 
 
@@ -57,9 +59,10 @@ def match_embodiment(checkpoint: str, config: QwenVLAConfig, robot) -> str:
     for name, known in sorted(config.embodiments.items()):
         if (known["channels"], known["action_space"], known["action_names"]) == \
                 (entry["channels"], entry["action_space"], entry["action_names"]):
-            if known["horizon"] != entry["horizon"]:
-                raise CheckpointError(f"{robot.path}: action.horizon {entry['horizon']} differs from the "
-                                      f"{known['horizon']} checkpoint {checkpoint} learned for '{name}'")
+            if known["horizon"] < robot.config.action.execute_per_chunk:
+                raise CheckpointError(f"{robot.path}: action.execute_per_chunk {robot.config.action.execute_per_chunk} "
+                                      f"exceeds the {known['horizon']}-action chunks checkpoint {checkpoint} learned "
+                                      f"for '{name}'")
             missing = [c for c in known["cameras"] if c not in robot.config.camera_names]
             if missing:
                 raise CheckpointError(f"{robot.path}: cameras lack {missing}, the views checkpoint {checkpoint} "
@@ -255,8 +258,10 @@ class QwenVLAPolicy(PolicyBackend):
         self.generator.manual_seed(0 if seed is None else int(seed))
 
     def prompt(self, instruction: str) -> str:
-        """The embodiment prompt of the robot file this backend drives."""
-        return self.embodiment.config.render_prompt(instruction)
+        """The embodiment prompt of the robot file this backend drives, with the chunk length the
+        checkpoint learned for it (the robot file's action.horizon is a training default)."""
+        horizon = self.pipeline.config.embodiments[self.embodiment_name]["horizon"]
+        return self.embodiment.config.render_prompt(instruction, chunk_size=horizon)
 
     def _views(self, obs: PolicyInput) -> np.ndarray:
         missing = [c for c in self.cameras if obs.images.get(c) is None]

@@ -36,7 +36,7 @@ class EmbodimentData:
     def __init__(self, robot, episodes: list, cfg: QwenVLAConfig):
         from ...data.dataset import chunk_samples
 
-        self.name, self.entry = robot.name, embodiment_entry(robot)
+        self.name, self.entry = robot.name, embodiment_entry(robot, cfg.horizon)
         data = chunk_samples(episodes, self.entry["horizon"])
         rows = np.concatenate([ep.actions for ep in episodes]).astype(np.float64)
         states = np.concatenate([ep.states for ep in episodes]).astype(np.float64)
@@ -50,7 +50,7 @@ class EmbodimentData:
         self.proprio[:, : state_n.shape[1]] = torch.as_tensor(state_n, dtype=torch.float32)
         self.views = torch.stack([resize_frames(data["frames"][c], cfg.image_size) for c in self.entry["cameras"]], 1)
         self.frame_index = torch.as_tensor(data["frame_index"], dtype=torch.long)
-        self.prompts = [robot.config.render_prompt(s) for s in data["instructions"]]
+        self.prompts = [robot.config.render_prompt(s, chunk_size=self.entry["horizon"]) for s in data["instructions"]]
         self.instruction_id = torch.as_tensor(data["instruction_id"], dtype=torch.long)
         self.facts = {"robot": robot.name, "episodes": len(episodes), "samples": len(y),
                       "demonstrations_per_task": demonstrations_per_task(episodes)}
@@ -136,7 +136,7 @@ class QwenVLATrainer:
                             expert_layers=args.expert_layers, horizon=args.horizon, unified_dim=args.unified_dim,
                             num_inference_steps=args.num_inference_steps, use_proprio=args.proprio,
                             action_projection="per_embodiment" if args.per_embodiment_heads else "shared",
-                            embodiments={r.name: embodiment_entry(r) for r, _ in datasets})
+                            embodiments={r.name: embodiment_entry(r, args.horizon) for r, _ in datasets})
         pretrained = None
         if args.backbone:             # a local Qwen2-VL checkpoint: its sizes, patching and tokenizer win
             pretrained = Qwen2VLModel.from_pretrained(args.backbone, local_files_only=True)

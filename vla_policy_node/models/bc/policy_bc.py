@@ -12,5 +12,6 @@ class BCPolicy(VideoVLAPolicy):
     options = {k: v for k, v in VideoVLAPolicy.options.items() if k != "decode_imagined"}
 
     def __init__(self, embodiment, checkpoint: str = "", device: str = "cpu", dtype: str = "float32",
-                 num_inference_steps: int = 0):
-        super().__init__(embodiment, checkpoint, device, dtype, num_inference_steps, decode_imagined=False)
+                 num_inference_steps: int = 0, rtc: str = "inpainting", future_state: bool = False):
+        super().__init__(embodiment, checkpoint, device, dtype, num_inference_steps, rtc, future_state,
+                         decode_imagined=False)

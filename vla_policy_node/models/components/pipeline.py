@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...core.future_state import roll_forward
 from ...core.normalization import Normalizer
 from ..backend import PolicyBackend, PolicyInput
 from ..checkpoint import CHECKPOINT_FORMAT, save_normalization
@@ -78,10 +79,19 @@ class LearnedPolicy(PolicyBackend):
     """Backend pieces every learned family shares; `self.pipeline` is the family's pipeline."""
 
     pipeline: PipelineBase
+    future_state = False          # VLASH: condition on the state rolled forward by the plan in flight
 
     @property
     def config(self):
         return self.pipeline.config
+
+    def model_state(self, obs: PolicyInput) -> np.ndarray:
+        """The proprio the network is given: the measured state, or with `future_state` the state
+        once the executor's plan in flight (async modes) has run (core/future_state.py)."""
+        if not self.future_state or obs.in_flight is None or not len(obs.in_flight):
+            return obs.state
+        plan = self.pipeline.action_norm.unnormalize(np.asarray(obs.in_flight, dtype=np.float64))
+        return roll_forward(self.embodiment.config, obs.state, plan)
 
     def reset(self, instruction: str, seed: int | None = None, task: str = "") -> None:
         self.instruction = instruction

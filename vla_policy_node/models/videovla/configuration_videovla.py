@@ -48,6 +48,10 @@ class VideoVLAConfig(PolicyConfigMixin):
     num_train_timesteps: int = 1000
     num_inference_steps: int = 10
     video_loss_weight: float = 1.0           # loss = action + weight * video; 0 = the paper's "no video loss" ablation
+    # real-time chunking learned in training (TT-RTC): a share of the samples has its first
+    # k ~ U{1..train_prefix_max} actions given clean (the plan that runs during inference), loss left out
+    train_prefix_max: int = 0                # 0 = off (the network then keeps a prefix by inpainting only)
+    train_prefix_probability: float = 0.5
 
     def __post_init__(self):
         for name, value, allowed in (("future_target", self.future_target, FUTURE_TARGETS),
@@ -60,14 +64,26 @@ class VideoVLAConfig(PolicyConfigMixin):
                              f"patch_size {self.patch_size}")
         if not self.video_loss_weight >= 0:   # also refuses NaN
             raise ValueError(f"{type(self).__name__}.video_loss_weight: {self.video_loss_weight} is not >= 0")
+        if not 0 <= self.train_prefix_max < self.horizon:
+            raise ValueError(f"{type(self).__name__}.train_prefix_max: {self.train_prefix_max} outside 0..horizon-1 "
+                             f"({self.horizon - 1})")
+        if not 0 <= self.train_prefix_probability <= 1:
+            raise ValueError(f"{type(self).__name__}.train_prefix_probability: {self.train_prefix_probability} "
+                             "outside [0, 1]")
         self.future_offsets = [int(o) for o in self.future_offsets]
 
     @property
     def num_future(self) -> int:
         return len(self.future_offsets)
 
+    @property
+    def prefix_conditioning(self) -> bool:
+        """The network was trained with a given prefix (TT-RTC) and can take one clean."""
+        return self.train_prefix_max > 0
+
     def transformer_config(self) -> dict:
         """Keyword arguments of VideoVLATransformer for this configuration."""
         keys = ("text_dim", "text_tokens", "latent_channels", "latent_size", "patch_size", "horizon",
-                "action_dim", "state_dim", "use_proprio", "hidden_size", "num_layers", "num_heads", "action_sees_video")
+                "action_dim", "state_dim", "use_proprio", "hidden_size", "num_layers", "num_heads", "action_sees_video",
+                "prefix_conditioning")
         return {k: getattr(self, k) for k in keys} | {"num_future": self.num_future}

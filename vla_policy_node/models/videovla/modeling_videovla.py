@@ -8,8 +8,12 @@ are denoised from the context alone and the future is imagined given them.
 Video and actions share one noise level per sample ("synchronous schedule"). Objectives `ddpm`
 (epsilon prediction, DDIM sampling) or `flow` (velocity, FlowMatchEuler sampling), both with
 diffusers schedulers. Real-time chunking: `sample(..., prefix=...)` keeps the first actions equal
-to a given prefix (inpainting at every step), so the new chunk continues it. With no future
-frames (num_future = 0) the same network is a plain diffusion action head (the `bc` control).
+to a given prefix, so the new chunk continues the plan that runs while it is computed, in one of
+two ways: `inpainting` (IT-RTC: the prefix noised to the current level at every step, any
+network) or `conditioning` (TT-RTC: a network with `prefix_conditioning` was trained with a random
+prefix of the chunk given clean and flagged by a learned embedding, its loss left out; at inference
+the committed prefix is given the same way). With no future frames (num_future = 0) the same
+network is a plain diffusion action head (the `bc` control).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from ..components.diffusion import TrainingNoise, noise_to_level
 from ..components.diffusion import randn as _randn
 from ..components.vae import patchify, unpatchify
 
+PREFIX_METHODS = ("inpainting", "conditioning")   # IT-RTC | TT-RTC
+
 
 class VideoVLATransformer(ModelMixin, ConfigMixin):
     """The DiT backbone (adaLN-single blocks from diffusers, PixArt style)."""
@@ -32,7 +38,7 @@ class VideoVLATransformer(ModelMixin, ConfigMixin):
     def __init__(self, text_dim: int = 384, text_tokens: int = 16, latent_channels: int = 4, latent_size: int = 8,
                  patch_size: int = 2, num_future: int = 2, horizon: int = 8, action_dim: int = 4, state_dim: int = 4,
                  use_proprio: bool = True, hidden_size: int = 192, num_layers: int = 6, num_heads: int = 4,
-                 action_sees_video: bool = True):
+                 action_sees_video: bool = True, prefix_conditioning: bool = False):
         super().__init__()
         from diffusers.models.attention import BasicTransformerBlock
         from diffusers.models.normalization import AdaLayerNormSingle
@@ -47,6 +53,8 @@ class VideoVLATransformer(ModelMixin, ConfigMixin):
         n_tokens = text_tokens + self.patches_per_frame * (1 + num_future) + horizon + 1
         self.pos_embed = nn.Parameter(torch.randn(1, n_tokens, d) * 0.02)
         self.modality_embed = nn.Parameter(torch.zeros(5, d))  # text, V1, future, action, proprio
+        # TT-RTC: added to the action tokens given clean (the committed prefix); zero at the start
+        self.prefix_embed = nn.Parameter(torch.zeros(d)) if prefix_conditioning else None
         self.adaln_single = AdaLayerNormSingle(d)
         self.blocks = nn.ModuleList([
             BasicTransformerBlock(d, num_heads, d // num_heads, norm_type="ada_norm_single",
@@ -76,17 +84,25 @@ class VideoVLATransformer(ModelMixin, ConfigMixin):
         return mask
 
     def forward(self, text: torch.Tensor, v1: torch.Tensor, future: torch.Tensor, actions: torch.Tensor,
-                state: torch.Tensor, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                state: torch.Tensor, timestep: torch.Tensor, prefix_mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """text (B, Lt, text_dim); v1 (B, C, h, w); future (B, F, C, h, w) noised; actions (B, H, A)
-        noised; state (B, S); timestep (B,). Returns predictions shaped like future and actions."""
+        noised; state (B, S); timestep (B,); prefix_mask (B, H) bool: actions given clean (TT-RTC,
+        networks with prefix_conditioning only). Returns predictions shaped like future and actions."""
         cfg = self.config
         b = v1.shape[0]
         p = cfg.patch_size
         state = state if cfg.use_proprio else torch.zeros_like(state)
+        action_tokens = self.action_proj(actions) + self.modality_embed[3]
+        if prefix_mask is not None:
+            if self.prefix_embed is None:
+                raise ValueError("this network was not trained with a given prefix (prefix_conditioning is off): "
+                                 "use prefix inpainting")
+            action_tokens = action_tokens + prefix_mask[..., None].to(action_tokens.dtype) * self.prefix_embed
         parts = [self.text_proj(text) + self.modality_embed[0],
                  self.latent_proj(patchify(v1[:, None], p)) + self.modality_embed[1],
                  self.latent_proj(patchify(future, p)) + self.modality_embed[2],
-                 self.action_proj(actions) + self.modality_embed[3],
+                 action_tokens,
                  self.state_proj(state)[:, None] + self.modality_embed[4]]
         x = torch.cat(parts, dim=1) + self.pos_embed
         t6, t_embed = self.adaln_single(timestep, {"resolution": None, "aspect_ratio": None}, batch_size=b,
@@ -106,14 +122,25 @@ class VideoVLATransformer(ModelMixin, ConfigMixin):
 
 
 def training_loss(model: VideoVLATransformer, noise: TrainingNoise, text, v1, future, actions, action_mask, state,
-                  video_loss_weight: float = 1.0, generator: torch.Generator | None = None) -> dict:
-    """Joint diffusion loss on future latents and actions with one shared noise level per sample."""
+                  video_loss_weight: float = 1.0, generator: torch.Generator | None = None,
+                  prefix_max: int = 0, prefix_probability: float = 0.5) -> dict:
+    """Joint diffusion loss on future latents and actions with one shared noise level per sample.
+    With `prefix_max` (TT-RTC, a network with prefix_conditioning), a share `prefix_probability`
+    of the samples has its first k ~ U{1..prefix_max} actions given clean and flagged, as the
+    committed plan is at inference; their loss is left out."""
     b = v1.shape[0]
     noise_f = torch.randn(future.shape, generator=generator, device=future.device)
     noise_a = torch.randn(actions.shape, generator=generator, device=actions.device)
     levels = noise.sample_levels(b, generator, v1.device)
-    pred_f, pred_a = model(text, v1, noise.noised(future, noise_f, levels), noise.noised(actions, noise_a, levels),
-                           state, noise.model_timestep(levels))
+    noised_actions = noise.noised(actions, noise_a, levels)
+    prefix_mask = None
+    if prefix_max:
+        prefix_mask = training_prefix_mask(b, actions.shape[1], prefix_max, prefix_probability, generator,
+                                           actions.device)
+        noised_actions = torch.where(prefix_mask[..., None], actions, noised_actions)
+        action_mask = action_mask * ~prefix_mask
+    pred_f, pred_a = model(text, v1, noise.noised(future, noise_f, levels), noised_actions, state,
+                           noise.model_timestep(levels), prefix_mask)
     mask = action_mask[..., None].to(pred_a.dtype)
     target_a = noise.target(actions, noise_a)
     action_loss = ((pred_a - target_a) ** 2 * mask).sum() / (mask.sum() * actions.shape[-1]).clamp(min=1)
@@ -122,13 +149,25 @@ def training_loss(model: VideoVLATransformer, noise: TrainingNoise, text, v1, fu
     return {"loss": total, "action_loss": action_loss.detach(), "video_loss": video_loss.detach()}
 
 
+def training_prefix_mask(batch: int, horizon: int, prefix_max: int, probability: float,
+                         generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """(B, H) bool: the first k actions of a sample given clean, k ~ U{1..prefix_max} for a share
+    `probability` of the samples, 0 for the rest (they train the plain, prefix-free chunk)."""
+    k = torch.randint(1, min(prefix_max, horizon - 1) + 1, (batch,), generator=generator, device=device)
+    k = torch.where(torch.rand(batch, generator=generator, device=device) < probability, k, torch.zeros_like(k))
+    return torch.arange(horizon, device=device)[None] < k[:, None]
+
+
 def sample(model: VideoVLATransformer, scheduler, text, v1, state, num_inference_steps: int,
-           prefix: torch.Tensor | None = None, generator: torch.Generator | list | None = None
-           ) -> tuple[torch.Tensor, torch.Tensor]:
+           prefix: torch.Tensor | None = None, generator: torch.Generator | list | None = None,
+           prefix_method: str = "inpainting") -> tuple[torch.Tensor, torch.Tensor]:
     """Jointly denoise future latents and an action chunk. `prefix` (B, k, A) in model space is
-    kept fixed: at every step the first k actions are replaced by the prefix noised to the
-    current level, and set exactly at the end. `generator`: one, or one per sample. Returns
+    kept fixed: `inpainting` replaces the first k actions at every step by the prefix noised to the
+    current level; `conditioning` (networks with prefix_conditioning) gives them clean and flagged.
+    Either way they are set exactly at the end. `generator`: one, or one per sample. Returns
     (future latents, actions)."""
+    if prefix_method not in PREFIX_METHODS:
+        raise ValueError(f"prefix method '{prefix_method}' unknown; use one of {PREFIX_METHODS}")
     cfg = model.config
     b, device = v1.shape[0], v1.device
     scheduler.set_timesteps(num_inference_steps, device=device)
@@ -139,12 +178,15 @@ def sample(model: VideoVLATransformer, scheduler, text, v1, state, num_inference
     x = x * getattr(scheduler, "init_noise_sigma", 1.0)
     k = 0 if prefix is None else prefix.shape[1]
     prefix_noise = None if prefix is None else _randn(tuple(prefix.shape), generator, device, v1.dtype)
+    conditioning = bool(k) and prefix_method == "conditioning"
+    prefix_mask = (torch.arange(cfg.horizon, device=device) < k).expand(b, -1) if conditioning else None
     for t in scheduler.timesteps:
         if k:
             x = x.clone()
-            x[:, n_fut: n_fut + k * cfg.action_dim] = noise_to_level(scheduler, prefix, prefix_noise, t).reshape(b, -1)
+            given = prefix if conditioning else noise_to_level(scheduler, prefix, prefix_noise, t)
+            x[:, n_fut: n_fut + k * cfg.action_dim] = given.reshape(b, -1)
         future, actions = x[:, :n_fut].reshape(fut_shape), x[:, n_fut:].reshape(act_shape)
-        pred_f, pred_a = model(text, v1, future, actions, state, t.expand(b).to(device))
+        pred_f, pred_a = model(text, v1, future, actions, state, t.expand(b).to(device), prefix_mask)
         pred = torch.cat([pred_f.reshape(b, -1), pred_a.reshape(b, -1)], dim=1)
         x = scheduler.step(pred, t, x).prev_sample
     future, actions = x[:, :n_fut].reshape(fut_shape), x[:, n_fut:].reshape(act_shape).clone()

@@ -24,7 +24,7 @@ from ..components.pipeline import LearnedPolicy, PipelineBase
 from ..components.text_encoder import TextEncoder
 from ..components.vae import FrameCodec
 from .configuration_videovla import VideoVLAConfig
-from .modeling_videovla import VideoVLATransformer, sample
+from .modeling_videovla import PREFIX_METHODS, VideoVLATransformer, sample
 
 
 @dataclass
@@ -64,12 +64,12 @@ class VideoVLAPipeline(PipelineBase):
     @torch.no_grad()
     def __call__(self, frames: np.ndarray, instructions: list[str], states: np.ndarray, num_inference_steps: int,
                  generator: torch.Generator | list | None = None, prefix: np.ndarray | None = None,
-                 decode_imagined: bool = False) -> dict:
+                 decode_imagined: bool = False, prefix_method: str = "inpainting") -> dict:
         """Chunks for B observations in one denoising loop.
 
         frames (B, H, W, 3) uint8 RGB from the configured camera; instructions: B strings
         (embeddings cached); states (B, state_dim) proprio, physical units; prefix (B, k, dim) in
-        model space or None. Returns actions_normalized (B, horizon, dim) in [-1, 1], actions
+        model space or None, kept by `prefix_method` (inpainting | conditioning). Returns actions_normalized (B, horizon, dim) in [-1, 1], actions
         (B, horizon, dim) physical units, imagined (B, num_future, S, S, 3) uint8 or None, and
         the times (ms) spent before, in and after the denoising loop."""
         t0 = time.perf_counter()
@@ -78,7 +78,7 @@ class VideoVLAPipeline(PipelineBase):
         prefix_t = None if prefix is None else torch.as_tensor(prefix, dtype=dtype, device=self.device)
         t1 = time.perf_counter()
         future, actions_n = sample(self.transformer, self.scheduler, text, v1, state, num_inference_steps,
-                                   prefix=prefix_t, generator=generator)
+                                   prefix=prefix_t, generator=generator, prefix_method=prefix_method)
         t2 = time.perf_counter()
         actions_n = actions_n.float().cpu().numpy().clip(-1.0, 1.0)
         imagined = self.decode_future(frames, v1, future) if decode_imagined and cfg.num_future else None
@@ -124,10 +124,16 @@ class VideoVLAPolicy(LearnedPolicy):
     config_class = VideoVLAConfig
     options = {**COMMON_OPTIONS,
                "num_inference_steps": BackendOption(0, "denoising steps (0 = the checkpoint's)"),
+               "rtc": BackendOption("inpainting", "how a real-time-chunking prefix is kept: inpainting (IT-RTC, "
+                                                  "any checkpoint) or conditioning (TT-RTC: given clean, as the "
+                                                  "checkpoint learned with --train-prefix-max)"),
+               "future_state": BackendOption(False, "VLASH: condition on the state rolled forward by the plan in "
+                                                    "flight (async modes) instead of the measured one"),
                "decode_imagined": BackendOption(False, "decode the imagined future frames (for the monitor)")}
 
     def __init__(self, embodiment, checkpoint: str = "", device: str = "cpu", dtype: str = "float32",
-                 num_inference_steps: int = 0, decode_imagined: bool = False):
+                 num_inference_steps: int = 0, rtc: str = "inpainting", future_state: bool = False,
+                 decode_imagined: bool = False):
         super().__init__(embodiment)
         if not checkpoint:
             raise CheckpointError(f"{self.name} backend needs option 'checkpoint' (a checkpoint directory)")
@@ -136,6 +142,13 @@ class VideoVLAPolicy(LearnedPolicy):
         cfg = self.pipeline.config
         check_fits_robot(checkpoint, cfg, self.pipeline.meta, embodiment)
         self.num_inference_steps = int(num_inference_steps) or cfg.num_inference_steps
+        if rtc not in PREFIX_METHODS:
+            raise ValueError(f"option rtc: '{rtc}' unknown; use one of {PREFIX_METHODS}")
+        if rtc == "conditioning" and not cfg.prefix_conditioning:
+            raise CheckpointError(f"{checkpoint}: option rtc 'conditioning' needs a checkpoint trained with a given "
+                                  "prefix (vla-train --train-prefix-max); this one keeps a prefix by inpainting only")
+        self.rtc = rtc
+        self.future_state = bool(future_state)
         self.decode_imagined = bool(decode_imagined)
         self.instruction = ""
         self.seed = 0
@@ -166,8 +179,8 @@ class VideoVLAPolicy(LearnedPolicy):
         prefix_b = None
         if prefix is not None and len(prefix):
             prefix_b = np.asarray(prefix)[None, : self.config.horizon]
-        out = self.pipeline(self._frame(obs)[None], [obs.instruction or self.instruction], obs.state[None],
-                            self.num_inference_steps, self.generator, prefix_b, self.decode_imagined)
+        out = self.pipeline(self._frame(obs)[None], [obs.instruction or self.instruction], self.model_state(obs)[None],
+                            self.num_inference_steps, self.generator, prefix_b, self.decode_imagined, self.rtc)
         imagined = None if out["imagined"] is None else {self.config.camera: out["imagined"][0]}
         return PolicyOutput(out["actions_normalized"][0], out["actions"][0], imagined, out["timings_ms"])
 
@@ -199,5 +212,5 @@ class VideoVLAPolicy(LearnedPolicy):
                 "parameters": int(sum(p.numel() for p in self.pipeline.transformer.parameters())),
                 "vae_parameters": int(sum(p.numel() for p in self.pipeline.codec.vae.parameters())),
                 "checkpoint_mb": round(checkpoint_size_mb(self.checkpoint), 2),
-                "num_inference_steps": self.num_inference_steps,
+                "num_inference_steps": self.num_inference_steps, "rtc": self.rtc, "future_state": self.future_state,
                 "training": {k: v for k, v in training.items() if k != "loss_history"}}

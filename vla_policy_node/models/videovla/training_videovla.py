@@ -45,6 +45,12 @@ class VideoVLATrainer:
         p.add_argument("--patch-size", type=int, default=2)
         p.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER)
         p.add_argument("--no-proprio", action="store_true", help="camera and instruction only")
+        p.add_argument("--train-prefix-max", type=int, default=0,
+                       help="TT-RTC: give up to this many leading actions of a chunk clean in training (the plan "
+                            "that runs during inference), so a prefix can be given at inference as in training; "
+                            "0 = off (prefixes are then kept by inpainting)")
+        p.add_argument("--train-prefix-probability", type=float, default=0.5,
+                       help="TT-RTC: share of the samples given a prefix (the rest train the prefix-free chunk)")
         add_frame_vae_arguments(p)
         p.add_argument("--shift-augment", type=int, default=0,
                        help="random image shift in pixels at --image-size (0 = none); DrQ-style augmentation")
@@ -72,7 +78,8 @@ class VideoVLATrainer:
                       hidden_size=args.hidden_size, num_layers=args.num_layers, num_heads=args.num_heads,
                       objective=args.objective, num_inference_steps=args.num_inference_steps,
                       image_size=args.image_size, latent_size=args.image_size // args.vae_downsample,
-                      patch_size=args.patch_size, camera=emb.cameras[0].name, use_proprio=not args.no_proprio)
+                      patch_size=args.patch_size, camera=emb.cameras[0].name, use_proprio=not args.no_proprio,
+                      train_prefix_max=args.train_prefix_max, train_prefix_probability=args.train_prefix_probability)
         if self.config_class is VideoVLAConfig:
             fields.update(future_offsets=[int(o) for o in args.future_offsets.split(",") if o.strip()],
                           future_target=args.future_target, imagined_decoding=args.imagined_decoding,
@@ -120,7 +127,9 @@ class VideoVLATrainer:
                         action_mask=arrays.action_mask[idx], state=arrays.state[idx])
 
         def loss(model, batch: dict) -> dict:
-            return training_loss(model, noise, video_loss_weight=cfg.video_loss_weight, **batch)
+            return training_loss(model, noise, video_loss_weight=cfg.video_loss_weight,
+                                 prefix_max=cfg.train_prefix_max, prefix_probability=cfg.train_prefix_probability,
+                                 **batch)
 
         facts = {**arrays.facts, "video_loss": cfg.video_loss_weight > 0, "shift_augment": args.shift_augment}
         if source is not None:

@@ -88,5 +88,24 @@ def test_policy_node_answers_request_with_chunk(checkpoint):
             obs_pub.publish(obs)
             executor.spin_once(timeout_sec=0.05)
         assert len(chunks) == n
+        # observations newer than a request are there already (a simulator stepping on during a
+        # simulated delay): the chunk is computed from the first one captured at or after the request
+        for k, t in enumerate((20.0, 20.0125, 20.025)):
+            later = Observation(seq=10 + k, episode_id="e7", embodiment="metaworld_sawyer",
+                                instruction="open the drawer", camera_names=["corner"], state=[0.0, 0.6, 0.2, 0.0])
+            later.header.stamp = to_stamp(t)
+            later.images = [image_msg(frame, later.header.stamp, "camera_corner")]
+            end = time.monotonic() + 5.0
+            while time.monotonic() < end and node.observations[-1].seq != later.seq:
+                obs_pub.publish(later)                       # best effort: until it is there
+                executor.spin_once(timeout_sec=0.05)
+        assert {10, 11, 12} <= {o.seq for o in node.observations}
+        fb.request_after = to_stamp(20.0)
+        fb_pub.publish(fb)
+        end = time.monotonic() + 10
+        while time.monotonic() < end and len(chunks) == n:
+            executor.spin_once(timeout_sec=0.05)
+        assert len(chunks) == n + 1 and chunks[-1].obs_seq == 10
+        assert (chunks[-1].header.stamp.sec, chunks[-1].header.stamp.nanosec) == (20, 0)
     finally:
         stop_in_process(node, peer, executor, context)

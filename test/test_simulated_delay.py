@@ -164,3 +164,41 @@ def test_a_simulated_delay_is_refused_free_running_and_past_the_chunk_age_limit(
         ChunkExecutor(sawyer, mode="async", lockstep=True, simulated_delay=SimulatedDelay([80]))
     with pytest.raises(ValueError, match="whole numbers"):
         SimulatedDelay([-1])
+
+
+# ---- through the graph ----------------------------------------------------------------------
+def test_in_the_graph_each_chunk_answers_its_request_and_runs_from_t_plus_d(tmp_path):
+    """sim_demo (every node a process) in lockstep with a simulated delay of 4 steps: the policy
+    computes each chunk from the observation at its request (not a newer one: the simulator steps
+    on while the request crosses), and the chunk's action 4 is the command at its step t + 4."""
+    import os
+
+    from vla_policy_node.data.bags import read_bag
+    from vla_policy_node.graph_runner import run_graph
+
+    os.environ["ROS_DOMAIN_ID"] = "67"
+    overrides = {"policy": {"backend": "oracle"},
+                 "executor": {"mode": "async", "merge": "replace", "simulated_delay_steps": "[4]"},
+                 "evaluator": {"tasks": "[button-press]", "seeds": "[100]", "max_steps": "60",
+                               "output_dir": str(tmp_path), "episode_timeout_s": "90.0"}}
+    result = run_graph("sim_demo", overrides, tmp_path / "logs", timeout_s=180)
+    assert result["error"] is None, result["error"]
+    topics = {}
+    for topic, _, _, msg in read_bag(tmp_path / "bags" / "button-press_s100"):
+        topics.setdefault(topic, []).append(msg)
+    stamp = lambda m: m.header.stamp.sec + m.header.stamp.nanosec * 1e-9     # noqa: E731
+    requested = {round(r.request_after.sec + r.request_after.nanosec * 1e-9, 6)
+                 for r in topics["/vla/execution_feedback"] if r.request_chunk}
+    chunks = topics["/vla/action_chunk"]
+    commands = {round(stamp(c), 6): np.asarray(c.values) for c in topics["/vla/sim/command"]}
+    assert len(chunks) >= 5
+    checked = 0
+    for chunk in chunks:
+        t0 = round(stamp(chunk), 6)
+        assert t0 in requested, f"chunk {chunk.chunk_id} computed from {t0}, not a requested observation"
+        actions = np.asarray(chunk.actions).reshape(chunk.horizon, chunk.action_dim)
+        release = round(t0 + 4 * chunk.dt, 6)
+        if release in commands:                    # the episode may end before the last one runs
+            np.testing.assert_allclose(commands[release], actions[4], atol=1e-6)
+            checked += 1
+    assert checked >= len(chunks) - 1

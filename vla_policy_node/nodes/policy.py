@@ -1,8 +1,10 @@
 """policy: the model-core process. Loads a backend by name and answers chunk requests.
 
 The executor asks for a chunk through ExecutionFeedback (request_chunk, request_after); the
-policy answers with an ActionChunk computed from the newest observation of the current episode
-captured at or after `request_after`. Inference runs on a worker thread so subscriptions keep
+policy answers with an ActionChunk computed from the first observation of the current episode
+captured at or after `request_after` (the newest one when it is idle; under a simulated delay
+the simulator steps on while the request crosses, and this keeps the chunk the one computed from
+the state at the request, whatever the timing). Inference runs on a worker thread so subscriptions keep
 flowing while the model thinks. The chunk is stamped with the observation's capture time.
 Executed actions reported in the feedback reach the backend (`update`, with the newest real
 observation) on the same worker thread, before its next prediction. Observations and feedback
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 
 import numpy as np
 import psutil
@@ -33,6 +36,8 @@ from .diagnostics import Diagnostics
 from .managed import ManagedNode
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit,
                      run_node, to_sec)
+
+OBSERVATIONS_KEPT = 64     # observations kept for a request (0.8 s at 80 Hz): a request finds the one it asked for
 
 
 def observation_to_input(obs: Observation, instruction: str, with_env_state: bool) -> PolicyInput:
@@ -61,7 +66,7 @@ class PolicyNode(ManagedNode):
         cfg = self.robot.config
         self.action = cfg.action
         self.lock = threading.Condition()
-        self.latest_obs: Observation | None = None
+        self.observations: deque[Observation] = deque(maxlen=OBSERVATIONS_KEPT)   # this episode's, oldest first
         self.request_after: float | None = None
         # the executor's plan during inference: (time of row 0, (k, dim) model space, keep it fixed)
         self.prefix: tuple[float, np.ndarray, bool] | None = None
@@ -70,7 +75,7 @@ class PolicyNode(ManagedNode):
         self.episode_id = ""
         self.instruction = ""
         self.chunk_id = 0
-        self.inference_ms: list[float] = []
+        self.inference_ms: deque[float] = deque(maxlen=100)      # the last chunks' inference times
         self.rejections: dict[str, int] = {}    # "<topic>: <field>" (or "inference failed") -> count
         self.running = True
 
@@ -152,7 +157,7 @@ class PolicyNode(ManagedNode):
             self.reject(f"{self.resolve_topic_name(TOPICS['observation'])}: {field}", why, routine=field == "episode_id")
             return
         with self.lock:
-            self.latest_obs = msg
+            self.observations.append(msg)
             self.lock.notify()
 
     def feedback_problem(self, msg: ExecutionFeedback) -> tuple[str, str]:
@@ -199,7 +204,8 @@ class PolicyNode(ManagedNode):
             with self.backend_lock, self.lock:      # waits for an inference in flight to finish
                 self.backend.reset(request.instruction, seed=int(request.seed), task=request.task)
                 self.episode_id, self.instruction = request.episode_id, request.instruction
-                self.request_after, self.latest_obs, self.prefix = None, None, None
+                self.request_after, self.prefix = None, None
+                self.observations.clear()
                 self.executed.clear()
         except (KeyError, ValueError) as exc:
             response.success, response.message = False, str(exc)
@@ -223,10 +229,11 @@ class PolicyNode(ManagedNode):
 
     # ---- inference worker --------------------------------------------------------------
     def _ready_observation(self) -> Observation | None:
-        obs = self.latest_obs
-        if self.request_after is None or obs is None or obs.episode_id != self.episode_id:
+        """The first observation of this episode captured at or after the pending request."""
+        if self.request_after is None:
             return None
-        return obs if to_sec(obs.header.stamp) >= self.request_after - 1e-6 else None
+        return next((o for o in self.observations if o.episode_id == self.episode_id
+                     and to_sec(o.header.stamp) >= self.request_after - 1e-6), None)
 
     def serve(self) -> None:
         while self.running:
@@ -310,7 +317,7 @@ class PolicyNode(ManagedNode):
 
     def health_figures(self) -> dict:
         """What /diagnostics reports: backend, device, chunk rate, inference time, drops by reason, memory."""
-        recent = self.inference_ms[-100:]
+        recent = list(self.inference_ms)
         now, (then, before) = time.monotonic(), self.chunks_window
         self.chunks_window = (now, self.chunk_id)
         figures = {"backend": self.backend_name, "device": self.backend_options.get("device", "cpu"),
@@ -329,7 +336,7 @@ class PolicyNode(ManagedNode):
         return figures
 
     def publish_status(self) -> None:
-        recent = self.inference_ms[-100:]
+        recent = list(self.inference_ms)
         status = PolicyStatus(backend=self.backend_name, embodiment=self.robot.name, ready=self.active,
                               chunks_published=self.chunk_id,
                               requests_pending=int(self.request_after is not None))

@@ -7,7 +7,7 @@ STAMPS := $(VENV)/.stamps
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup demo demo-oracle data data-panda train test test-slow test-faults test-all bench bench-policies bench-vita-ablations vita-ablation-table bench-lingbot bench-qwen-vla bench-qwen-vla-ablations qwen-vla-ablation-table bench-panda-localization bench-soak bench-distributed clean distclean
+.PHONY: setup demo demo-oracle data data-panda train test test-slow test-faults test-all bench bench-policies bench-latency bench-vita-ablations vita-ablation-table bench-lingbot bench-qwen-vla bench-qwen-vla-ablations qwen-vla-ablation-table bench-panda-localization bench-soak bench-distributed clean distclean
 
 setup: $(STAMPS)/system $(STAMPS)/python $(STAMPS)/interfaces $(STAMPS)/package
 
@@ -93,6 +93,12 @@ bench: setup
 # config/bench/policies.yaml on 5 tasks x 6 held-out seeds through the graph; cached per checkpoint.
 bench-policies: setup
 	$(VENV)/bin/vla-bench policies
+
+# Success against inference delay (artifacts/bench/latency.json / .md / .png): the shipped checkpoints in
+# lockstep with a simulated delay of d = 0, 4, 8, 16 steps per execution mode and remedy (config/bench/latency.yaml),
+# then free-running on the wall clock; cached per cell.
+bench-latency: setup
+	$(VENV)/bin/vla-bench latency
 
 # VITA's ablations: shared vs separate codebooks, with vs without the next-frame objective, each arm
 # trained on the same short budget (about 15 min each on 2 cores), then scored open loop on the

@@ -1,6 +1,7 @@
 """`vla-bench`: benchmarks, each writing JSON (and markdown) under artifacts/bench/.
 
     vla-bench policies [--rows NAME ...] [--force] [--ray [ADDRESS]]   the policy leaderboard (policies.json / .md)
+    vla-bench latency [--only CELL ...] [--delays D ...]   success against inference delay (latency.json / .md / .png)
     vla-bench policy [--checkpoint DIR] ...           one checkpoint: latency, imagination, success vs steps
     vla-bench executor [--modes ...] ...              execution modes free-running, control-loop jitter
     vla-bench faults [--cases NAME ...]               fault injection through the graph (faults.json / .md)
@@ -19,7 +20,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from . import async_grounding, distributed, executor, faults, kv_cache, policy, remote, soak
+    from . import async_grounding, distributed, executor, faults, kv_cache, latency, policy, remote, soak
 
     parser = argparse.ArgumentParser(prog="vla-bench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -33,6 +34,7 @@ def main(argv=None) -> int:
     board.add_argument("--workers", type=int, default=2, help="graphs running at once on Ray (default 2)")
     board.add_argument("--cpus-per-graph", type=float, default=1.0, help="Ray CPUs each graph holds")
     board.add_argument("--gpus-per-graph", type=float, default=0.0, help="Ray GPUs each graph holds")
+    latency.build_argparser(commands.add_parser("latency", help="success against inference delay, per remedy"))
     policy.build_argparser(commands.add_parser("policy", help="one checkpoint's latency and imagination"))
     executor.build_argparser(commands.add_parser("executor", help="execution modes and control-loop jitter"))
     faults.build_argparser(commands.add_parser("faults", help="fault injection through the graph"))
@@ -43,6 +45,8 @@ def main(argv=None) -> int:
     async_grounding.build_argparser(commands.add_parser("async-grounding",
                                                         help="sync vs naive async vs FDM-grounded async"))
     args = parser.parse_args(argv)
+    if args.command == "latency":
+        return latency.run(args)
     if args.command == "policy":
         return policy.run(args)
     if args.command == "executor":

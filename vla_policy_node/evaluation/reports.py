@@ -149,8 +149,12 @@ def summarize_episodes(episodes: Sequence[EpisodeRecord]) -> dict:
     scored = [(np.mean([v for _, v in ep.divergence]), int(not ep.success)) for ep in episodes if ep.divergence]
     failure_auroc = auroc([s for s, _ in scored], [f for _, f in scored]) if scored else math.nan
     progress = correlation([ep.progress_score for ep in episodes], [float(ep.success) for ep in episodes])
+    sim_s = sum(ep.extra.get("duration_s") or 0.0 for ep in episodes)
+    wall_s = sum(ep.extra.get("wall_time_s") or 0.0 for ep in episodes)
     return {"episodes": n, "successes": successes, "success_rate": successes / n if n else 0.0,
             "per_task": per_task,
+            # sim s per wall s over the episodes: 1 x real time and above only where the machine keeps up
+            "real_time_factor": sim_s / wall_s if wall_s > 0 else None,
             "latency_ms": {"p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95),
                            "mean": _mean(latencies), "n": len(latencies)},
             "divergence_failure_auroc": failure_auroc,

@@ -12,7 +12,10 @@ lockstep=true: the simulation advances one step per command (reproducible evalua
 command comes, the current state is re-published every `republish_period_s` of wall time so late
 joiners and lost best-effort frames never stall the loop.
 lockstep=false: free-running at `real_time_factor` x real time, holding still when commands stop
-(panda_reach: follows the latest trajectory and holds its last point).
+(panda_reach: follows the latest trajectory and holds its last point). A simulation that cannot
+keep the requested pace runs evenly slower (the step timer fires as soon as the last step is done
+and never fires missed steps in a burst), says so in a warning and reports the factor it reaches
+on /diagnostics (core/pacer.py; WARN when more than 10% short).
 `clock_offset_s` may be changed while running (`ros2 param set /sim_bridge clock_offset_s -5.0`):
 the published sim time jumps by the change, as a simulator's does when its timeline is reset
 (Gazebo's world reset, Isaac Sim's stop/play) while the world stays; commands in flight are dropped.
@@ -37,6 +40,7 @@ from ..core.health import Above
 from ..core.hold import hold_command
 from ..core.joint_trajectory import JointCommandError, check_times, joint_vector, sample_trajectory
 from ..core.motion_limiter import POSITION_SPACES
+from ..core.pacer import PaceMeter
 from ..sim import panda_reach_sim
 from ..sim.metaworld_sim import MetaWorldSim, default_instruction
 from .diagnostics import Diagnostics
@@ -119,13 +123,15 @@ class SimBridgeNode(Node):
         self.sim.reset(p("task", "reach" if self.sim_name == "panda_reach" else "button-press").value,
                        int(p("seed", 0).value))
         self.publish_state(render=True)
+        self.pace = None if self.lockstep else PaceMeter(self.real_time_factor, self.sim.dt)
+        self.pace_warned = 0.0
         if self.lockstep:
             self.create_timer(self.republish_period_s, self.republish_if_idle)
         else:
             self.create_timer(self.sim.dt / self.real_time_factor, self.free_run_step)
         self.steps_window = (time.monotonic(), self.sim_time)     # (wall s, sim s) at the last diagnostics
         self.diagnostics = Diagnostics(self, "simulation", self.robot.name, self.health_figures,
-                                       [Above("commands_rejected", 0, None)])
+                                       [Above("commands_rejected", 0, None), Above("pace_deficit", 0.1, None)])
         contract = "ActionCommand" if self.joint_command_type is None else self.joint_command_type.__name__
         self.get_logger().info(f"sim_bridge ready: {self.sim_name} task {self.sim.task}, lockstep={self.lockstep}, "
                                f"dt={self.sim.dt * 1e3:.1f} ms, cameras {[m for _, m in self.cameras]}, "
@@ -225,10 +231,14 @@ class SimBridgeNode(Node):
         """What /diagnostics reports: sim time, real-time factor, step, commands refused or stale."""
         now, (then, sim_then) = time.monotonic(), self.steps_window
         self.steps_window = (now, self.sim_time)
-        return {"sim": self.sim_name, "task": self.sim.task, "lockstep": self.lockstep, "sim_time_s": self.sim_time,
-                "real_time_factor": (self.sim_time - sim_then) / max(now - then, 1e-6), "step": self.sim.step_index,
-                "success": bool(self.sim.success), "commands_rejected": self.commands_rejected,
-                "commands_stale": self.commands_stale}
+        figures = {"sim": self.sim_name, "task": self.sim.task, "lockstep": self.lockstep, "sim_time_s": self.sim_time,
+                   "real_time_factor": (self.sim_time - sim_then) / max(now - then, 1e-6), "step": self.sim.step_index,
+                   "success": bool(self.sim.success), "commands_rejected": self.commands_rejected,
+                   "commands_stale": self.commands_stale}
+        if self.pace is not None:        # free-running: the pace asked for and the one kept
+            figures.update(real_time_factor_requested=self.real_time_factor,
+                           real_time_factor_reached=self.pace.reached(), pace_deficit=self.pace.deficit())
+        return figures
 
     def on_trajectory_goal(self, goal_handle):
         """A FollowJointTrajectory goal (robot files with output.trajectory_action), taken as a
@@ -297,7 +307,20 @@ class SimBridgeNode(Node):
         if time.monotonic() - self.last_publish_wall >= self.republish_period_s:
             self.publish_state(render=False)
 
+    def warn_if_behind(self) -> None:
+        """Say so (every 10 s of wall time at most) when the requested pace is out of reach."""
+        deficit, now = self.pace.deficit(), time.monotonic()
+        if deficit is None or deficit <= 0.1 or not self.pace.full or now - self.pace_warned < 10.0:
+            return
+        self.pace_warned = now
+        self.get_logger().warning(
+            f"real_time_factor {self.real_time_factor:g} out of reach: {self.pace.reached():.2f} reached over the "
+            f"last {len(self.pace.step_times)} steps (a step, its rendering and publishing included, takes longer "
+            f"than its {self.sim.dt / self.real_time_factor * 1e3:.1f} ms of wall time); running evenly slower")
+
     def free_run_step(self) -> None:
+        self.pace.on_step()
+        self.warn_if_behind()
         if self.joint_command_type is not None:    # position control: follow the trajectory, else hold
             action = self.sim.joint_targets
             if self.latest_trajectory is not None:

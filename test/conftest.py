@@ -1,6 +1,8 @@
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -9,6 +11,17 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+
+def wait_until(predicate: Callable, timeout_s: float, what: str | Callable[[], str], period_s: float = 0.05):
+    """Poll `predicate` every `period_s` until it returns something true (returned) or `timeout_s`
+    passes; then fail the test naming `what` (a string, or a function describing what was seen)."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout_s:g} s: {what() if callable(what) else what}", pytrace=False)
+        time.sleep(period_s)
+    return value
 
 
 class BagWriter:

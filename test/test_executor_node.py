@@ -20,6 +20,7 @@ from vla_policy_node.graph_runner import find_executable
 from vla_policy_node.nodes.common import LATCHED_QOS, RELIABLE_QOS, SERVICES, TOPICS, to_sec, to_stamp
 
 DT = 1.0 / 80
+HORIZON = 8                                         # actions in each chunk this test sends
 
 
 class Robot:
@@ -101,16 +102,17 @@ class Robot:
         msg.actions_normalized = (actions / 2).astype(np.float32).ravel().tolist()
         self.chunk_pub.publish(msg)
 
-    def answer_requests(self, value: float, seconds: float) -> None:
-        """Answer every request with a constant chunk computed 'now' (stamped at request_after)."""
+    def answer_requests(self, value: float, seconds: float, until=None) -> None:
+        """Answer every request with a constant chunk computed 'now' (stamped at request_after), for
+        `seconds` or until `until()` holds."""
         answered = set()
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        while time.monotonic() < end and not (until is not None and until()):
             self.executor.spin_once(timeout_sec=0.005)
             for i, fb in enumerate(self.feedback):
                 if fb.request_chunk and i not in answered:
                     answered.add(i)
-                    self.send_chunk(to_sec(fb.request_after), np.tile([value, 0.0, 0.0, 1.0], (8, 1)))
+                    self.send_chunk(to_sec(fb.request_after), np.tile([value, 0.0, 0.0, 1.0], (HORIZON, 1)))
 
     def close(self) -> None:
         self.proc.send_signal(2)
@@ -136,22 +138,32 @@ def start(r: Robot) -> None:
 
 @pytest.mark.parametrize("robot", [dict(domain=52, mode="async_rtc")], indirect=True)
 def test_free_running_async_executes_chunks_and_latches_estop(robot):
+    """Commands flow from chunk after chunk; the command rate is a benchmark figure (`vla-bench executor`)."""
+    def moving():
+        return [c for c in robot.commands if c.values[0] > 0.4]
+
+    def requests():
+        return [f for f in robot.feedback if f.request_chunk]
+
+    def rtc_request():                              # RTC: the plan goes with the request
+        return any(len(f.leftover_normalized) for f in requests()[2:])
+
     start(robot)
-    robot.answer_requests(0.5, 3.0)
-    moving = [c for c in robot.commands if c.values[0] > 0.4]
-    assert len(moving) > 100                        # ~80 Hz for 3 s, minus start-up
-    requests = [f for f in robot.feedback if f.request_chunk]
-    assert any(len(f.leftover_normalized) for f in requests[2:])   # RTC: the plan goes with the request
+    robot.answer_requests(0.5, 60.0, until=lambda: len(moving()) > 12 * HORIZON and rtc_request())
+    assert len(moving()) > 12 * HORIZON, f"{len(moving())} commands of the chunks' actions sent " \
+                                        f"({len(robot.commands)} in all) for {len(requests())} requests"
+    assert rtc_request(), f"no request after the second carried the plan: {len(requests())} requests"
     assert robot.call("estop", EmergencyStop.Request(engage=True, reason="test")).estop
     robot.commands.clear()
-    robot.answer_requests(0.5, 1.0)
-    assert robot.commands and all(c.values[0] == 0.0 and c.values[1] == 0.0 for c in robot.commands)  # holds
+    robot.answer_requests(0.5, 30.0, until=lambda: len(robot.commands) >= 10 * HORIZON)
+    assert len(robot.commands) >= 10 * HORIZON, f"{len(robot.commands)} commands while e-stopped"
+    assert all(c.values[0] == 0.0 and c.values[1] == 0.0 for c in robot.commands)                  # holds
     assert not robot.call("set_armed", SetArmed.Request(armed=True)).success                         # latched
     assert robot.call("estop", EmergencyStop.Request(clear=True)).success
     assert robot.call("set_armed", SetArmed.Request(armed=True)).success
     robot.commands.clear()
-    robot.answer_requests(0.5, 1.5)
-    assert any(c.values[0] > 0.4 for c in robot.commands)
+    robot.answer_requests(0.5, 30.0, until=moving)
+    assert moving(), f"no chunk executed after the e-stop was cleared ({len(robot.commands)} commands)"
 
 
 @pytest.mark.parametrize("robot", [dict(domain=53, mode="async", dry_run="true")], indirect=True)

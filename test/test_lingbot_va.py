@@ -90,6 +90,7 @@ def test_the_cache_holds_exactly_what_recomputing_the_whole_history_gives():
         cache = ep.cached(model)
         chunk = torch.randn(1, 2, model.config.latent_channels, model.config.latent_size, model.config.latent_size)
         full_v, full_kv, order = ep.one_pass(model, chunk, (9.0, 13.0))
+        assert len(full_kv) == len(cache.layers) == model.config.num_layers
         for (k, v), (ck, cv) in zip(full_kv, cache.layers):
             torch.testing.assert_close(ck, k[:, :, order], atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(cv, v[:, :, order], atol=1e-5, rtol=1e-5)
@@ -144,12 +145,14 @@ def test_only_real_observations_and_executed_actions_enter_the_cache(checkpoint)
     grounded = observation(0, 0.0)
     grounded.in_flight = out.actions_normalized[:3]
     policy.predict(grounded)                       # imagines the in-flight outcome and its own chunk ...
+    assert len(policy.cache.layers) == len(before) > 0
     for (k, v), (k0, v0) in zip(policy.cache.layers, before):                # ... and keeps none of it
         assert torch.equal(k, k0) and torch.equal(v, v0)
     assert len(policy.cache) == n
     policy.update(out.actions[:2], observation(1, 0.025))
     assert [kind for kind, _, _ in policy.cache.groups] == ["frame", "actions", "frame"]
     assert len(policy.cache) == 2 * n + 2 and policy.step == 2
+    assert len(policy.cache.layers) == len(before)
     for (k, _), (k0, _) in zip(policy.cache.layers, before):              # appended, the old entries untouched
         assert torch.equal(k[:, :, :n], k0)
     # the window: at most cache_frames real frames, the oldest evicted with its actions
@@ -295,6 +298,8 @@ def test_one_pass_over_the_history_equals_the_cache_built_step_by_step():
         if i < 2:
             groups.append(("actions", ep.actions[i], ep.steps[i]))
     cache = ep.cached(model)
-    for (k, v), (ck, cv) in zip(encode_history(model, groups, ep.text), cache.layers):
+    encoded = encode_history(model, groups, ep.text)
+    assert len(encoded) == len(cache.layers) == model.config.num_layers
+    for (k, v), (ck, cv) in zip(encoded, cache.layers):
         torch.testing.assert_close(k, ck, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(v, cv, atol=1e-5, rtol=1e-5)

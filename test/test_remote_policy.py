@@ -1,6 +1,7 @@
 """The model core behind a websocket (openpi's protocol): our frames read by openpi's own client
 package and theirs by us, `vla-serve`'s service answering openpi's client and the `remote`
-backend, predictions equal to the same backend in-process, and every failure named."""
+backend, predictions equal to the same backend in-process, and every failure named. Only the
+tests that talk to openpi's own package need openpi-client; the rest run without it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import tiny_videovla_checkpoint
+from conftest import tiny_videovla_checkpoint, wait_until
 
 from vla_policy_node.core.embodiment import load_robot
 from vla_policy_node.models import wire
@@ -18,10 +19,14 @@ from vla_policy_node.models.registry import make_backend
 from vla_policy_node.models.remote import RemoteBackend, RemotePolicyError
 from vla_policy_node.serving.server import PolicyServer, PolicyService
 
-openpi_msgpack = pytest.importorskip("openpi_client.msgpack_numpy", reason="openpi-client is installed by make setup")
+
+def openpi(module: str):
+    """openpi-client's `module`; skips the test calling it when openpi-client is not installed."""
+    return pytest.importorskip(f"openpi_client.{module}", reason="openpi-client is installed by make setup")
 
 
 def test_frames_cross_both_ways_with_openpi_msgpack_numpy():
+    openpi_msgpack = openpi("msgpack_numpy")
     message = {"actions": np.arange(12, dtype=np.float32).reshape(3, 4), "ms": np.float64(2.5), "text": "hi",
                "nested": {"image": np.full((2, 2, 3), 7, np.uint8)}}
     for decoded in (openpi_msgpack.unpackb(wire.pack(message)), wire.unpack(openpi_msgpack.packb(message))):
@@ -70,10 +75,8 @@ def served(robot, checkpoint):
 
 
 def test_openpi_client_gets_metadata_and_the_same_actions(served, robot):
-    from openpi_client.websocket_client_policy import WebsocketClientPolicy
-
     server, local = served
-    client = WebsocketClientPolicy(host="127.0.0.1", port=server.port)
+    client = openpi("websocket_client_policy").WebsocketClientPolicy(host="127.0.0.1", port=server.port)
     meta = client.get_server_metadata()
     assert meta["backend"] == "bc" and meta["action_names"] == list(robot.config.action.names)
     obs = observation(robot)
@@ -86,10 +89,8 @@ def test_openpi_client_gets_metadata_and_the_same_actions(served, robot):
 
 
 def test_a_bad_observation_is_named_to_an_openpi_client(served, robot):
-    from openpi_client.websocket_client_policy import WebsocketClientPolicy
-
     server, _ = served
-    client = WebsocketClientPolicy(host="127.0.0.1", port=server.port)
+    client = openpi("websocket_client_policy").WebsocketClientPolicy(host="127.0.0.1", port=server.port)
     message = ObservationKeys().to_message(observation(robot))
     camera = robot.config.cameras[0].name
     del message[f"observation/images/{camera}"]
@@ -114,17 +115,21 @@ def test_remote_backend_predicts_like_the_backend_in_process(served, robot):
 
 
 class SlowBackend:
-    """Wraps a backend; predict sleeps `delay_s` first (a server that cannot keep up)."""
+    """Wraps a backend; predict sleeps `delay_s` first (a server that cannot keep up) and counts
+    the predictions it finished."""
 
     def __init__(self, inner, delay_s: float):
         self.inner, self.delay_s = inner, delay_s
+        self.answered = 0
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     def predict(self, obs, prefix=None):
         time.sleep(self.delay_s)
-        return self.inner.predict(obs, prefix)
+        out = self.inner.predict(obs, prefix)
+        self.answered += 1
+        return out
 
 
 def test_a_slow_server_is_named_and_the_backend_reconnects(robot, checkpoint):
@@ -141,9 +146,12 @@ def test_a_slow_server_is_named_and_the_backend_reconnects(robot, checkpoint):
         remote.timeout_s, slow.delay_s = 10.0, 0.0
         with pytest.raises(RemotePolicyError, match="reconnecting after 0.5 s"):
             remote.predict(obs)                      # not hammering a failing server
-        time.sleep(1.2)                              # the late answer drains with the old connection
+        # the late answer drains with the old connection, and the backend's wait before reconnecting is over
+        wait_until(lambda: slow.answered == 2 and time.monotonic() - remote.last_failure >= remote.reconnect_s, 10.0,
+                   lambda: f"{slow.answered} of 2 predictions answered by the server, "
+                           f"{time.monotonic() - remote.last_failure:.2f} s since the backend's failure")
         out = remote.predict(obs)
-        assert out.actions.shape == (robot.config.action.horizon, len(robot.config.action.names))
+        assert out.actions.shape == (slow.inner.config.horizon, len(robot.config.action.names))   # the checkpoint's chunk
         assert remote.reconnects == 1
         remote.close()
     finally:

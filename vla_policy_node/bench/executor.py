@@ -8,7 +8,8 @@
    replacement baseline), measured inference delay, safety-gate counters.
 2. Control-loop period jitter of the executor's wall-clock loop at 100 Hz (Panda, joint
    positions, dry run) while the learned policy runs inference in its own process and chunks
-   and joint states cross DDS.
+   and joint states cross DDS; in the same run, the command rate and period as ratios to the
+   nominal rate: as sent (the commands' stamps) and as received by a subscriber over DDS.
 """
 
 from __future__ import annotations
@@ -102,7 +103,32 @@ def paired_completion_ratio(results: dict, mode: str, base: str = "sync") -> flo
     return float(np.mean([a[k]["completion_time_s"] for k in both]) / np.mean([b[k]["completion_time_s"] for k in both]))
 
 
-# ---- control-loop jitter --------------------------------------------------------------------
+# ---- control-loop jitter and command rate ---------------------------------------------------
+def command_rate(sent_s, received: list[tuple[float, float]], nominal_hz: float) -> dict:
+    """Command rate and period of a wall-clock loop as ratios to its nominal rate.
+
+    sent_s: stamps of the commands the executor sent (s); received: (stamp s, arrival s) of those a
+    subscriber got over DDS. Rates are per second of their own span / the nominal rate; periods are
+    stamp differences / the nominal period; `lost` counts sent commands stamped within the received
+    span that never arrived (a subscriber more than its QoS depth behind loses the oldest)."""
+    sent = np.sort(np.asarray(sent_s, dtype=np.float64))
+    stamps = np.asarray([r[0] for r in received], dtype=np.float64)
+    arrivals = np.sort(np.asarray([r[1] for r in received], dtype=np.float64))
+
+    def ratio(times: np.ndarray) -> float | None:
+        span = times[-1] - times[0] if len(times) > 1 else 0.0
+        return float((len(times) - 1) / span / nominal_hz) if span > 0 else None
+
+    periods = np.diff(sent) * nominal_hz
+    in_span = int(np.count_nonzero((sent >= stamps.min()) & (sent <= stamps.max()))) if len(stamps) else 0
+    return {"nominal_hz": nominal_hz, "sent": int(len(sent)), "received": int(len(received)),
+            "lost": max(in_span - len(stamps), 0),
+            "sent_rate_vs_nominal": ratio(sent), "received_rate_vs_nominal": ratio(arrivals),
+            "period_vs_nominal": None if not len(periods) else
+            {"p50": float(np.percentile(periods, 50)), "p95": float(np.percentile(periods, 95)),
+             "max": float(periods.max())}}
+
+
 LOAD_SCRIPT = """
 import sys, time
 from vla_policy_node.core.embodiment import load_robot
@@ -128,7 +154,7 @@ def control_jitter(args, out_dir: Path) -> dict:
     import rclpy
     from rclpy.node import Node
     from sensor_msgs.msg import JointState
-    from vla_msgs.msg import ActionChunk, ExecutionFeedback
+    from vla_msgs.msg import ActionChunk, ActionCommand, ExecutionFeedback
     from vla_msgs.srv import ResetEpisode
 
     from ..core.embodiment import load_robot
@@ -151,7 +177,8 @@ def control_jitter(args, out_dir: Path) -> dict:
     rclpy.init()
     node = Node("jitter_feeder")
     q0 = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.8])
-    state = {"q": q0.copy(), "chunks": 0, "start": None}
+    state = {"q": q0.copy(), "chunks": 0, "start": None, "reset": False}
+    received: list[tuple[float, float]] = []     # dry-run commands after the reset: (stamp, arrival), s
     joint_pub = node.create_publisher(JointState, cfg.state.joint_states_topic, RELIABLE_QOS)
     chunk_pub = node.create_publisher(ActionChunk, TOPICS["action_chunk"], RELIABLE_QOS)
 
@@ -174,6 +201,12 @@ def control_jitter(args, out_dir: Path) -> dict:
 
     node.create_subscription(ExecutionFeedback, TOPICS["feedback"], on_feedback, RELIABLE_QOS)
 
+    def on_command(msg):
+        if state["reset"]:
+            received.append((round(to_sec(msg.header.stamp), 6), time.monotonic()))   # as the stats log rounds
+
+    node.create_subscription(ActionCommand, TOPICS["dry_run_command"], on_command, RELIABLE_QOS)
+
     def publish_joints():
         msg = JointState(name=list(cfg.action.names), position=state["q"].tolist())
         msg.header.stamp = node.get_clock().now().to_msg()
@@ -192,6 +225,7 @@ def control_jitter(args, out_dir: Path) -> dict:
                 return {"error": "policy load process did not start"}
         future = client.call_async(ResetEpisode.Request(episode_id="jitter"))
         rclpy.spin_until_future_complete(node, future, timeout_sec=5)
+        state["reset"] = True
         end = time.monotonic() + args.jitter_seconds
         while time.monotonic() < end:
             rclpy.spin_once(node, timeout_sec=0.05)
@@ -206,9 +240,11 @@ def control_jitter(args, out_dir: Path) -> dict:
         node.destroy_node()
         rclpy.shutdown()
     stats = json.loads(stats_file.read_text())
-    stats.pop("commands", None)
+    reset_at = next((t for t, episode in stats["resets"] if episode == "jitter"), float("inf"))
+    sent = [c[0] for c in stats.pop("commands") if c[0] >= reset_at]
     return {"rate_hz": args.jitter_rate_hz, "seconds": args.jitter_seconds,
             "period_jitter_ms": stats["loop_jitter_ms"], "deadline_lateness_ms": stats["deadline_lateness_ms"],
+            "command_rate": command_rate(sent, received, args.jitter_rate_hz),
             "control_thread_priority": stats["control_thread_priority"], "chunks_fed": state["chunks"],
             "dry_run_commands": stats["counters"]["dry_run_commands"], "gate": stats["gate"],
             "policy_inferences_in_parallel": (out_dir / "policy_load.log").read_text().strip().splitlines()[-1]}

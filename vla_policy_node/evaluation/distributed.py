@@ -10,13 +10,20 @@ local run of the same episodes writes. A task that fails (the graph failed, the 
 machine was lost) is submitted again up to `retries` times; every retry and every episode
 still missing at the end is named in the report's `distributed` section.
 
-Without an address a local Ray instance is started (its CPUs: this machine's); with one
-(`ray start --head` / KubeRay's service, e.g. ray://head:10001 or auto) the cluster's workers
-must have this project installed at the same path and reach the checkpoint at the path given.
+Without an address a local Ray instance is started (its CPUs: this machine's), even when a
+cluster started with `ray start` runs on this machine; with one (`ray start --head` / KubeRay's
+service, e.g. head:6379, ray://head:10001 or auto) the episodes run on the cluster's nodes. A node
+runs the episode from its own install of this package (config/ and the node executables from
+there, whatever its working directory) and reads the checkpoint at the absolute path the driver
+gives (a shared filesystem, or a copy at that path); a graph or robot file given by a relative
+path is made absolute. Domain ids are handed out cluster-wide, so no two graphs share one. The
+report names the node (Ray node id and IP) of every attempt. docs/distributed.md says what a
+node needs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import shutil
@@ -47,6 +54,13 @@ class ClosedLoopJob:
     robot: str | None = None
     overrides: dict = field(default_factory=dict)
     timeout_s: float = 4 * 3600.0
+
+    def for_nodes(self) -> ClosedLoopJob:
+        """The job as a node with another working directory reads it: a graph or robot given as a
+        file path made absolute (a name is looked up in each node's installed config/)."""
+        def absolute(value: str | None) -> str | None:
+            return str(Path(value).resolve()) if value and Path(value).suffix in (".yaml", ".yml") else value
+        return dataclasses.replace(self, graph=absolute(self.graph), robot=absolute(self.robot))
 
     @property
     def episodes(self) -> list[tuple[str, int]]:
@@ -113,9 +127,14 @@ def episode_name(task: str, seed: int) -> str:
 # ---- one episode on a worker ------------------------------------------------------------------
 def run_episode_graph(job: ClosedLoopJob, task: str, seed: int, domain_id: int) -> dict:
     """Run the graph on one episode in a scratch folder (ROS_DOMAIN_ID = domain_id); returns the
-    graph runner's result, the host, timings and the folder as a .tar.gz archive (bytes)."""
+    graph runner's result, the host, timings and the folder as a .tar.gz archive (bytes).
+    FileNotFoundError when the policy's checkpoint (an absolute path) is not on this machine."""
     from ..graph_runner import run_graph
 
+    checkpoint = job.overrides.get("policy", {}).get("checkpoint", "")
+    if checkpoint and Path(checkpoint).is_absolute() and not Path(checkpoint).exists():
+        raise FileNotFoundError(f"checkpoint {checkpoint} not found on {socket.gethostname()}: every node reads it "
+                                "at the driver's path (a shared filesystem, or a copy at that path)")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="vla_episode_") as scratch:
         out = Path(scratch) / "run"
@@ -153,8 +172,10 @@ def run_on_ray(job: ClosedLoopJob, out_dir: Path, options: RayOptions, progress:
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    job = job.for_nodes()
     started = time.monotonic()
-    ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
+    # "local": a new instance; None would join a `ray start` cluster of this machine or RAY_ADDRESS's
+    ray.init(address=options.address or "local", include_dashboard=False, log_to_driver=False,
              logging_level="WARNING", ignore_reinit_error=True)
     try:
         ray_started_s = time.monotonic() - started
@@ -181,7 +202,8 @@ def run_on_ray(job: ClosedLoopJob, out_dir: Path, options: RayOptions, progress:
             except ray.exceptions.RayError as exc:      # the task raised, or its worker / node was lost
                 answer, error = None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:400]}"
             attempt = {"attempt": len(attempts[episode]) + 1, "round_trip_s": round(time.monotonic() - submitted, 2),
-                       "host": answer["host"] if answer else None, "domain_id": domain, "error": error}
+                       "host": answer["host"] if answer else None, "node_id": answer["node_id"] if answer else None,
+                       "node_ip": answer["node_ip"] if answer else None, "domain_id": domain, "error": error}
             attempts[episode].append(attempt)
             if answer is not None:
                 folder = _unpack(answer["archive"], out_dir / "shards" / f"{episode_name(*episode)}.part")
@@ -201,6 +223,8 @@ def run_on_ray(job: ClosedLoopJob, out_dir: Path, options: RayOptions, progress:
                 bar.update(1)
         bar.close()
         resources = ray.cluster_resources()
+        nodes = [{"node_id": n["NodeID"], "ip": n["NodeManagerAddress"], "CPU": n["Resources"].get("CPU", 0.0),
+                  "GPU": n["Resources"].get("GPU", 0.0)} for n in ray.nodes() if n["Alive"]]
     finally:
         ray.shutdown()
     wall_s = time.monotonic() - started
@@ -210,7 +234,7 @@ def run_on_ray(job: ClosedLoopJob, out_dir: Path, options: RayOptions, progress:
     for part in parts:
         for ep in part.episodes:
             attempts[(ep.task, ep.seed)][-1]["episode_wall_s"] = ep.extra.get("wall_time_s")
-    section = distributed_section(job, options, attempts, done, failed, resources, wall_s, ray_started_s)
+    section = distributed_section(job, options, attempts, done, failed, resources, nodes, wall_s, ray_started_s)
     if not parts:
         return {"report": None, "distributed": section}
     merged = merge_records(parts, job.tasks, job.seeds)
@@ -223,18 +247,24 @@ def run_on_ray(job: ClosedLoopJob, out_dir: Path, options: RayOptions, progress:
 
 
 def _ray_episode(job: ClosedLoopJob, task: str, seed: int, domain_id: int, omp_threads: str | None) -> dict:
-    """The Ray task. Ray sets OMP_NUM_THREADS from the task's CPUs; the graph's processes get the
-    driver's setting instead, so that they compute as a local run would (equal results, not only speed)."""
+    """The Ray task: run_episode_graph's answer plus the Ray node it ran on. Ray sets OMP_NUM_THREADS
+    from the task's CPUs; the graph's processes get the driver's setting instead, so that they
+    compute as a local run would (equal results, not only speed)."""
+    import ray
+
     if omp_threads:
         os.environ["OMP_NUM_THREADS"] = omp_threads
     else:
         os.environ.pop("OMP_NUM_THREADS", None)
-    return run_episode_graph(job, task, seed, domain_id)
+    answer = run_episode_graph(job, task, seed, domain_id)
+    answer.update(node_id=ray.get_runtime_context().get_node_id(), node_ip=ray.util.get_node_ip_address())
+    return answer
 
 
 def distributed_section(job: ClosedLoopJob, options: RayOptions, attempts: dict, done: dict, failed: list[str],
-                        resources: dict, wall_s: float, ray_started_s: float) -> dict:
-    """The report's `distributed` section: engine, resources, per-episode attempts, overhead."""
+                        resources: dict, nodes: list[dict], wall_s: float, ray_started_s: float) -> dict:
+    """The report's `distributed` section: engine, resources, the cluster's nodes (with the episodes
+    each completed), per-episode attempts, overhead."""
     episodes, overheads = [], []
     for episode, tries in attempts.items():
         row = {"episode": episode_name(*episode), "attempts": len(tries), "ok": episode in done, "tries": tries}
@@ -251,6 +281,8 @@ def distributed_section(job: ClosedLoopJob, options: RayOptions, attempts: dict,
             "cpus_per_graph": options.cpus_per_graph, "gpus_per_graph": options.gpus_per_graph,
             "retries": options.retries, "domain_ids": [options.domain_base, options.domain_base + options.workers - 1],
             "cluster_resources": {k: v for k, v in resources.items() if k in ("CPU", "GPU", "memory")},
+            "nodes": [{**n, "episodes": [episode_name(*e) for e in job.episodes
+                                         if e in done and done[e]["node_id"] == n["node_id"]]} for n in nodes],
             "episodes": len(job.episodes), "completed": len(done), "retried": retried, "failed": failed,
             "wall_time_s": round(wall_s, 2), "ray_start_s": round(ray_started_s, 2),
             "overhead_per_episode_s": {"mean": round(sum(overheads) / len(overheads), 2) if overheads else None,

@@ -360,6 +360,7 @@ def test_launch_description_details(fake_launch, launch_file):
         assert isinstance(overrides["robot"], LaunchConfiguration)
         assert overrides["robot"].name == "robot"
         assert overrides["use_sim_time"] is spec.use_sim_time
+        assert node.kwargs["additional_env"] == spec.env          # the process environment the graph sets
     ending = [s.name for s in graph.nodes if s.exit_ends_graph]
     handlers = [a.handler for a in ld.actions if isinstance(a, RegisterEventHandler)]
     assert sorted(h.kwargs["target_action"].kwargs["name"] for h in handlers) == sorted(ending)

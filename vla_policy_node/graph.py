@@ -31,6 +31,8 @@ class NodeSpec:
     respawn: bool = False             # restarted when it exits (it rejoins the running episode)
     respawn_delay_s: float = 1.0
     remap: dict = field(default_factory=dict)   # topic or service name -> name it takes in this graph
+    env: dict = field(default_factory=dict)     # environment variables of the node's process (e.g. math
+    #                                             library threads: the policy's MKL_NUM_THREADS)
 
 
 @dataclass
@@ -41,7 +43,7 @@ class GraphSpec:
 
 
 _NODE_KEYS = {"name", "executable", "parameters", "use_sim_time", "exit_ends_graph", "set", "respawn",
-              "respawn_delay_s", "remap"}
+              "respawn_delay_s", "remap", "env"}
 _GRAPH_KEYS = {"name", "description", "robot", "use_sim_time", "nodes"}
 
 
@@ -79,10 +81,15 @@ def load_graph(name_or_path: str, robot: str | None = None) -> GraphSpec:
         params = {"robot": robot, **entry.get("set", {})}
         spec = NodeSpec(entry["name"], entry["executable"], files, params, bool(entry.get("use_sim_time", sim_time)),
                         bool(entry.get("exit_ends_graph", False)), bool(entry.get("respawn", False)),
-                        float(entry.get("respawn_delay_s", 1.0)), dict(entry.get("remap") or {}))
+                        float(entry.get("respawn_delay_s", 1.0)), dict(entry.get("remap") or {}),
+                        dict(entry.get("env") or {}))
         bad = [k for k, v in spec.remap.items() if not (isinstance(k, str) and isinstance(v, str) and k and v)]
         if bad:
             raise GraphConfigError(f"{where}.remap.{bad[0]}: expected 'from: to' topic names")
+        bad = [k for k, v in spec.env.items() if not (isinstance(k, str) and k and isinstance(v, (str, int, float)))]
+        if bad:
+            raise GraphConfigError(f"{where}.env.{bad[0]}: expected 'NAME: value' (a string or number)")
+        spec.env = {k: str(v) for k, v in spec.env.items()}
         if spec.respawn and spec.exit_ends_graph:
             raise GraphConfigError(f"{where}.respawn: a node that ends the graph cannot be respawned")
         if spec.respawn_delay_s < 0:
@@ -144,7 +151,7 @@ def launch_description(name: str):
                        **(model_args if spec is policy else {})})
         node = Node(package=PACKAGE, executable=spec.executable, name=spec.name, namespace=LaunchConfiguration("namespace"),
                     parameters=params, output="screen", respawn=spec.respawn, respawn_delay=spec.respawn_delay_s,
-                    remappings=[("/clock", "clock"), *spec.remap.items()])
+                    remappings=[("/clock", "clock"), *spec.remap.items()], additional_env=spec.env)
         actions.append(node)
         if spec.exit_ends_graph:
             actions.append(RegisterEventHandler(OnProcessExit(

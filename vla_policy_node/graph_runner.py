@@ -132,7 +132,7 @@ def run_graph(name: str, overrides: dict, log_dir: Path, robot: str | None = Non
     def start(spec) -> None:
         out = None if spec.exit_ends_graph else logs[spec.name]
         procs[spec.name] = subprocess.Popen(node_command(spec, overrides, (remaps or {}).get(spec.name), namespace),
-                                            env=env, stdout=out,
+                                            env={**env, **spec.env}, stdout=out,
                                             stderr=subprocess.STDOUT if out else None,
                                             preexec_fn=_node_preexec)
         sampled[spec.name] = psutil.Process(procs[spec.name].pid)

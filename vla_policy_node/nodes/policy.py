@@ -17,6 +17,7 @@ backend declares (models/backend.py), each a parameter of the same name.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -31,6 +32,7 @@ from ..core import images
 from ..core.health import Above
 from ..core.rtc_prefix import align_prefix
 from ..models.backend import PolicyInput
+from ..models.inference_threads import prepare_process, use_this_thread
 from ..models.registry import backend_class
 from .diagnostics import Diagnostics
 from .managed import ManagedNode
@@ -57,6 +59,10 @@ class PolicyNode(ManagedNode):
         p = self.declare_parameter
         self.robot = load_robot_or_exit(self, p("robot", "metaworld_sawyer").value)
         self.backend_name = p("backend", "oracle").value
+        self.torch_threads = int(p("torch_threads", 0).value)      # intra-op threads of the inference thread
+        if self.torch_threads < 0:
+            self.get_logger().fatal(f"parameter torch_threads: {self.torch_threads}; must be >= 0 (0: one per CPU)")
+            raise SystemExit(2)
         try:
             self.backend = self.make_backend()
             self.backend_name = self.backend.name
@@ -236,6 +242,11 @@ class PolicyNode(ManagedNode):
                      and to_sec(o.header.stamp) >= self.request_after - 1e-6), None)
 
     def serve(self) -> None:
+        """The inference thread: every prediction (and update) runs here, with its own torch threads."""
+        threads = use_this_thread(self.torch_threads)
+        if threads is not None:
+            self.get_logger().info(f"inference thread: {threads} torch threads, MKL threads "
+                                   f"{os.environ.get('MKL_NUM_THREADS', 'default')}")
         while self.running:
             with self.lock:
                 while self.running and self._ready_observation() is None:
@@ -363,6 +374,7 @@ class PolicyNode(ManagedNode):
 
 
 def main(args=None):
+    prepare_process()
     run_node(PolicyNode, args)
 
 

@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 from ..models.backend import PolicyBackend
+from ..models.inference_threads import prepare_process, use_this_thread
 from ..models.observation_keys import ObservationKeys
 from ..models.remote import TOKEN_ENV
 from ..models.wire import WireError, pack, unpack
@@ -128,12 +129,13 @@ class PolicyServer:
     `stats["unauthorized"]`). GET /healthz needs no token: it answers the counters."""
 
     def __init__(self, service: PolicyService, host: str = "127.0.0.1", port: int = 8000,
-                 max_frame_bytes: int = int(DEFAULT_MAX_FRAME_MB * 2**20), token: str = ""):
+                 max_frame_bytes: int = int(DEFAULT_MAX_FRAME_MB * 2**20), token: str = "", torch_threads: int = 0):
         from websockets.sync.server import serve
 
         if max_frame_bytes <= 0:
             raise ValueError(f"max_frame_bytes: must be > 0, got {max_frame_bytes}")
         self.service, self.token, self.max_frame_bytes = service, token, int(max_frame_bytes)
+        self.torch_threads = int(torch_threads)      # intra-op threads of each client's thread (0: one per CPU)
         self.stats = {"clients": 0, "connections": 0, "unauthorized": 0, "oversized_frames": 0,
                       "failed_requests": 0}
         self.stats_lock = threading.Lock()
@@ -171,6 +173,7 @@ class PolicyServer:
         from websockets.frames import CloseCode
 
         peer = ws.remote_address
+        use_this_thread(self.torch_threads)          # this client's thread runs the model
         log.info("client %s connected", peer)
         self.count("connections")
         self.count("clients")
@@ -215,6 +218,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
     parser.add_argument("--device", default="", help="torch device (learned backends): cpu, cuda, mps")
     parser.add_argument("--dtype", default="", help="float32, bfloat16, float16 (learned backends)")
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="intra-op CPU threads of the thread serving a client (0: one per CPU); MKL runs "
+                             "single-threaded unless MKL_NUM_THREADS says otherwise")
     parser.add_argument("--image-keys", default="", help="CAMERA=KEY,... (default observation/images/<camera>)")
     parser.add_argument("--state-key", default="", help="default observation/state")
     parser.add_argument("--prompt-key", default="", help="default prompt")
@@ -236,6 +242,10 @@ def main(argv=None) -> int:
         print(f"vla-serve: --max-frame-mb {args.max_frame_mb}: must be > 0", file=sys.stderr)
         return 2
     token = args.token or os.environ.get(TOKEN_ENV, "")
+    if args.torch_threads < 0:
+        print(f"vla-serve: --torch-threads {args.torch_threads}: must be >= 0", file=sys.stderr)
+        return 2
+    prepare_process()                                # before the backend loads torch
     try:
         embodiment = load_robot(args.robot)
         keys = ObservationKeys.parse(args.image_keys, args.state_key, args.prompt_key)
@@ -251,7 +261,7 @@ def main(argv=None) -> int:
         return 2
     try:
         server = PolicyServer(PolicyService(backend, embodiment, keys), args.host, args.port,
-                              int(args.max_frame_mb * 2**20), token)
+                              int(args.max_frame_mb * 2**20), token, args.torch_threads)
     except OSError as exc:
         print(f"vla-serve: --host {args.host} --port {args.port}: {exc}", file=sys.stderr)
         return 2

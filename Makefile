@@ -88,6 +88,7 @@ bench: setup
 	$(VENV)/bin/vla-bench policy
 	$(VENV)/bin/vla-bench executor
 	$(VENV)/bin/vla-bench remote
+	$(VENV)/bin/vla-bench policy-node
 
 # The policy leaderboard (artifacts/bench/policies.json / policies.md): every row of
 # config/bench/policies.yaml on 5 tasks x 6 held-out seeds through the graph; cached per checkpoint.

@@ -7,6 +7,7 @@
     vla-bench faults [--cases NAME ...]               fault injection through the graph (faults.json / .md)
     vla-bench soak [--sim-minutes 30]                 the learned policy for a long run with random faults
     vla-bench remote [--checkpoint DIR]               the model core behind vla-serve vs in-process (remote.json)
+    vla-bench policy-node [--rows vita bc videovla]   the policy node's round trip vs bare predict (policy_node.json)
     vla-bench distributed [--workers 1,2]             closed loop on Ray vs local: equality, scaling
     vla-bench kv-cache [--checkpoint DIR]             LingBot-VA: latency with the KV cache vs recomputing history
     vla-bench async-grounding [--checkpoint DIR]      LingBot-VA free-running: sync vs naive async vs FDM-grounded
@@ -20,7 +21,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from . import async_grounding, distributed, executor, faults, kv_cache, latency, policy, remote, soak
+    from . import async_grounding, distributed, executor, faults, kv_cache, latency, policy, policy_node, remote, soak
 
     parser = argparse.ArgumentParser(prog="vla-bench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -40,6 +41,7 @@ def main(argv=None) -> int:
     faults.build_argparser(commands.add_parser("faults", help="fault injection through the graph"))
     soak.build_argparser(commands.add_parser("soak", help="long run with random faults: leaks and drift"))
     remote.build_argparser(commands.add_parser("remote", help="added latency of a policy behind vla-serve"))
+    policy_node.build_argparser(commands.add_parser("policy-node", help="the policy node's overhead per chunk"))
     distributed.build_argparser(commands.add_parser("distributed", help="closed loop on Ray vs local"))
     kv_cache.build_argparser(commands.add_parser("kv-cache", help="KV cache vs recomputing the history"))
     async_grounding.build_argparser(commands.add_parser("async-grounding",
@@ -57,6 +59,8 @@ def main(argv=None) -> int:
         return soak.run(args)
     if args.command == "remote":
         return remote.run(args)
+    if args.command == "policy-node":
+        return policy_node.run(args)
     if args.command == "distributed":
         return distributed.run(args)
     if args.command == "kv-cache":

@@ -22,6 +22,7 @@ from .executor import ChunkExecutor
 MAX_TICKS = 200_000
 MAX_LATENESS = 200_000
 MAX_COMMANDS = 500_000
+MAX_ROUND_TRIPS = 100_000
 JITTER_WINDOW = 100_000          # tick periods the jitter percentiles are taken over
 
 
@@ -64,6 +65,7 @@ class ExecutorStats:
         self.commands = CommandLog()               # (stamp s, command, chunk id, index, merged chunks, hold reason,
         #                                            control tick number)
         self.resets: list[tuple] = []              # (stamp s, episode id): commands before and after are apart
+        self.round_trips_ms: list[float] = []      # wall ms from a chunk request sent to its chunk received
 
     def on_tick(self, wall_s: float) -> None:
         self.tick_wall_times.append(wall_s)
@@ -73,6 +75,12 @@ class ExecutorStats:
     def on_lateness(self, late_s: float) -> None:
         if len(self.lateness_s) < MAX_LATENESS:
             self.lateness_s.append(late_s)
+
+    def on_round_trip(self, wall_ms: float) -> None:
+        """A requested chunk arrived `wall_ms` after its request was sent (the policy's whole cost:
+        transport both ways, waiting, decoding, inference, publishing)."""
+        if len(self.round_trips_ms) < MAX_ROUND_TRIPS:
+            self.round_trips_ms.append(round(float(wall_ms), 3))
 
     def on_reset(self, stamp_s: float, episode_id: str) -> None:
         self.resets.append((round(stamp_s, 6), episode_id))
@@ -108,4 +116,5 @@ class ExecutorStats:
                                    "ticks": int(len(jitter) + 1)},
                 "deadline_lateness_ms": {"p50": float(np.percentile(late, 50)) if len(late) else None,
                                          "p99": float(np.percentile(late, 99)) if len(late) else None},
+                "chunk_round_trip_ms": list(self.round_trips_ms),
                 "commands": self.commands.read(), "commands_dropped": self.commands.dropped, "resets": self.resets}

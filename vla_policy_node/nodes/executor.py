@@ -218,7 +218,10 @@ class ExecutorNode(ManagedNode):
         chunk = Chunk(msg.chunk_id, to_sec(msg.header.stamp), float(msg.dt), actions.reshape(-1, dim),
                       normalized.reshape(-1, dim), int(msg.start_index), msg.episode_id, int(msg.prefix_length))
         with self.lock:
+            answers_request = self.core.awaiting_chunk
             ok, why = self.core.on_chunk(chunk, now)
+        if ok and answers_request:
+            self.activity.on_round_trip((time.monotonic() - self.request_wall_time) * 1e3)
         if not ok:
             self.get_logger().warning(f"{TOPICS['action_chunk']}: chunk {msg.chunk_id} (t0 {chunk.t0:.4f}, episode "
                                    f"'{chunk.episode_id}') not executed: {why}", throttle_duration_sec=1.0)

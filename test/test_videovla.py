@@ -321,3 +321,13 @@ def test_videovla_started_from_a_bc_checkpoint_predicts_its_actions(tmp_path):
     assert not imagined.abs().any()                           # the latent head starts at zero, to be learned
     with pytest.raises(CheckpointError, match=r"policy\.hidden_size is 32, this run builds 48"):
         InitialCheckpoint.read(str(source), VideoVLAConfig(**{**TINY, "hidden_size": 48}), "videovla")
+
+
+def test_a_chunk_shorter_than_the_robot_executes_is_refused(tmp_path):
+    """The chunk length is the checkpoint's, any length the robot file's execute_per_chunk fits in."""
+    robot = load_robot("metaworld_sawyer")
+    long = tiny_videovla_checkpoint(tmp_path / "long", horizon=24)
+    assert make_backend("videovla", robot, checkpoint=str(long)).config.horizon == 24
+    short = tiny_videovla_checkpoint(tmp_path / "short", horizon=1)
+    with pytest.raises(CheckpointError, match="chunks of 1 actions.*execute_per_chunk 2"):
+        make_backend("videovla", robot, checkpoint=str(short))

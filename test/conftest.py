@@ -205,6 +205,43 @@ def tiny_lingbot_checkpoint(path: Path, **config) -> Path:
     return path
 
 
+QWEN_ROBOTS = ("metaworld_sawyer", "panda_ros2_control")
+TINY_QWEN = dict(image_size=56, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64,
+                 vision_depth=1, vision_embed_dim=32, vision_heads=2, expert_width=32, expert_layers=2, expert_heads=2,
+                 num_inference_steps=3, horizon=24)   # unified rows: the Sawyer uses 24 of them, the Panda 16
+
+
+def tiny_qwen_checkpoint(path: Path, robots=QWEN_ROBOTS, **overrides) -> Path:
+    """A random-weight Qwen-VLA checkpoint for `robots` (two by default; weights perturbed so every
+    block acts) with the robot files' statistics."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from vla_policy_node.core.embodiment import load_robot
+    from vla_policy_node.models.components.diffusion import make_scheduler
+    from vla_policy_node.models.components.text_encoder import DEFAULT_TEXT_ENCODER, resolve_text_encoder
+    from vla_policy_node.models.qwen_vla import QwenVLAConfig
+    from vla_policy_node.models.qwen_vla.modeling_qwen_vla import PromptTokenizer, QwenVLAActionExpert, build_backbone
+    from vla_policy_node.models.qwen_vla.policy_qwen_vla import QwenVLAPipeline, embodiment_entry
+
+    loaded = [load_robot(r) for r in robots]
+    horizon = {**TINY_QWEN, **overrides}.get("horizon", QwenVLAConfig.horizon)
+    cfg = QwenVLAConfig(**{**TINY_QWEN, **overrides}, embodiments={r.name: embodiment_entry(r, horizon) for r in loaded})
+    prompts = PromptTokenizer(AutoTokenizer.from_pretrained(resolve_text_encoder(DEFAULT_TEXT_ENCODER)),
+                              cfg.tokens_per_view, cfg.max_text_tokens)
+    cfg.vocab_size, cfg.image_token_id = len(prompts), prompts.image_token_id
+    cfg.vision_start_token_id, cfg.vision_end_token_id = prompts.vision_start_id, prompts.vision_end_id
+    torch.manual_seed(0)
+    backbone = build_backbone(cfg.backbone_config()).eval()
+    expert = QwenVLAActionExpert(**cfg.action_expert_config()).eval()
+    with torch.no_grad():
+        for p in expert.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    stats = {r.name: {"action": r.action_stats, "state": r.state_stats} for r in loaded}
+    QwenVLAPipeline(cfg, backbone, expert, make_scheduler("flow"), prompts, stats, {}).save_pretrained(path)
+    return path
+
+
 TINY_LINGBOT = dict(image_size=32, latent_size=4, video_width=32, action_width=16, num_layers=2, num_heads=2,
                     num_inference_steps=4, num_video_steps=2, cache_frames=3)
 

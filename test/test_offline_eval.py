@@ -207,7 +207,7 @@ def test_report_numbers_match_the_model_run_directly(offline_run, sim_episode):
         e.instruction = sim_episode[1]              # these bags record none; the run was given it
     policy = make_backend("videovla", robot, checkpoint=str(CHECKPOINT), num_inference_steps=2)
     queries = [(e, k) for e in episodes for k in (0, 8, 16)]
-    policy.decode_imagined = True
+    policy.set_decode_imagined(True)
     policy.reset("", seed=0)
     outs = policy.predict_batch([OpenLoopEvaluator.observation(e, k) for e, k in queries])
     assert outs[0].imagined_frames["corner"].shape == (len(policy.future_offsets), 64, 64, 3)
@@ -219,7 +219,7 @@ def test_report_numbers_match_the_model_run_directly(offline_run, sim_episode):
         assert row["action_l1"] == pytest.approx(np.abs(pred - target).mean(), rel=1e-4)
     # the batched path is the single-observation path: one observation, same seed -> same chunk
     observation = OpenLoopEvaluator.observation(episodes[0], 8)
-    policy.decode_imagined = False
+    policy.set_decode_imagined(False)
     policy.reset(sim_episode[1], seed=3)
     single = policy.predict(observation)
     policy.reset(sim_episode[1], seed=3)

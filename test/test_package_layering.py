@@ -185,11 +185,6 @@ def test_models_do_not_import_serving():
 # ---- inference loads no training code ----------------------------------------------------------
 
 TRAINING_THIRD_PARTY = {"accelerate"}
-# (importer, imported) edges from inference to training code not removed yet, each with its way out
-KNOWN_TRAINING_IMPORTS = {
-    (f"{PACKAGE}.models.qwen_vla.policy_qwen_vla", f"{PACKAGE}.models.components.training"):
-        "resize_frames, the model-input resize inference shares with training, belongs in components/vae.py",
-}
 
 
 def is_training(module: str) -> bool:
@@ -215,13 +210,13 @@ def loads(module: str) -> dict[str, str]:
 
 def training_chain(start: str) -> list[str] | None:
     """The shortest chain of loads from `start` to a training module, each step with the import
-    that makes it; None when there is none (the known imports aside)."""
+    that makes it; None when there is none."""
     came_from = {start: None}
     queue = deque([start])
     while queue:
         module = queue.popleft()
         for target, where in sorted(loads(module).items()):
-            if target in came_from or (module, target) in KNOWN_TRAINING_IMPORTS:
+            if target in came_from:
                 continue
             came_from[target] = (module, where)
             if is_training(target):
@@ -244,12 +239,6 @@ def test_inference_loads_no_training_code(module):
     assert chain is None, "loads training code:\n" + "\n".join(chain)
 
 
-def test_the_known_training_imports_are_still_there():
-    """An entry goes once its import does."""
-    stale = [pair for pair in KNOWN_TRAINING_IMPORTS if pair[1] not in IMPORTS.get(pair[0], {})]
-    assert stale == []
-
-
 LOAD_EVERY_BACKEND = f"""
 import json, sys
 sys.modules["accelerate"] = None     # absent, as on a machine without it: diffusers and transformers load it
@@ -267,6 +256,4 @@ def test_loading_every_backend_loads_no_training_module_and_needs_no_accelerate(
     run = subprocess.run([sys.executable, "-c", LOAD_EVERY_BACKEND], cwd=SOURCE.parent, capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    loaded = json.loads(run.stdout.splitlines()[-1])
-    known = sorted({imported for _, imported in KNOWN_TRAINING_IMPORTS})
-    assert loaded == {"accelerate": False, "training": known}
+    assert json.loads(run.stdout.splitlines()[-1]) == {"accelerate": False, "training": []}

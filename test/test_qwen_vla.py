@@ -10,53 +10,20 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import ROOT, record_episodes
+from conftest import ROOT, record_episodes, tiny_qwen_checkpoint
 
 from vla_policy_node.core.embodiment import load_robot
 from vla_policy_node.evaluation.command_limits import commands_outside_limits
 from vla_policy_node.models.backend import PolicyInput
 from vla_policy_node.models.checkpoint import CheckpointError
-from vla_policy_node.models.components.diffusion import make_scheduler
-from vla_policy_node.models.qwen_vla import QwenVLAConfig
-from vla_policy_node.models.qwen_vla.modeling_qwen_vla import (PromptTokenizer, QwenVLAActionExpert, build_backbone,
-                                                               masked_flow_loss, views_to_patches)
-from vla_policy_node.models.qwen_vla.policy_qwen_vla import (QwenVLAPipeline, embodiment_entry, from_unified,
-                                                             to_unified)
+from vla_policy_node.models.qwen_vla.modeling_qwen_vla import masked_flow_loss, views_to_patches
+from vla_policy_node.models.qwen_vla.policy_qwen_vla import from_unified, to_unified
 from vla_policy_node.models.registry import make_backend
-
-ROBOTS = ("metaworld_sawyer", "panda_ros2_control")
-TINY = dict(image_size=56, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64,
-            vision_depth=1, vision_embed_dim=32, vision_heads=2, expert_width=32, expert_layers=2, expert_heads=2,
-            num_inference_steps=3, horizon=24)   # unified rows: the Sawyer uses 24 of them, the Panda 16
-
-
-def tiny_checkpoint(path, robots=ROBOTS, **overrides):
-    """A random-weight two-robot checkpoint (weights perturbed so every block acts) with the robot files' statistics."""
-    from transformers import AutoTokenizer
-
-    from vla_policy_node.models.components.text_encoder import DEFAULT_TEXT_ENCODER, resolve_text_encoder
-
-    loaded = [load_robot(r) for r in robots]
-    horizon = {**TINY, **overrides}.get("horizon", QwenVLAConfig.horizon)
-    cfg = QwenVLAConfig(**{**TINY, **overrides}, embodiments={r.name: embodiment_entry(r, horizon) for r in loaded})
-    prompts = PromptTokenizer(AutoTokenizer.from_pretrained(resolve_text_encoder(DEFAULT_TEXT_ENCODER)),
-                              cfg.tokens_per_view, cfg.max_text_tokens)
-    cfg.vocab_size, cfg.image_token_id = len(prompts), prompts.image_token_id
-    cfg.vision_start_token_id, cfg.vision_end_token_id = prompts.vision_start_id, prompts.vision_end_id
-    torch.manual_seed(0)
-    backbone = build_backbone(cfg.backbone_config()).eval()
-    expert = QwenVLAActionExpert(**cfg.action_expert_config()).eval()
-    with torch.no_grad():
-        for p in expert.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    stats = {r.name: {"action": r.action_stats, "state": r.state_stats} for r in loaded}
-    QwenVLAPipeline(cfg, backbone, expert, make_scheduler("flow"), prompts, stats, {}).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("qwen_vla"))
+    return tiny_qwen_checkpoint(tmp_path_factory.mktemp("qwen_vla"))
 
 
 def observation(robot, seed=0, instruction="reach the red target"):
@@ -125,8 +92,8 @@ def test_only_the_robots_rows_and_channels_reach_it(checkpoint):
         assert out.actions.shape == shape and out.actions_normalized.shape == shape
         policy.reset("reach the red target", seed=3)
         emb = policy.pipeline.config.embodiments[name]
-        full = policy.pipeline(policy._views(obs)[None], [policy.prompt(obs.instruction)], name, obs.state[None],
-                               generator=policy.generator)
+        full = policy.pipeline(policy.camera_input(obs)[None], [policy.prompt(obs.instruction)], name, obs.state[None],
+                               generator=policy.observation_generator(obs.stamp))
         assert np.array_equal(out.actions_normalized, np.clip(full["unified"][0, : shape[0]][:, emb["channels"]], -1, 1))
         lo, hi = (np.asarray(robot.action_stats[k]) for k in ("q01", "q99"))
         assert np.all(out.actions >= lo - 1e-6) and np.all(out.actions <= hi + 1e-6)
@@ -143,7 +110,7 @@ def test_a_robot_file_the_checkpoint_has_no_channels_or_statistics_for_is_refuse
         make_backend("qwen_vla", load_robot(str(bad)), checkpoint=str(checkpoint))
     message = str(err.value)
     assert str(bad) in message and "action.unified.channels [0, 1, 2, 5]" in message and str(checkpoint) in message
-    sawyer_only = tiny_checkpoint(tmp_path / "sawyer_only", robots=("metaworld_sawyer",))
+    sawyer_only = tiny_qwen_checkpoint(tmp_path / "sawyer_only", robots=("metaworld_sawyer",))
     with pytest.raises(CheckpointError, match="panda_ros2_control.yaml: action.unified.channels"):
         make_backend("qwen_vla", load_robot("panda_ros2_control"), checkpoint=str(sawyer_only))
     broken = tmp_path / "no_stats"
@@ -174,7 +141,7 @@ def test_checkpoint_round_trip_serves_the_same_chunks_and_keeps_a_prefix(checkpo
 
 
 def test_per_embodiment_heads_keep_each_robot_to_its_own_projection(tmp_path):
-    ckpt = tiny_checkpoint(tmp_path / "heads", action_projection="per_embodiment")
+    ckpt = tiny_qwen_checkpoint(tmp_path / "heads", action_projection="per_embodiment")
     robot = load_robot("metaworld_sawyer")
     policy = make_backend("qwen_vla", robot, checkpoint=str(ckpt))
     expert = policy.pipeline.action_expert

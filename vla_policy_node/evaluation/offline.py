@@ -141,7 +141,7 @@ class OpenLoopEvaluator:
         self.policy, self.robot = policy, robot
         self.horizon = robot.config.action.horizon
         imagines = not actions_only and bool(policy.future_offsets) and policy.imagined_camera is not None
-        policy.decode_imagined = imagines
+        policy.set_decode_imagined(imagines)
         self.camera = policy.imagined_camera if imagines else robot.config.cameras[0].name
         self.offsets = list(policy.future_offsets) if imagines else []     # imagined frames scored
         self.stride, self.batch, self.seed = int(stride), int(batch), int(seed)
@@ -289,13 +289,12 @@ def _nanmean(values) -> float:
 # ---------------------------------------------------------------------------------------------
 def _make_policy(checkpoint: str, robot, steps: int | None, device: str):
     """The checkpoint's backend; options it does not declare (device, steps) are left out."""
-    from ..models.checkpoint import CheckpointError, read_config
-    from ..models.registry import backend_class
+    from ..models.checkpoint import CheckpointError
+    from ..models.registry import make_backend
 
     try:
-        cls = backend_class(read_config(checkpoint)["backend"])
-        wanted = {"checkpoint": checkpoint, "device": device, "num_inference_steps": steps or 0}
-        policy = cls(robot, **{k: v for k, v in wanted.items() if k in cls.options})
+        policy = make_backend("auto", robot, if_declared={"checkpoint": checkpoint, "device": device,
+                                                          "num_inference_steps": steps})
     except (CheckpointError, KeyError, FileNotFoundError) as exc:
         raise OfflineEvalError(f"checkpoint {checkpoint}: {exc}") from None
     if policy.uses_privileged_state:

@@ -61,7 +61,13 @@ class PolicyBackend(abc.ABC):
 
     def __init__(self, embodiment, **options):
         self.embodiment = embodiment
-        self.decode_imagined = False
+        self.decode_imagined = False      # the `decode_imagined` option where one is declared
+
+    def set_decode_imagined(self, decode: bool) -> None:
+        """Whether later chunks carry imagined frames: the `decode_imagined` option changed after
+        construction (per request by vla-serve, per run by offline evaluation). Backends that
+        imagine nothing return none either way."""
+        self.decode_imagined = bool(decode)
 
     # ---- episode ------------------------------------------------------------------------
     @abc.abstractmethod

@@ -51,7 +51,12 @@ def backend_module(name: str):
     return importlib.import_module(modules[name])
 
 
-def backend_class(name: str) -> type[PolicyBackend]:
+def backend_class(name: str, checkpoint: str = "") -> type[PolicyBackend]:
+    """The class a backend name stands for; 'auto': the backend named in `checkpoint`'s config.json
+    (what the policy node needs before constructing one: the options the class declares)."""
+    if name == "auto":
+        from .checkpoint import read_config
+        name = read_config(checkpoint)["backend"]
     cls = backend_module(name).Policy
     if cls.name != name:
         raise KeyError(f"module {_modules()[name]}: Policy.name is '{cls.name}', registered as '{name}'")
@@ -74,11 +79,12 @@ def trainer(name: str):
     return backend_module(name).Trainer
 
 
-def make_backend(name: str, embodiment, **options) -> PolicyBackend:
-    """Backend by name; 'auto' reads it from the checkpoint's config.json. Options are checked
-    against the names the backend declares."""
-    if name == "auto":
-        from .checkpoint import read_config
-        name = read_config(options.get("checkpoint", ""))["backend"]
-    cls = backend_class(name)
-    return cls(embodiment, **check_options(cls, options))
+def make_backend(name: str, embodiment, /, *, if_declared: dict | None = None, **options) -> PolicyBackend:
+    """Backend by name, or 'auto' (read from the checkpoint's config.json), constructed with
+    `options`, checked against the names it declares (an undeclared one is an error), and those of
+    `if_declared` it declares that are set (not None or ""): the flags of a command that runs any
+    backend, such as a device for learned ones."""
+    offered = if_declared or {}
+    cls = backend_class(name, options.get("checkpoint") or offered.get("checkpoint") or "")
+    given = {k: v for k, v in offered.items() if k in cls.options and v is not None and v != ""}
+    return cls(embodiment, **check_options(cls, {**given, **options}))

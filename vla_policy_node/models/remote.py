@@ -46,12 +46,15 @@ class RemoteBackend(PolicyBackend):
         "image_keys": BackendOption("", "CAMERA=KEY,... observation keys of the cameras (default observation/images/<camera>)"),
         "state_key": BackendOption("", "observation key of the state (default observation/state)"),
         "prompt_key": BackendOption("", "observation key of the instruction (default prompt)"),
+        "decode_imagined": BackendOption(False, "ask a vla-serve server for the imagined future frames (for the "
+                                                "monitor)"),
     }
 
     def __init__(self, embodiment, server: str = "ws://localhost:8000", timeout_s: float = 5.0,
                  connect_timeout_s: float = 10.0, reconnect_s: float = 1.0, api_key: str = "", image_keys: str = "",
-                 state_key: str = "", prompt_key: str = "", token: str = ""):
+                 state_key: str = "", prompt_key: str = "", token: str = "", decode_imagined: bool = False):
         super().__init__(embodiment)
+        self.set_decode_imagined(decode_imagined)
         if timeout_s <= 0 or connect_timeout_s <= 0:
             raise ValueError(f"remote backend: timeout_s ({timeout_s}) and connect_timeout_s ({connect_timeout_s}) "
                              "must be > 0 s")

@@ -109,7 +109,7 @@ class PolicyService:
             if prefix.ndim != 2 or prefix.shape[1] != len(self.embodiment.config.action.names):
                 raise WireError(f"key 'prefix': expected (k, {len(self.embodiment.config.action.names)}), "
                                 f"got {prefix.shape}")
-        self.backend.decode_imagined = bool(message.get("decode_imagined", False))
+        self.backend.set_decode_imagined(bool(message.get("decode_imagined", False)))
         start = time.perf_counter()
         out = self.backend.predict(obs, prefix=prefix)
         infer_ms = (time.perf_counter() - start) * 1e3
@@ -234,7 +234,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     from ..core.embodiment import EmbodimentConfigError, load_robot
-    from ..models.registry import backend_class, make_backend
+    from ..models.registry import make_backend
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s] %(message)s")
@@ -249,13 +249,8 @@ def main(argv=None) -> int:
     try:
         embodiment = load_robot(args.robot)
         keys = ObservationKeys.parse(args.image_keys, args.state_key, args.prompt_key)
-        options = {"checkpoint": args.checkpoint, "device": args.device, "dtype": args.dtype}
-        name = args.backend
-        if name == "auto":
-            from ..models.checkpoint import read_config
-            name = read_config(args.checkpoint)["backend"]
-        declared = backend_class(name).options
-        backend = make_backend(name, embodiment, **{k: v for k, v in options.items() if v and k in declared})
+        backend = make_backend(args.backend, embodiment, if_declared={"checkpoint": args.checkpoint,
+                                                                      "device": args.device, "dtype": args.dtype})
     except (EmbodimentConfigError, FileNotFoundError, KeyError, ValueError, OSError, RuntimeError) as exc:
         print(f"vla-serve: {exc}", file=sys.stderr)
         return 2

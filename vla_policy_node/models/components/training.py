@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .vae import FrameCodec, build_small_vae, load_vae, to_model_pixels
+from .vae import FrameCodec, build_small_vae, load_vae, resize_frames
 
 
 def compute_stats(values: np.ndarray, mode: str) -> dict:
@@ -63,12 +63,6 @@ def train_vae(frames: torch.Tensor, steps: int, batch_size: int, lr: float, seed
         if step % 100 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
     return vae.eval()
-
-
-def resize_frames(frames: np.ndarray, size: int, batch: int = 512) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, size, size, 3) uint8, resized as the model resizes its input."""
-    return torch.cat([FrameCodec.to_uint8(to_model_pixels(torch.from_numpy(frames[i: i + batch]), size))
-                      for i in range(0, len(frames), batch)])
 
 
 def training_samples(episodes: list, cfg) -> tuple:

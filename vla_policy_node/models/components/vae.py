@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -41,6 +42,12 @@ def to_model_pixels(frames_uint8: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x
+
+
+def resize_frames(frames: np.ndarray, size: int, batch: int = 512) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, size, size, 3) uint8, resized as the model resizes its input."""
+    return torch.cat([FrameCodec.to_uint8(to_model_pixels(torch.from_numpy(frames[i: i + batch]), size))
+                      for i in range(0, len(frames), batch)])
 
 
 class FrameCodec:

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from ..backend import COMMON_OPTIONS, BackendOption, PolicyInput, PolicyOutput
-from ..checkpoint import CheckpointError, checkpoint_size_mb, resolve_checkpoint
+from ..checkpoint import CheckpointError
 from ..components.diffusion import randn as _randn
-from ..components.loading import check_fits_robot, load_checkpoint_parts, load_network, load_scheduler
+from ..components.loading import load_checkpoint_parts, load_network, load_scheduler
 from ..components.pipeline import LearnedPolicy, PipelineBase
 from ..components.text_encoder import TextEncoder
 from ..components.vae import FrameCodec
@@ -159,34 +159,27 @@ class LingBotVAPolicy(LearnedPolicy):
     def __init__(self, embodiment, checkpoint: str = "", device: str = "cpu", dtype: str = "float32",
                  num_inference_steps: int = 0, num_video_steps: int = 0, cache_frames: int = 0,
                  async_grounding: str = "fdm", decode_imagined: bool = False):
-        super().__init__(embodiment)
-        if not checkpoint:
-            raise CheckpointError(f"{self.name} backend needs option 'checkpoint' (a checkpoint directory)")
         if async_grounding not in GROUNDINGS:
             raise ValueError(f"{self.name} option async_grounding: '{async_grounding}' unknown; use one of {GROUNDINGS}")
-        self.checkpoint = str(resolve_checkpoint(checkpoint))
-        self.pipeline = LingBotVAPipeline.from_pretrained(checkpoint, self.name, self.config_class, device, dtype)
+        super().__init__(embodiment, checkpoint, device, dtype, decode_imagined)
         cfg = self.pipeline.config
-        check_fits_robot(checkpoint, cfg, self.pipeline.meta, embodiment)
         self.num_inference_steps = int(num_inference_steps) or cfg.num_inference_steps
         self.num_video_steps = min(int(num_video_steps) or cfg.num_video_steps, self.num_inference_steps)
         self.async_grounding = async_grounding
-        self.decode_imagined = bool(decode_imagined)
         self.cache = KVCache(int(cache_frames) or cfg.cache_frames)
-        self.generator = torch.Generator(device=self.pipeline.device)
-        self.instruction, self.seed = "", 0
         self._clear()
+
+    def load_pipeline(self, checkpoint: str, device: str, dtype: str) -> LingBotVAPipeline:
+        return LingBotVAPipeline.from_pretrained(checkpoint, self.name, self.config_class, device, dtype)
 
     def _clear(self) -> None:
         self.cache.clear()
         self.step = 0                      # action steps executed this episode
         self.newest: tuple | None = None   # (latent (1, C, h, w), step, stamp) of the newest real frame
         self.text: tuple[str, torch.Tensor] | None = None
-        self.episode_t0: float | None = None
 
     def reset(self, instruction: str, seed: int | None = None, task: str = "") -> None:
         super().reset(instruction, seed, task)
-        self.seed = int(seed or 0)
         self._clear()
 
     # ---- the cache -------------------------------------------------------------------------
@@ -220,12 +213,6 @@ class LingBotVAPolicy(LearnedPolicy):
             self._observe(obs, text)
 
     # ---- chunks --------------------------------------------------------------------------
-    def noise_seed(self, stamp: float) -> int:
-        """Sampling noise from the episode seed and the observation's time (as videovla draws it)."""
-        if self.episode_t0 is None:
-            self.episode_t0 = stamp
-        return (self.seed * 1_000_003 + round((stamp - self.episode_t0) * 1e6)) % (2 ** 63)
-
     def _in_flight(self, obs: PolicyInput, prefix: np.ndarray | None) -> np.ndarray | None:
         if self.async_grounding != "fdm":
             return None
@@ -237,22 +224,22 @@ class LingBotVAPolicy(LearnedPolicy):
     def predict(self, obs: PolicyInput, prefix: np.ndarray | None = None) -> PolicyOutput:
         t0 = time.perf_counter()
         cfg, pipe = self.config, self.pipeline
-        text = self._text(obs.instruction or self.instruction)
+        text = self._text(self.instruction_text(obs))
         self._observe(obs, text)
-        self.generator.manual_seed(self.noise_seed(obs.stamp))
+        generator = self.observation_generator(obs.stamp)
         in_flight = self._in_flight(obs, prefix)
         t1 = time.perf_counter()
         past, first = self.cache.past(), float(self.newest[1])
         prefix_t = None
         if in_flight is not None:
             rows = torch.as_tensor(np.clip(in_flight, -1.0, 1.0), dtype=pipe.dtype, device=pipe.device)[None]
-            past = pipe.imagine_outcome(text, past, first, rows, self.generator, self.num_inference_steps,
+            past = pipe.imagine_outcome(text, past, first, rows, generator, self.num_inference_steps,
                                         self.num_video_steps)
             first += len(in_flight)
         elif prefix is not None and len(prefix):
             prefix_t = torch.as_tensor(np.asarray(prefix)[None, : cfg.horizon], dtype=pipe.dtype, device=pipe.device)
         decode = self.decode_imagined and in_flight is None
-        actions, video = pipe.chunk(text, past, first, self.generator, self.num_inference_steps,
+        actions, video = pipe.chunk(text, past, first, generator, self.num_inference_steps,
                                     self.num_video_steps, prefix_t, full_video=decode)
         actions = actions[0].float().cpu().numpy().clip(-1.0, 1.0)
         if in_flight is not None:      # the in-flight plan, then a whole chunk after it (Algorithm 2)
@@ -267,21 +254,20 @@ class LingBotVAPolicy(LearnedPolicy):
 
     def predict_batch(self, observations: list[PolicyInput]) -> list[PolicyOutput]:
         """Chunks for independent observations, each from its own frame alone (an empty history)."""
-        cfg, pipe = self.config, self.pipeline
+        pipe = self.pipeline
         t0 = time.perf_counter()
-        frames = np.stack([self._frame(o) for o in observations])
-        text = pipe.text_tokens([o.instruction or self.instruction for o in observations])
-        latents, state = pipe.encode_frames(frames, np.stack([o.state for o in observations]))
+        frames, instructions, states = self.pack(observations)
+        text = pipe.text_tokens(instructions)
+        latents, state = pipe.encode_frames(frames, states)
         past = encode_frame(pipe.transformer, latents, state, 0.0, text, None)
-        generators = [torch.Generator(device=pipe.device).manual_seed(self.noise_seed(o.stamp)) for o in observations]
+        generators = [self.observation_generator(o.stamp) for o in observations]
         actions, video = pipe.chunk(text, past, 0.0, generators, self.num_inference_steps, self.num_video_steps,
                                     full_video=self.decode_imagined)
         actions = actions.float().cpu().numpy().clip(-1.0, 1.0)
         imagined = pipe.decode_changes(frames, latents, video) if self.decode_imagined else None
-        per_chunk = {"inference_ms": (time.perf_counter() - t0) * 1e3 / len(observations)}
-        return [PolicyOutput(actions[i], pipe.action_norm.unnormalize(actions[i]),
-                             None if imagined is None else {cfg.camera: imagined[i]}, dict(per_chunk))
-                for i in range(len(observations))]
+        return self.outputs({"actions_normalized": actions, "actions": pipe.action_norm.unnormalize(actions),
+                             "imagined": imagined, "timings_ms": {"inference_ms": (time.perf_counter() - t0) * 1e3}},
+                            len(observations))
 
     # ---- imagination -----------------------------------------------------------------------
     @property
@@ -300,13 +286,7 @@ class LingBotVAPolicy(LearnedPolicy):
         change = (z_fut - z_cur) * self.config.delta_scaling_factor
         return pipe.decode_changes(current, z_cur, change[:, None])[:, 0]
 
-    def describe(self) -> dict:
-        training = self.pipeline.meta.get("training", {})
-        return {"backend": self.name, "checkpoint": self.checkpoint,
-                "parameters": int(sum(p.numel() for p in self.pipeline.transformer.parameters())),
-                "vae_parameters": int(sum(p.numel() for p in self.pipeline.codec.vae.parameters())),
-                "checkpoint_mb": round(checkpoint_size_mb(self.checkpoint), 2),
-                "num_inference_steps": self.num_inference_steps, "num_video_steps": self.num_video_steps,
+    def inference_settings(self) -> dict:
+        return {"num_inference_steps": self.num_inference_steps, "num_video_steps": self.num_video_steps,
                 "async_grounding": self.async_grounding, "cache_frames": self.cache.max_frames,
-                "cache_tokens": len(self.cache), "cache_bytes": self.cache.memory_bytes(),
-                "training": {k: v for k, v in training.items() if k != "loss_history"}}
+                "cache_tokens": len(self.cache), "cache_bytes": self.cache.memory_bytes()}

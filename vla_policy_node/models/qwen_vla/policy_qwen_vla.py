@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backend import COMMON_OPTIONS, BackendOption, PolicyBackend, PolicyInput, PolicyOutput
-from ..checkpoint import CHECKPOINT_FORMAT, CheckpointError, checkpoint_size_mb, own_memory, resolve_checkpoint
+from ..backend import COMMON_OPTIONS, BackendOption, PolicyInput, PolicyOutput
+from ..checkpoint import CHECKPOINT_FORMAT, CheckpointError, own_memory
 from ..components.loading import DTYPES, load_network, load_scheduler, read_checkpoint_config
-from ..components.training import resize_frames
+from ..components.pipeline import LearnedPolicy
+from ..components.vae import resize_frames
 from ...core.normalization import Normalizer
 from .configuration_qwen_vla import QwenVLAConfig
 from .modeling_qwen_vla import PromptTokenizer, QwenVLAActionExpert, sample_actions, views_to_patches
@@ -234,28 +235,29 @@ class QwenVLAPipeline:
                                                    "postprocess_ms": (time.perf_counter() - t2) * 1e3}}
 
 
-class QwenVLAPolicy(PolicyBackend):
+class QwenVLAPolicy(LearnedPolicy):
     name = "qwen_vla"
     supports_prefix = True
     options = {**COMMON_OPTIONS,
                "num_inference_steps": BackendOption(0, "Euler steps of the action expert (0 = the checkpoint's)")}
+    counted_networks = ("backbone", "action_expert")
+    reported_networks = ("backbone", "action_expert")
 
     def __init__(self, embodiment, checkpoint: str = "", device: str = "cpu", dtype: str = "float32",
                  num_inference_steps: int = 0):
-        super().__init__(embodiment)
-        if not checkpoint:
-            raise CheckpointError(f"{self.name} backend needs option 'checkpoint' (a checkpoint directory)")
-        self.checkpoint = str(resolve_checkpoint(checkpoint))
-        self.pipeline = QwenVLAPipeline.from_pretrained(checkpoint, device, dtype)
-        self.embodiment_name = match_embodiment(self.checkpoint, self.pipeline.config, embodiment)
+        super().__init__(embodiment, checkpoint, device, dtype)
         self.cameras = list(self.pipeline.config.embodiments[self.embodiment_name]["cameras"])
         self.num_inference_steps = int(num_inference_steps) or self.pipeline.config.num_inference_steps
-        self.instruction = ""
-        self.generator = torch.Generator(device=self.pipeline.device).manual_seed(0)
 
-    def reset(self, instruction: str, seed: int | None = None, task: str = "") -> None:
-        self.instruction = instruction
-        self.generator.manual_seed(0 if seed is None else int(seed))
+    def load_pipeline(self, checkpoint: str, device: str, dtype: str) -> QwenVLAPipeline:
+        return QwenVLAPipeline.from_pretrained(checkpoint, device, dtype)
+
+    def fit_robot(self, checkpoint: str) -> None:
+        """The checkpoint's embodiment this robot file is (CheckpointError when it is none)."""
+        self.embodiment_name = match_embodiment(self.checkpoint, self.pipeline.config, self.embodiment)
+
+    def cache_instruction(self, instruction: str) -> None:
+        """Nothing to compute ahead: the prompt is tokenized with each chunk's views."""
 
     def prompt(self, instruction: str) -> str:
         """The embodiment prompt of the robot file this backend drives, with the chunk length the
@@ -263,35 +265,24 @@ class QwenVLAPolicy(PolicyBackend):
         horizon = self.pipeline.config.embodiments[self.embodiment_name]["horizon"]
         return self.embodiment.config.render_prompt(instruction, chunk_size=horizon)
 
-    def _views(self, obs: PolicyInput) -> np.ndarray:
-        missing = [c for c in self.cameras if obs.images.get(c) is None]
-        if missing:
-            raise ValueError(f"observation has no camera {missing} (has {sorted(obs.images)})")
-        return np.stack([obs.images[c] for c in self.cameras])
+    def camera_input(self, obs: PolicyInput) -> np.ndarray:
+        """(V, H, W, 3) uint8: the views of the embodiment's cameras, in the checkpoint's order."""
+        return np.stack(self.camera_frames(obs, self.cameras))
+
+    def instruction_text(self, obs: PolicyInput) -> str:
+        return self.prompt(super().instruction_text(obs))
 
     def predict(self, obs: PolicyInput, prefix: np.ndarray | None = None) -> PolicyOutput:
-        out = self.pipeline(self._views(obs)[None], [self.prompt(obs.instruction or self.instruction)],
-                            self.embodiment_name, obs.state[None], self.num_inference_steps, self.generator,
-                            None if prefix is None else np.asarray(prefix)[None])
-        return PolicyOutput(out["actions_normalized"][0], out["actions"][0], None, out["timings_ms"])
+        views, prompts, states = self.pack([obs])
+        out = self.pipeline(views, prompts, self.embodiment_name, states, self.num_inference_steps,
+                            self.observation_generator(obs.stamp), None if prefix is None else np.asarray(prefix)[None])
+        return self.outputs(out, 1)[0]
 
     def predict_batch(self, observations: list[PolicyInput]) -> list[PolicyOutput]:
-        generators = [torch.Generator(device=self.pipeline.device).manual_seed(i) for i in range(len(observations))]
-        out = self.pipeline(np.stack([self._views(o) for o in observations]),
-                            [self.prompt(o.instruction or self.instruction) for o in observations],
-                            self.embodiment_name, np.stack([o.state for o in observations]),
-                            self.num_inference_steps, generators)
-        per_chunk = {k: v / len(observations) for k, v in out["timings_ms"].items()}
-        return [PolicyOutput(out["actions_normalized"][i], out["actions"][i], None, dict(per_chunk))
-                for i in range(len(observations))]
+        views, prompts, states = self.pack(observations)
+        out = self.pipeline(views, prompts, self.embodiment_name, states, self.num_inference_steps,
+                            [self.observation_generator(o.stamp) for o in observations])
+        return self.outputs(out, len(observations))
 
-    def describe(self) -> dict:
-        p = self.pipeline
-        training = p.meta.get("training", {})
-        return {"backend": self.name, "checkpoint": self.checkpoint, "embodiment": self.embodiment_name,
-                "parameters": int(sum(x.numel() for x in p.backbone.parameters())
-                                  + sum(x.numel() for x in p.action_expert.parameters())),
-                "backbone_parameters": int(sum(x.numel() for x in p.backbone.parameters())),
-                "action_expert_parameters": int(sum(x.numel() for x in p.action_expert.parameters())),
-                "checkpoint_mb": round(checkpoint_size_mb(self.checkpoint), 2),
-                "training": {k: v for k, v in training.items() if k != "loss_history"}}
+    def inference_settings(self) -> dict:
+        return {"embodiment": self.embodiment_name, "num_inference_steps": self.num_inference_steps}

@@ -23,8 +23,9 @@ from ...core.normalization import Normalizer
 from ..components.diffusion import TrainingNoise, make_scheduler
 from ..components.text_encoder import DEFAULT_TEXT_ENCODER, resolve_text_encoder
 from ..checkpoint import CheckpointError
-from ..components.training import (TrainingJob, compute_stats, demonstrations_per_task, earlier_stages, resize_frames,
-                                   run_training, shift_frames)
+from ..components.training import (TrainingJob, compute_stats, demonstrations_per_task, earlier_stages, run_training,
+                                   shift_frames)
+from ..components.vae import resize_frames
 from .configuration_qwen_vla import QwenVLAConfig
 from .modeling_qwen_vla import PromptTokenizer, QwenVLAActionExpert, build_backbone, masked_flow_loss, views_to_patches
 from .policy_qwen_vla import NORM_MODE, QwenVLAPipeline, embodiment_entry, to_unified

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ..backend import COMMON_OPTIONS, BackendOption, PolicyInput, PolicyOutput
-from ..checkpoint import CheckpointError, checkpoint_size_mb, resolve_checkpoint
-from ..components.loading import check_fits_robot, load_checkpoint_parts, load_network, load_scheduler
+from ..checkpoint import CheckpointError
+from ..components.loading import load_checkpoint_parts, load_network, load_scheduler
 from ..components.pipeline import LearnedPolicy, PipelineBase
 from ..components.text_encoder import TextEncoder
 from ..components.vae import FrameCodec
@@ -134,13 +134,8 @@ class VideoVLAPolicy(LearnedPolicy):
     def __init__(self, embodiment, checkpoint: str = "", device: str = "cpu", dtype: str = "float32",
                  num_inference_steps: int = 0, rtc: str = "inpainting", future_state: bool = False,
                  decode_imagined: bool = False):
-        super().__init__(embodiment)
-        if not checkpoint:
-            raise CheckpointError(f"{self.name} backend needs option 'checkpoint' (a checkpoint directory)")
-        self.checkpoint = str(resolve_checkpoint(checkpoint))
-        self.pipeline = VideoVLAPipeline.from_pretrained(checkpoint, self.name, self.config_class, device, dtype)
+        super().__init__(embodiment, checkpoint, device, dtype, decode_imagined)
         cfg = self.pipeline.config
-        check_fits_robot(checkpoint, cfg, self.pipeline.meta, embodiment)
         self.num_inference_steps = int(num_inference_steps) or cfg.num_inference_steps
         if rtc not in PREFIX_METHODS:
             raise ValueError(f"option rtc: '{rtc}' unknown; use one of {PREFIX_METHODS}")
@@ -149,51 +144,23 @@ class VideoVLAPolicy(LearnedPolicy):
                                   "prefix (vla-train --train-prefix-max); this one keeps a prefix by inpainting only")
         self.rtc = rtc
         self.future_state = bool(future_state)
-        self.decode_imagined = bool(decode_imagined)
-        self.instruction = ""
-        self.seed = 0
-        self.episode_t0: float | None = None
-        self.generator = torch.Generator(device=self.pipeline.device)
 
-    def reset(self, instruction: str, seed: int | None = None, task: str = "") -> None:
-        super().reset(instruction, seed, task)
-        self.seed = int(seed or 0)
-        self.episode_t0: float | None = None      # time of the episode's first observation (s)
-        self.generator.manual_seed(self.seed)
-
-    def noise_seed(self, stamp: float) -> int:
-        """The sampling noise of a chunk: a function of the episode's seed and the observation's
-        time from the episode's first observation (us), so a chunk asked twice for one observation
-        is the same chunk, and a lockstep episode is reproducible whatever the timing of the
-        requests (a re-sent request, a loaded machine) and whatever ran before it on the clock."""
-        if self.episode_t0 is None:
-            self.episode_t0 = stamp
-        return (self.seed * 1_000_003 + round((stamp - self.episode_t0) * 1e6)) % (2 ** 63)
-
-    def observation_generator(self, stamp: float) -> torch.Generator:
-        """A generator of its own for one observation of a batch (seeded as `predict` seeds its own)."""
-        return torch.Generator(device=self.pipeline.device).manual_seed(self.noise_seed(stamp))
+    def load_pipeline(self, checkpoint: str, device: str, dtype: str) -> VideoVLAPipeline:
+        return VideoVLAPipeline.from_pretrained(checkpoint, self.name, self.config_class, device, dtype)
 
     def predict(self, obs: PolicyInput, prefix: np.ndarray | None = None) -> PolicyOutput:
-        self.generator.manual_seed(self.noise_seed(obs.stamp))
         prefix_b = None
         if prefix is not None and len(prefix):
             prefix_b = np.asarray(prefix)[None, : self.config.horizon]
-        out = self.pipeline(self._frame(obs)[None], [obs.instruction or self.instruction], self.model_state(obs)[None],
-                            self.num_inference_steps, self.generator, prefix_b, self.decode_imagined, self.rtc)
-        imagined = None if out["imagined"] is None else {self.config.camera: out["imagined"][0]}
-        return PolicyOutput(out["actions_normalized"][0], out["actions"][0], imagined, out["timings_ms"])
+        out = self.pipeline(*self.pack([obs]), self.num_inference_steps, self.observation_generator(obs.stamp),
+                            prefix_b, self.decode_imagined, self.rtc)
+        return self.outputs(out, 1)[0]
 
     def predict_batch(self, observations: list[PolicyInput]) -> list[PolicyOutput]:
-        out = self.pipeline(np.stack([self._frame(o) for o in observations]),
-                            [o.instruction or self.instruction for o in observations],
-                            np.stack([o.state for o in observations]), self.num_inference_steps,
+        out = self.pipeline(*self.pack(observations), self.num_inference_steps,
                             [self.observation_generator(o.stamp) for o in observations],
                             decode_imagined=self.decode_imagined)
-        per_chunk = {k: v / len(observations) for k, v in out["timings_ms"].items()}   # amortized
-        return [PolicyOutput(out["actions_normalized"][i], out["actions"][i],
-                             None if out["imagined"] is None else {self.config.camera: out["imagined"][i]},
-                             dict(per_chunk)) for i in range(len(observations))]
+        return self.outputs(out, len(observations))
 
     @property
     def future_offsets(self) -> list[int]:
@@ -206,11 +173,5 @@ class VideoVLAPolicy(LearnedPolicy):
     def reconstruct_future(self, current: np.ndarray, future: np.ndarray) -> np.ndarray | None:
         return self.pipeline.reconstruct_future(current, future) if self.config.num_future else None
 
-    def describe(self) -> dict:
-        training = self.pipeline.meta.get("training", {})
-        return {"backend": self.name, "checkpoint": self.checkpoint,
-                "parameters": int(sum(p.numel() for p in self.pipeline.transformer.parameters())),
-                "vae_parameters": int(sum(p.numel() for p in self.pipeline.codec.vae.parameters())),
-                "checkpoint_mb": round(checkpoint_size_mb(self.checkpoint), 2),
-                "num_inference_steps": self.num_inference_steps, "rtc": self.rtc, "future_state": self.future_state,
-                "training": {k: v for k, v in training.items() if k != "loss_history"}}
+    def inference_settings(self) -> dict:
+        return {"num_inference_steps": self.num_inference_steps, "rtc": self.rtc, "future_state": self.future_state}

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ..backend import COMMON_OPTIONS, BackendOption, PolicyInput, PolicyOutput
-from ..checkpoint import CheckpointError, checkpoint_size_mb, own_memory, resolve_checkpoint
-from ..components.loading import check_fits_robot, load_checkpoint_parts
+from ..checkpoint import CheckpointError
+from ..components.loading import load_checkpoint_parts, load_network
 from ..components.pipeline import LearnedPolicy, PipelineBase
 from ..components.text_encoder import TextEncoder
 from ..components.vae import FrameCodec
@@ -51,14 +51,8 @@ class VITAPipeline(PipelineBase):
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: str = "float32") -> "VITAPipeline":
         parts = load_checkpoint_parts(path, "vita", VITAConfig, device, dtype, required=("tokenizer", "backbone"))
-        networks = []
-        for folder, network_class in (("tokenizer", VITATokenizer), ("backbone", VITABackbone)):
-            try:
-                network = network_class.from_pretrained(parts.path / folder, local_files_only=True)
-            except (OSError, ValueError, RuntimeError) as exc:
-                raise CheckpointError(f"{parts.path / folder}: {exc}") from None
-            networks.append(own_memory(network).to(device, parts.dtype).eval().requires_grad_(False))
-        tokenizer, backbone = networks
+        tokenizer = load_network(parts.path / "tokenizer", VITATokenizer, device, parts.dtype)
+        backbone = load_network(parts.path / "backbone", VITABackbone, device, parts.dtype)
         cfg = parts.config
         if backbone.config.sequence_tokens != cfg.sequence_tokens or tokenizer.config.horizon != cfg.horizon:
             raise CheckpointError(f"{parts.path}: networks for {backbone.config.sequence_tokens} codes and horizon "
@@ -112,29 +106,17 @@ class VITAPolicy(LearnedPolicy):
     name = "vita"
     options = {**COMMON_OPTIONS,
                "decode_imagined": BackendOption(False, "decode the imagined next frame (for the monitor)")}
+    counted_networks = ("backbone", "tokenizer")
+    reported_networks = ("backbone", "codec.vae")
 
-    def __init__(self, embodiment, checkpoint: str = "", device: str = "cpu", dtype: str = "float32",
-                 decode_imagined: bool = False):
-        super().__init__(embodiment)
-        if not checkpoint:
-            raise CheckpointError(f"{self.name} backend needs option 'checkpoint' (a checkpoint directory)")
-        self.checkpoint = str(resolve_checkpoint(checkpoint))
-        self.pipeline = VITAPipeline.from_pretrained(checkpoint, device, dtype)
-        check_fits_robot(checkpoint, self.pipeline.config, self.pipeline.meta, embodiment)
-        self.decode_imagined = bool(decode_imagined)
-        self.instruction = ""
+    def load_pipeline(self, checkpoint: str, device: str, dtype: str) -> VITAPipeline:
+        return VITAPipeline.from_pretrained(checkpoint, device, dtype)
 
     def predict(self, obs: PolicyInput, prefix: np.ndarray | None = None) -> PolicyOutput:
         return self.predict_batch([obs])[0]
 
     def predict_batch(self, observations: list[PolicyInput]) -> list[PolicyOutput]:
-        out = self.pipeline(np.stack([self._frame(o) for o in observations]),
-                            [o.instruction or self.instruction for o in observations],
-                            np.stack([o.state for o in observations]), self.decode_imagined)
-        per_chunk = {k: v / len(observations) for k, v in out["timings_ms"].items()}   # amortized
-        return [PolicyOutput(out["actions_normalized"][i], out["actions"][i],
-                             None if out["imagined"] is None else {self.config.camera: out["imagined"][i]},
-                             dict(per_chunk)) for i in range(len(observations))]
+        return self.outputs(self.pipeline(*self.pack(observations), self.decode_imagined), len(observations))
 
     @property
     def future_offsets(self) -> list[int]:
@@ -146,14 +128,3 @@ class VITAPolicy(LearnedPolicy):
 
     def reconstruct_future(self, current: np.ndarray, future: np.ndarray) -> np.ndarray | None:
         return self.pipeline.reconstruct_future(current, future) if self.config.next_frame_objective else None
-
-    def describe(self) -> dict:
-        training = self.pipeline.meta.get("training", {})
-        p = self.pipeline
-        return {"backend": self.name, "checkpoint": self.checkpoint,
-                "parameters": int(sum(x.numel() for x in p.backbone.parameters())
-                                  + sum(x.numel() for x in p.tokenizer.parameters())),
-                "backbone_parameters": int(sum(x.numel() for x in p.backbone.parameters())),
-                "vae_parameters": int(sum(x.numel() for x in p.codec.vae.parameters())),
-                "checkpoint_mb": round(checkpoint_size_mb(self.checkpoint), 2),
-                "training": {k: v for k, v in training.items() if k != "loss_history"}}

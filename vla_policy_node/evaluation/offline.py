@@ -45,7 +45,7 @@ class OfflineEvalConfig:
     output: Path
     topic_map: dict[str, str] | None = None   # {robot file's topic: bag's topic}
     instruction: str = ""                 # for bags that record none (no /vla/observation)
-    stride: int | None = None             # steps between evaluated observations (default: action.horizon)
+    stride: int | None = None             # steps between evaluated observations (default: the chunk length)
     steps: int | None = None              # denoising steps (default: the checkpoint's)
     batch: int = 32                       # observations per model call
     max_episodes: int | None = None
@@ -137,14 +137,15 @@ class OpenLoopEvaluator:
     episode by episode (reset, then update with the recorded actions and observations) for
     stateful ones, and scoring against the recording."""
 
-    def __init__(self, policy, robot, stride: int, batch: int, seed: int, actions_only: bool = False):
+    def __init__(self, policy, robot, stride: int | None, batch: int, seed: int, actions_only: bool = False):
         self.policy, self.robot = policy, robot
-        self.horizon = robot.config.action.horizon
+        # the checkpoint's chunk length (the robot file's action.horizon is a training default)
+        self.horizon = policy.chunk_length
         imagines = not actions_only and bool(policy.future_offsets) and policy.imagined_camera is not None
         policy.set_decode_imagined(imagines)
         self.camera = policy.imagined_camera if imagines else robot.config.cameras[0].name
         self.offsets = list(policy.future_offsets) if imagines else []     # imagined frames scored
-        self.stride, self.batch, self.seed = int(stride), int(batch), int(seed)
+        self.stride, self.batch, self.seed = int(stride or self.horizon), int(batch), int(seed)
         self.pending: list[tuple[_EpisodeScores, int]] = []
         self.imagined_size: tuple[int, int] = (0, 0)
         self.model_wall_s = 0.0
@@ -357,7 +358,6 @@ def run_offline(config: OfflineEvalConfig) -> dict:
     started = time.perf_counter()
     robot = load_robot(config.robot)
     bags, skipped = find_bags(config.bags)
-    stride = config.stride or robot.config.action.horizon
     evaluator = None                      # the checkpoint loads once a bag gave an episode
     checkpoint_load_s, load_wall = 0.0, 0.0
 
@@ -390,7 +390,7 @@ def run_offline(config: OfflineEvalConfig) -> dict:
         if evaluator is None:
             t0 = time.perf_counter()
             policy = _make_policy(config.checkpoint, robot, config.steps, config.device)
-            evaluator = OpenLoopEvaluator(policy, robot, stride, config.batch, config.seed, config.actions_only)
+            evaluator = OpenLoopEvaluator(policy, robot, config.stride, config.batch, config.seed, config.actions_only)
             checkpoint_load_s = time.perf_counter() - t0
         evaluated += 1
         open_scores.append(evaluator.add(episode, keep_video=evaluated <= config.videos))
@@ -404,7 +404,7 @@ def run_offline(config: OfflineEvalConfig) -> dict:
         finish(scores)
     wall = time.perf_counter() - started - checkpoint_load_s - evaluator.ceiling_wall_s   # scoring aids excluded
 
-    summary = _run_summary(config, robot, evaluator, stride, records, raws, skipped, wall, load_wall,
+    summary = _run_summary(config, robot, evaluator, evaluator.stride, records, raws, skipped, wall, load_wall,
                            checkpoint_load_s)
     paths = write_run_report(config.output, summary, records, config.index_dir)
     return {"paths": paths, "summary": summary, "skipped": skipped}
@@ -477,7 +477,7 @@ def _run_summary(config, robot, evaluator, stride, records, raws, skipped, wall,
         "Imagined frames were neither decoded nor scored (--actions-only)."]
     summary["notes"] = [
         f"Open loop: every {stride} steps the policy saw the recorded observation; {evaluator.chunks} chunks "
-        f"of {act.horizon} actions, {steps or '-'} denoising steps, batches of {evaluator.batch}.",
+        f"of {evaluator.horizon} actions, {steps or '-'} denoising steps, batches of {evaluator.batch}.",
         f"Gripper open/close agreement with the recorded command: {grip:.3f} over {totals['gripper_steps']} "
         "steps whose recorded command is decisively open or closed." if grip is not None
         else "No gripper agreement: no gripper in the action space or no decisive open/close command recorded.",

@@ -90,6 +90,12 @@ class PolicyBackend(abc.ABC):
 
     # ---- imagination --------------------------------------------------------------------
     @property
+    def chunk_length(self) -> int:
+        """Actions per predicted chunk: the checkpoint's for learned backends (the robot file's
+        action.horizon, a training default, for scripted ones)."""
+        return int(self.embodiment.config.action.horizon)
+
+    @property
     def future_offsets(self) -> list[int]:
         """Steps (action periods) ahead of each imagined frame; empty for backends that do not imagine."""
         return []

@@ -198,6 +198,11 @@ class RemoteBackend(PolicyBackend):
     def future_offsets(self) -> list[int]:
         return list(self.metadata.get("future_offsets", []))
 
+    @property
+    def chunk_length(self) -> int:
+        """The served backend's chunk length as its server announced it (openpi servers: the robot file's)."""
+        return int(self.metadata.get("horizon", self.embodiment.config.action.horizon))
+
     def describe(self) -> dict:
         return {"backend": self.name, "parameters": 0, "checkpoint": None, "training": {},
                 "server": self.uri, "served_backend": self.metadata.get("backend", "unknown")}

@@ -73,7 +73,7 @@ class PolicyService:
         cfg = self.embodiment.config
         return {"server": "vla_policy_node", "backend": self.backend.name, "robot": self.embodiment.name,
                 "action_names": list(cfg.action.names), "action_space": cfg.action.space,
-                "horizon": int(cfg.action.horizon), "dt": float(cfg.action.dt),
+                "horizon": int(self.backend.chunk_length), "dt": float(cfg.action.dt),
                 "cameras": {c: self.keys.image_key(c) for c in self.cameras}, "state_key": self.keys.state,
                 "prompt_key": self.keys.prompt, "state_names": list(cfg.state.names),
                 "uses_privileged_state": bool(self.backend.uses_privileged_state),

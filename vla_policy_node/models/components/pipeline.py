@@ -111,6 +111,10 @@ class LearnedPolicy(PolicyBackend):
         check_fits_robot(checkpoint, self.config, self.pipeline.meta, self.embodiment)
 
     @property
+    def chunk_length(self) -> int:
+        return int(self.config.horizon)
+
+    @property
     def config(self):
         return self.pipeline.config
 

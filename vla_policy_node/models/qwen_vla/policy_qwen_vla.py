@@ -259,11 +259,15 @@ class QwenVLAPolicy(LearnedPolicy):
     def cache_instruction(self, instruction: str) -> None:
         """Nothing to compute ahead: the prompt is tokenized with each chunk's views."""
 
+    @property
+    def chunk_length(self) -> int:
+        """The rows of the unified tensor this robot uses (the chunk the checkpoint learned for it)."""
+        return int(self.pipeline.config.embodiments[self.embodiment_name]["horizon"])
+
     def prompt(self, instruction: str) -> str:
         """The embodiment prompt of the robot file this backend drives, with the chunk length the
         checkpoint learned for it (the robot file's action.horizon is a training default)."""
-        horizon = self.pipeline.config.embodiments[self.embodiment_name]["horizon"]
-        return self.embodiment.config.render_prompt(instruction, chunk_size=horizon)
+        return self.embodiment.config.render_prompt(instruction, chunk_size=self.chunk_length)
 
     def camera_input(self, obs: PolicyInput) -> np.ndarray:
         """(V, H, W, 3) uint8: the views of the embodiment's cameras, in the checkpoint's order."""

@@ -48,6 +48,7 @@ class LatencyBench:
     remedies: dict
     policies: list
     free_running: list = field(default_factory=list)
+    comparisons: list = field(default_factory=list)       # [remedy a, remedy b]: paired a - b
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "LatencyBench":
@@ -55,7 +56,8 @@ class LatencyBench:
         try:
             data = yaml.safe_load(path.read_text())
             bench = cls(dict(data["protocol"]), list(data["short_seeds"]), [int(d) for d in data["delays"]],
-                        dict(data["remedies"]), list(data["policies"]), list(data.get("free_running") or []))
+                        dict(data["remedies"]), list(data["policies"]), list(data.get("free_running") or []),
+                        [list(pair) for pair in data.get("comparisons") or []])
         except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not a latency benchmark description: {exc}") from None
         for p in bench.policies:
@@ -326,7 +328,7 @@ def run(args) -> int:
     comparisons = []
     for p in bench.policies:
         for d in bench.delays:
-            for a, b in (("it_rtc", "async_replace"), ("tt_rtc", "async_replace"), ("vlash", "async_replace")):
+            for a, b in bench.comparisons:
                 if (p["name"], a, d) in by and (p["name"], b, d) in by:
                     comparisons.append(paired_difference(by[(p["name"], a, d)], by[(p["name"], b, d)]))
     free = []

@@ -542,6 +542,16 @@ def config_root() -> Path:
     raise FileNotFoundError(f"config folder not found in {here} or {', '.join(map(str, candidates))}")
 
 
+
+def project_path(path: str | Path) -> Path:
+    """A file path as given (absolute, or relative to the working directory), else relative to the
+    project (the source tree or the installed package share): e.g. checkpoints/...."""
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    candidate = config_root().parent / path
+    return candidate if candidate.exists() else path
+
 def urdf_file(name: str) -> Path:
     """A robot description in the urdf/ folder beside config/."""
     return config_root().parent / "urdf" / name

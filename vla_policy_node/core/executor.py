@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .action_correction import ActionCorrection, correction_features
 from .action_queue import ActionQueue, Chunk, QueuedAction
 from .embodiment import ExecutorConfig
 from .hold import hold_command
@@ -68,7 +69,7 @@ def executor_settings(embodiment, overrides: dict | None = None) -> ExecutorConf
 class ChunkExecutor:
     def __init__(self, embodiment, mode: str | None = None, lockstep: bool = True, dry_run: bool = False,
                  max_state_age_s: float = 0.25, overrides: dict | None = None,
-                 simulated_delay: SimulatedDelay | None = None):
+                 simulated_delay: SimulatedDelay | None = None, correction: ActionCorrection | None = None):
         if mode is not None and mode not in MODES:
             raise ValueError(f"executor mode '{mode}' unknown; use one of {MODES}")
         if simulated_delay is not None and not lockstep:
@@ -95,6 +96,9 @@ class ChunkExecutor:
         self.simulated_delay = simulated_delay
         self.request_delay_steps = 0                       # simulated delay of the request in flight
         self.pending: list[tuple[float, Chunk]] = []       # (release time, chunk) held back by the delay
+        self.correction = correction                       # A2C2-style per-step residual from the proprio
+        self.request_proprio: np.ndarray | None = None     # proprio when the request in flight was made
+        self.origin_proprio: dict[int, tuple] = {}         # chunk id -> (proprio it was computed from, horizon)
         self.gate = SafetyGate.from_embodiment(embodiment)
         self.gate.dt = self.control_dt                     # velocity / acceleration at the command rate
         self.queue = ActionQueue(self.dt, s.merge, "nearest" if s.interpolation == "nearest" else "linear",
@@ -136,6 +140,7 @@ class ChunkExecutor:
     def reset(self, episode_id: str, now: float, task: str = "", seed: int = 0) -> None:
         """A new episode at `now`; `task` and `seed` seed the simulated delays' draws."""
         self.queue.clear()
+        self.origin_proprio.clear()
         self.pending.clear()
         if self.simulated_delay is not None:
             self.simulated_delay.start_episode(task, seed)
@@ -251,6 +256,10 @@ class ChunkExecutor:
             self.awaiting_chunk = False                     # ask again on the next tick
             return False, f"stale: observation {age:.3f} s old > max_chunk_age_s {self.settings.max_chunk_age_s}"
         self.received.append(key)
+        if self.correction is not None and self.request_proprio is not None:
+            if len(self.origin_proprio) >= RECEIVED_KEPT:
+                self.origin_proprio.pop(next(iter(self.origin_proprio)))
+            self.origin_proprio[chunk.chunk_id] = (self.request_proprio, chunk.horizon)
         self.plan_obs_t0 = max(self.plan_obs_t0, chunk.t0)
         self.awaiting_chunk = False
         release = chunk.t0 + self.request_delay_steps * self.dt
@@ -311,9 +320,10 @@ class ChunkExecutor:
         return replan or remaining <= lead + 1e-9
 
     def tick(self, now: float, state_stamp: float | None, measured: np.ndarray | None = None,
-             measured_ee: np.ndarray | None = None) -> TickResult:
+             measured_ee: np.ndarray | None = None, proprio: np.ndarray | None = None) -> TickResult:
         """One control period at time `now`. `measured`: measured state in action coordinates
-        (position spaces), `measured_ee`: hand position (m) for the workspace check."""
+        (position spaces), `measured_ee`: hand position (m) for the workspace check, `proprio`: the
+        state in the robot file's order (the per-step correction's input)."""
         self.counters["ticks"] += 1
         if now < self.last_tick - CLOCK_JUMP_BACK_S:
             self.on_clock_jump_back(now)
@@ -329,6 +339,7 @@ class ChunkExecutor:
         request = self.needs_chunk(now)
         if request:
             self._requested(now)
+            self.request_proprio = None if proprio is None else np.asarray(proprio, dtype=np.float64)
         if self.lockstep and self.simulated_delay is not None and self.awaiting_chunk and \
                 not self.in_delay_window(now):
             # the requested chunk is due now: the simulator waits for it rather than running on the old
@@ -341,6 +352,10 @@ class ChunkExecutor:
             reason = "chunk starts later" if self.queue.has_future(now) else "waiting for chunk"
             return self._starved(now, reason, request, measured, measured_ee)
         target = item.action
+        origin = self.origin_proprio.get(item.chunk_id) if self.correction is not None else None
+        if origin is not None and proprio is not None:
+            target = target + self.correction.residual(
+                correction_features(proprio, origin[0], item.action, item.index, origin[1]))
         if self.smooth:
             target = self.limiter.step(target)
         try:

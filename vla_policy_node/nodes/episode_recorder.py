@@ -18,6 +18,12 @@ from rosgraph_msgs.msg import Clock
 
 from ..data.bags import BagWriter, make_typestore
 from .common import message_class, to_sec
+from .parameters import Param
+
+# the recording parameters of the nodes that record (evaluator, task runner)
+RECORD_TOPICS = Param("record_topics", [""], "topics recorded into each episode's bag (relative names: in the "
+                                             "node's namespace; \"\" entries are ignored: [\"\"] records none)")
+BAG_STORAGE = Param("bag_storage", "sqlite3", "rosbag2 storage of the bags", constraints="sqlite3 | mcap")
 
 # A recorder takes the reliability its publishers offer (as rosbag2 does): reliable topics are
 # recorded without loss, best-effort ones (camera streams) without back-pressure on the robot.

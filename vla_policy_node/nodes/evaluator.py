@@ -48,48 +48,78 @@ from ..evaluation.run_record import RunRecord
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, load_robot_or_exit,
                      run_node, to_sec)
 from .diagnostics import Diagnostics
-from .episode_recorder import EpisodeRecorder
-from .task_runner import TaskHooks, TaskRequest, TaskRunner
+from .episode_recorder import BAG_STORAGE, RECORD_TOPICS, EpisodeRecorder
+from .parameters import ROBOT, Param, declare
+from .task_runner import SERVICE_TIMEOUT_S, TaskHooks, TaskRequest, TaskRunner
 
 # Every command of a replayed episode is scored: deep enough that none is dropped while a callback runs.
 COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class EvaluatorNode(Node):
+    PARAMETERS = (
+        ROBOT,
+        Param("mode", "closed_loop", "closed_loop: episodes against the simulator; replay: score a bag replay",
+              constraints="closed_loop | replay"),
+        Param("tasks", ["button-press", "drawer-open", "window-open"], "simulator tasks evaluated"),
+        Param("seeds", [100, 101, 102], "evaluation seeds, run for every task"),
+        Param("episodes_per_task", 0, "0 = one episode per seed; N = the first N seeds, extended after the largest",
+              (0, 100000)),
+        Param("min_eval_seed", 100, "seeds below this are the demonstration (training) range", (0, 2 ** 31 - 1)),
+        Param("training_seeds", "warn", "what to do with seeds below min_eval_seed (warn: the report says "
+                                        "held_out=false)", constraints="refuse | warn | allow"),
+        Param("max_steps", 300, "step limit of an episode (control steps)", (1, 2 ** 31 - 1)),
+        Param("episode_timeout_s", 120.0, "wall-clock limit of an episode (s)", (0.1, 86400.0)),
+        SERVICE_TIMEOUT_S,
+        Param("lockstep", True, "lockstep time (true) or free-running; must match lockstep_nodes' own `lockstep` "
+                                "(checked)"),
+        Param("lockstep_nodes", ["sim_bridge", "executor"], "nodes whose `lockstep` parameter must equal this one's"),
+        Param("output_dir", "artifacts/demo", "report, plots, videos and bags go here (relative: to the working "
+                                              "directory)"),
+        Param("index_dir", "", "run index folder; \"\" = <output_dir>/../runs_index"),
+        Param("graph", "", "the graph's name, for the report (\"\": unnamed)"),
+        Param("record", True, "record every episode to <output_dir>/bags/<task>_s<seed>/ (rosbag2)"),
+        RECORD_TOPICS,
+        BAG_STORAGE,
+        Param("stage_progress", True, "score stage progress (MetaWorld's 39-D env_state, core/progress.py); "
+                                      "false: 1 for success, else 0"),
+        Param("approach_radius_m", 0.12, "stage progress: the hand is near the object within this distance (m)",
+              (0.0, 10.0)),
+        Param("approach_release_m", 0.15, "stage progress: the hand has left the object beyond this distance (m)",
+              (0.0, 10.0)),
+        Param("contact_displacement_m", 0.01, "stage progress: the object moved by at least this much (m)",
+              (0.0, 10.0)),
+        Param("early_window_s", 1.0, "early failure warning: imagination divergence over each episode's first this "
+                                     "many seconds (s); 0 = the shortest episode's span", (0.0, 3600.0)),
+        Param("max_video_frames", 80, "real frames kept per episode for the report video (evenly spread)",
+              (0, 100000)),
+        Param("video_frame_stride", 2, "keep every this many real camera frames for the video", (1, 10000)),
+        Param("max_imagined_chunks", 80, "imagined futures kept per episode for the video", (0, 100000)),
+        Param("replay_settle_s", 1.0, "replay: wall s to wait after the bag ends for the last commands (s)",
+              (0.0, 600.0)),
+    )
+
     def __init__(self, **kwargs):
         super().__init__("evaluator", **kwargs)
-        p = self.declare_parameter
-        self.robot = load_robot_or_exit(self, p("robot", "metaworld_sawyer").value)
-        tasks = list(p("tasks", ["button-press", "drawer-open", "window-open"]).value)
-        seeds = [int(s) for s in p("seeds", [100, 101, 102]).value]
-        max_steps = int(p("max_steps", 300).value)
-        episode_timeout_s = float(p("episode_timeout_s", 120.0).value)
-        service_timeout_s = float(p("service_timeout_s", 60.0).value)
-        self.output_dir = Path(p("output_dir", "artifacts/demo").value)
-        self.record = bool(p("record", True).value)
-        self.graph_name = p("graph", "").value
-        lockstep = bool(p("lockstep", True).value)
-        mode = p("mode", "closed_loop").value
-        episodes_per_task = int(p("episodes_per_task", 0).value)
-        min_eval_seed = int(p("min_eval_seed", 100).value)
-        training_seed_policy = p("training_seeds", "warn").value
-        self.lockstep_nodes = [n for n in p("lockstep_nodes", ["sim_bridge", "executor"]).value if n]
-        stage_progress = bool(p("stage_progress", True).value)
-        self.max_video_frames = int(p("max_video_frames", 80).value)
-        self.video_frame_stride = int(p("video_frame_stride", 2).value)
-        self.max_imagined_chunks = int(p("max_imagined_chunks", 80).value)
-        self.replay_settle_s = float(p("replay_settle_s", 1.0).value)
-        self.index_dir = p("index_dir", "").value or None
+        p = declare(self, self.PARAMETERS)
+        self.robot = load_robot_or_exit(self, p.robot)
+        self.output_dir = Path(p.output_dir)
+        self.record = p.record
+        self.graph_name = p.graph
+        self.lockstep_nodes = [n for n in p.lockstep_nodes if n]
+        self.max_video_frames = p.max_video_frames
+        self.video_frame_stride = p.video_frame_stride
+        self.max_imagined_chunks = p.max_imagined_chunks
+        self.replay_settle_s = p.replay_settle_s
+        self.index_dir = p.index_dir or None
         try:
-            thresholds = StageThresholds(float(p("approach_radius_m", 0.12).value),
-                                         float(p("approach_release_m", 0.15).value),
-                                         float(p("contact_displacement_m", 0.01).value))
+            thresholds = StageThresholds(p.approach_radius_m, p.approach_release_m, p.contact_displacement_m)
             self.protocol = EvaluationProtocol(
-                mode=mode, lockstep=lockstep, episode_timeout_s=episode_timeout_s, tasks=tasks,
-                seeds=resolve_seeds(seeds, episodes_per_task) if mode == "closed_loop" else seeds,
-                max_steps=max_steps, min_eval_seed=min_eval_seed, training_seeds=training_seed_policy,
-                stage_progress=stage_progress, stage_thresholds=thresholds,
-                early_window_s=float(p("early_window_s", 1.0).value) or None)
+                mode=p.mode, lockstep=p.lockstep, episode_timeout_s=p.episode_timeout_s, tasks=list(p.tasks),
+                seeds=resolve_seeds(p.seeds, p.episodes_per_task) if p.mode == "closed_loop" else list(p.seeds),
+                max_steps=p.max_steps, min_eval_seed=p.min_eval_seed, training_seeds=p.training_seeds,
+                stage_progress=p.stage_progress, stage_thresholds=thresholds,
+                early_window_s=p.early_window_s or None)
         except ValueError as exc:
             self.get_logger().fatal(str(exc))
             raise SystemExit(2) from None
@@ -106,14 +136,14 @@ class EvaluatorNode(Node):
         self.replay_state: EpisodeResult | None = None
         self.replay_changed = threading.Event()
         self.executor_dry_run: bool | None = None
-        self.recorder = EpisodeRecorder(self, self.output_dir / "bags", list(p("record_topics", [""]).value),
-                                        p("bag_storage", "sqlite3").value) if self.record else None
+        self.recorder = EpisodeRecorder(self, self.output_dir / "bags", list(p.record_topics), p.bag_storage) \
+            if self.record else None
         self.exit_code = 0
         self.finished = False         # set when the report is written (or the run refused): main() returns
 
         # resets, arming, success and step tracking, the latched /vla/episode: the same path as a RunTask goal
-        self.tasks = TaskRunner(self, self.robot.config.env_state_topic or None, episode_timeout_s,
-                                thresholds if stage_progress else None, service_timeout_s)
+        self.tasks = TaskRunner(self, self.robot.config.env_state_topic or None, p.episode_timeout_s,
+                                thresholds if p.stage_progress else None, p.service_timeout_s)
         self.create_subscription(PolicyStatus, TOPICS["policy_status"], self.on_policy_status, LATCHED_QOS)
         self.create_subscription(ImaginationDivergence, TOPICS["divergence"], self.on_divergence, RELIABLE_QOS)
         self.create_subscription(ImaginedFuture, TOPICS["imagined"], self.on_imagined, RELIABLE_QOS)

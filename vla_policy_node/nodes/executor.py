@@ -10,6 +10,8 @@ only. Reacts to the imagination monitor (replan: ask for a new chunk now; hold: 
 Chunks and robot states that cannot be used are dropped, logged with the topic and field, and
 counted by reason in the core's `rejections`.
 With `stats_file` set, writes its counters, latency, loop jitter and command log as JSON at exit.
+Parameters (PARAMETERS, `ros2 param describe /executor <name>`) are read at configure, except the
+live ones, applied while running: `dry_run`, `max_state_age_s` and `latency_margin_s`.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ import numpy as np
 from rclpy.clock import Clock, ClockType
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from vla_msgs.msg import ActionChunk, ActionCommand, ExecutionFeedback, ExecutorStatus, ImaginationDivergence
 from vla_msgs.srv import EmergencyStop, ResetEpisode, SetArmed
 
 from ..core.action_queue import Chunk
+from ..core.embodiment import EmbodimentConfigError, load_robot
 from ..core.executor import ChunkExecutor
 from ..core.executor_stats import ExecutorStats
 from ..core.simulated_delay import SimulatedDelay
@@ -43,47 +45,108 @@ from ..core.health import ERROR, WARN, Above, Flag
 from .command_contracts import CommandPublisher
 from .diagnostics import Diagnostics
 from .managed import ManagedNode
+from .parameters import ROBOT, Param, live_names
 from .common import LATCHED_QOS, RELIABLE_QOS, SERVICES, TOPICS, load_robot_or_exit, run_node, to_sec, to_stamp
 
 
 class ExecutorNode(ManagedNode):
+    PARAMETERS = (
+        ROBOT,
+        Param("lockstep", True, "one control tick per new robot state (a lockstep simulator); false: a control loop "
+                                "at the control rate"),
+        Param("dry_run", False, "compute and report, command nothing: would-be commands go to "
+                                "/vla/executor/dry_run_command only; leaving dry-run is refused while armed",
+              live=True),
+        Param("armed_at_start", False, "arm at configure (otherwise /vla/executor/set_armed arms)"),
+        Param("max_state_age_s", 0.25, "hold still when the measured robot state is older than this (s)",
+              (0.001, 60.0), live=True),
+        Param("feedback_every", 4, "ExecutionFeedback every this many control ticks (requests go at once)",
+              (1, 100000)),
+        Param("request_timeout_s", 2.0, "ask again for a chunk that has not come this long after the request "
+                                        "(wall s)", (0.1, 3600.0)),
+        Param("monitor_consecutive", 3, "imagination monitor: exceeded frames in a row before re-planning / holding",
+              (1, 100000)),
+        Param("simulated_delay_steps", [0], "lockstep rehearsal of an inference delay: a chunk requested at control "
+                                            "step t runs from step t + d; one value: d fixed, several: d drawn per "
+                                            "request; [0] = none (control steps, >= 0)"),
+        Param("simulated_delay_seed", 0, "seed of the simulated delays' draws (with the task and episode seed)",
+              (0, 2 ** 31 - 1)),
+        Param("status_period_s", 0.5, "ExecutorStatus every this many seconds (node clock, s)", (0.01, 60.0)),
+        Param("control_thread_priority", 0, "free-running on the wall clock: SCHED_FIFO priority of the control "
+                                            "loop (0 = normal scheduling)", (0, 99)),
+        Param("gil_switch_interval_s", 0.0005, "free-running on the wall clock: Python's thread switch interval, so "
+                                               "the control loop gets the interpreter when its deadline comes (s)",
+              (1e-6, 0.1)),
+        Param("stats_file", "", "write counters, latency, loop jitter and the command log here as JSON at exit; "
+                                "\"\" = none"),
+    )
+
     def __init__(self, **kwargs):
         super().__init__("executor", **kwargs)
+        self.live = live_names(self.parameter_rows.values())
+        self.add_on_set_parameters_callback(self.on_parameters)
+
+    def more_parameters(self) -> tuple[Param, ...]:
+        """The robot file's executor section, each key a parameter with the file's value as its
+        default (a robot file that does not load fails configure, named)."""
+        try:
+            cfg = load_robot(self.params.robot).config
+        except (EmbodimentConfigError, FileNotFoundError):
+            return ()
+        e = cfg.executor
+        return (
+            Param("mode", e.mode, "how chunks are executed; default and \"\": the robot file's executor.mode",
+                  constraints="sync | async | async_rtc"),
+            Param("merge", e.merge, "where chunks overlap; default and \"\": the robot file's executor.merge",
+                  constraints="replace | ensemble | average"),
+            Param("interpolation", e.interpolation, "sampling at the control rate; default and \"\": the robot "
+                                                    "file's executor.interpolation",
+                  constraints="nearest | linear | smooth"),
+            Param("control_rate_hz", float(e.control_rate_hz or cfg.action.control_rate_hz),
+                  "controller rate (Hz; position action spaces may run faster than the policy); default: the robot "
+                  "file's executor.control_rate_hz, else its action rate", (0.1, 10000.0)),
+            Param("latency_margin_s", float(e.latency_margin_s),
+                  "async: ask for the next chunk when the plan left falls to the measured delay + this margin + one "
+                  "period (s); default: the robot file's executor.latency_margin_s", (0.0, 10.0), live=True),
+            Param("ensemble_decay", float(e.ensemble_decay), "temporal ensembling: weight exp(-decay x rank); "
+                                                             "default: the robot file's executor.ensemble_decay",
+                  (0.0, 100.0)),
+            Param("ensemble_chunks", int(e.ensemble_chunks), "temporal ensembling: only the newest N chunks vote "
+                                                             "(0 = all); default: the robot file's "
+                                                             "executor.ensemble_chunks", (0, 10000)),
+        )
 
     def setup(self) -> None:
         """configure: the robot file, the topics and services, everything the node keeps."""
-        p = self.declare_parameter
-        self.robot = load_robot_or_exit(self, p("robot", "metaworld_sawyer").value)
+        p = self.params
+        self.robot = load_robot_or_exit(self, p.robot)
         cfg = self.robot.config
-        self.lockstep = bool(p("lockstep", True).value)
-        self.feedback_every = max(1, int(p("feedback_every", 4).value))
-        # empty / zero parameters keep the robot YAML's executor section
-        overrides = {"merge": p("merge", "").value, "interpolation": p("interpolation", "").value,
-                     "control_rate_hz": float(p("control_rate_hz", 0.0).value) or None,
-                     "latency_margin_s": float(p("latency_margin_s", -1.0).value),
-                     "ensemble_decay": float(p("ensemble_decay", -1.0).value),
-                     "ensemble_chunks": int(p("ensemble_chunks", -1).value)}
-        overrides = {k: v for k, v in overrides.items() if v is not None and v != "" and v != -1.0}
+        self.lockstep = p.lockstep
+        self.feedback_every = p.feedback_every
+        # the robot YAML's executor section, as the parameters override it ("" keeps the file's choice)
+        overrides = {"merge": p.merge, "interpolation": p.interpolation, "control_rate_hz": p.control_rate_hz,
+                     "latency_margin_s": p.latency_margin_s, "ensemble_decay": p.ensemble_decay,
+                     "ensemble_chunks": p.ensemble_chunks}
+        overrides = {k: v for k, v in overrides.items() if v != ""}
         # lockstep rehearsal of an inference delay: chunks released d control steps after their observation
-        delay_steps = [int(d) for d in p("simulated_delay_steps", [0]).value]
+        delay_steps = list(p.simulated_delay_steps)
         self.lock = threading.RLock()
-        self.stats_file = p("stats_file", "").value
+        self.stats_file = p.stats_file
         self.activity = ExecutorStats()
         try:
             if any(delay_steps) and not self.lockstep:
                 raise ValueError(f"parameter simulated_delay_steps {delay_steps}: a simulated delay needs "
                                  "lockstep=true (free-running, the delay is the real one)")
             # lockstep: a chunk runs from its observation's step + d, however long the model took (d = 0 default)
-            delay = SimulatedDelay(delay_steps, int(p("simulated_delay_seed", 0).value)) if self.lockstep else None
-            self.core = ChunkExecutor(self.robot, mode=p("mode", "").value or None, lockstep=self.lockstep,
-                                      dry_run=bool(p("dry_run", False).value),
-                                      max_state_age_s=float(p("max_state_age_s", 0.25).value), overrides=overrides,
+            delay = SimulatedDelay(delay_steps, p.simulated_delay_seed) if self.lockstep else None
+            self.core = ChunkExecutor(self.robot, mode=p.mode or None, lockstep=self.lockstep, dry_run=p.dry_run,
+                                      max_state_age_s=p.max_state_age_s, overrides=overrides,
                                       simulated_delay=delay)
             self.commands = CommandPublisher(self, self.robot)
         except ValueError as exc:
             self.get_logger().fatal(str(exc))
             raise SystemExit(2) from None
-        if bool(p("armed_at_start", False).value):
+        if p.armed_at_start:
             self.core.set_armed(True)
         self.state_sources = cfg.state.sources
         # a joint state is a measurement only with every joint the state (and joint position commands) read
@@ -96,14 +159,14 @@ class ExecutorNode(ManagedNode):
         self.ticks_since_feedback = 0
         self.last_sent = None
         self.commands_resent = 0
-        self.request_timeout_s = float(p("request_timeout_s", 2.0).value)
+        self.request_timeout_s = p.request_timeout_s
         self.request_wall_time = 0.0
         self.request_retries = 0
 
         self.feedback_pub = self.create_publisher(ExecutionFeedback, TOPICS["feedback"], RELIABLE_QOS)
         self.dry_run_pub = self.create_publisher(ActionCommand, TOPICS["dry_run_command"], RELIABLE_QOS)
         self.create_subscription(ImaginationDivergence, TOPICS["divergence"], self.on_divergence, RELIABLE_QOS)
-        self.monitor_reaction = MonitorReaction(self.core, max(1, int(p("monitor_consecutive", 3).value)))
+        self.monitor_reaction = MonitorReaction(self.core, p.monitor_consecutive)
         self.status_pub = self.create_publisher(ExecutorStatus, TOPICS["executor_status"], LATCHED_QOS)
         self.create_subscription(ActionChunk, TOPICS["action_chunk"], self.on_chunk, RELIABLE_QOS)
         self.create_subscription(JointState, cfg.state.joint_states_topic, self.on_joint_state, RELIABLE_QOS)
@@ -121,8 +184,8 @@ class ExecutorNode(ManagedNode):
                 self.create_timer(self.core.control_dt, self.control_tick)
             else:
                 # the loop thread needs the GIL promptly when its deadline comes
-                sys.setswitchinterval(float(p("gil_switch_interval_s", 0.0005).value))
-                self.thread_priority = int(p("control_thread_priority", 0).value)
+                sys.setswitchinterval(p.gil_switch_interval_s)
+                self.thread_priority = p.control_thread_priority
                 if self.thread_priority > 1:
                     # the spinning thread shares the GIL with the loop: keep it from being preempted
                     # by other processes while it holds it (one level below the loop)
@@ -132,18 +195,16 @@ class ExecutorNode(ManagedNode):
                         pass
                 self.control_thread = threading.Thread(target=self.control_loop, name="control", daemon=True)
                 self.control_thread.start()
-        self.add_on_set_parameters_callback(self.on_parameters)
         chunk_ms = cfg.action.horizon * cfg.action.dt * 1e3
         self.rate_window = (time.monotonic(), 0)        # (wall s, commands) at the last diagnostics
         self.diagnostics = Diagnostics(self, "execution", cfg.name, self.health_figures, [
             Flag("estop", ERROR, "emergency stop latched"),
             Above("outside_limits", None, 0, when=lambda f: True),
-            Above("state_age_ms", 0.5e3 * self.core.max_state_age_s, 1e3 * self.core.max_state_age_s, " ms",
-                  when=lambda f: f["armed"]),
+            self.state_age_check(),
             Above("latency_ms_p95", 0.5 * chunk_ms, chunk_ms, " ms"),
             Flag("armed_holding", WARN, "armed but holding"),
             Above("controller_failures", 0, None)])
-        self.create_timer(float(p("status_period_s", 0.5).value), self.publish_status)
+        self.create_timer(p.status_period_s, self.publish_status)
         self.create_timer(0.5, self.retry_request, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.publish_status()
         self.get_logger().info(f"executor ready: {cfg.output.contract} -> {cfg.output.command_topic}, "
@@ -268,22 +329,41 @@ class ExecutorNode(ManagedNode):
         return response
 
     def on_parameters(self, params) -> SetParametersResult:
-        """`dry_run` changes at run time (`ros2 param set /executor dry_run false` once the operator
-        has watched the would-be commands); leaving dry-run is refused while armed."""
-        for param in params:
-            if param.name != "dry_run":
-                continue
-            if param.type_ != Parameter.Type.BOOL:
-                return SetParametersResult(successful=False, reason="dry_run: expected true or false")
-            with self.lock:
-                if not param.value and self.core.dry_run and self.core.armed:
-                    return SetParametersResult(successful=False,
-                                               reason="dry_run: disarm first (/vla/executor/set_armed armed: false)")
-                self.core.dry_run = bool(param.value)
-            self.get_logger().warning(f"dry_run={self.core.dry_run}: commands go to "
-                                      f"{TOPICS['dry_run_command'] if self.core.dry_run else self.robot.config.output.command_topic}")
-            self.publish_status()
+        """The live parameters, applied while running: `dry_run` (`ros2 param set /executor dry_run
+        false` once the operator has watched the would-be commands; leaving dry-run is refused while
+        armed), `max_state_age_s` (the stale-state hold and its /diagnostics level) and
+        `latency_margin_s` (the next request's lead). Any other change is refused (rclpy refuses the
+        read-only ones before this is called); unconfigured, the values wait for configure."""
+        fixed = [param.name for param in params if param.name not in self.live]
+        if fixed:
+            return SetParametersResult(successful=False, reason=f"{', '.join(fixed)}: not changeable while the "
+                                                                "executor runs (read at configure)")
+        if not self.configured:
+            return SetParametersResult(successful=True)
+        values = {param.name: param.value for param in params}
+        with self.lock:
+            if values.get("dry_run") is False and self.core.dry_run and self.core.armed:
+                return SetParametersResult(successful=False,
+                                           reason="dry_run: disarm first (/vla/executor/set_armed armed: false)")
+            if "max_state_age_s" in values:
+                self.core.max_state_age_s = values["max_state_age_s"]
+                self.diagnostics.checks = [self.state_age_check() if getattr(c, "key", "") == "state_age_ms" else c
+                                           for c in self.diagnostics.checks]
+            if "latency_margin_s" in values:
+                self.core.settings = self.core.settings.model_copy(
+                    update={"latency_margin_s": values["latency_margin_s"]})
+            if "dry_run" in values:
+                self.core.dry_run = values["dry_run"]
+        for name, value in values.items():
+            target = TOPICS["dry_run_command"] if value else self.robot.config.output.command_topic
+            self.get_logger().warning(f"{name}={value}" + (f": commands go to {target}" if name == "dry_run" else ""))
+        self.publish_status()
         return SetParametersResult(successful=True)
+
+    def state_age_check(self) -> Above:
+        """/diagnostics: robot state older than max_state_age_s while armed is an ERROR, half of it a WARN."""
+        limit_ms = 1e3 * self.core.max_state_age_s
+        return Above("state_age_ms", 0.5 * limit_ms, limit_ms, " ms", when=lambda f: f["armed"])
 
     def on_estop(self, request, response):
         response.success, response.message = self.core.emergency_stop(request.engage, request.clear, request.reason)

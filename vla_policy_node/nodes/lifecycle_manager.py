@@ -24,6 +24,7 @@ from std_srvs.srv import Trigger
 from ..core.health import ERROR, WARN, Flag
 from .common import run_node
 from .diagnostics import Diagnostics
+from .parameters import Param, declare
 
 LABELS = {State.PRIMARY_STATE_UNKNOWN: "unknown", State.PRIMARY_STATE_UNCONFIGURED: "unconfigured",
           State.PRIMARY_STATE_INACTIVE: "inactive", State.PRIMARY_STATE_ACTIVE: "active",
@@ -36,11 +37,21 @@ STEPS = {  # target -> transitions from each state on the way there
 
 
 class LifecycleManagerNode(Node):
+    PARAMETERS = (
+        Param("node_names", ["perception", "policy", "executor", "task_runner"],
+              "the managed nodes (names relative to this node's namespace), configured and activated in this "
+              "order, deactivated and cleaned up in reverse"),
+        Param("transition_timeout_s", 60.0, "longest wait for one node's transition; configure loads the model (s)",
+              (0.1, 3600.0)),
+        Param("check_period_s", 1.0, "the nodes' states are read every this many wall seconds (s)", (0.05, 600.0)),
+        Param("autostart", True, "bring every node to active at start (false: wait for ~/startup)"),
+    )
+
     def __init__(self, **kwargs):
         super().__init__("lifecycle_manager", **kwargs)
-        p = self.declare_parameter
-        self.node_names = [n for n in p("node_names", ["perception", "policy", "executor", "task_runner"]).value if n]
-        self.timeout_s = float(p("transition_timeout_s", 60.0).value)     # configure loads models
+        p = declare(self, self.PARAMETERS)
+        self.node_names = [n for n in p.node_names if n]
+        self.timeout_s = p.transition_timeout_s
         self.target = "unconfigured"
         self.states = {name: "unknown" for name in self.node_names}
         self.recoveries = {name: 0 for name in self.node_names}   # times found restarted and brought back
@@ -58,9 +69,9 @@ class LifecycleManagerNode(Node):
         self.diagnostics = Diagnostics(self, "lifecycle", "graph", self.health_figures, [
             Flag("unreachable", ERROR, "a managed node does not answer"),
             Flag("failed", ERROR, "a transition failed"), Flag("off_target", WARN, "nodes not at the target state")])
-        self.create_timer(float(p("check_period_s", 1.0).value), self.check, callback_group=group,
+        self.create_timer(p.check_period_s, self.check, callback_group=group,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
-        if bool(p("autostart", True).value):
+        if p.autostart:
             threading.Thread(target=self.bring_to, args=("active",), daemon=True, name="startup").start()
 
     # ---- transitions ------------------------------------------------------------------------

@@ -6,19 +6,31 @@ configure built and frees the model; shutdown does what deactivate and cleanup d
 parameter `autostart` (default true) a node configures and activates itself at start, as a
 plain node would; a bringup graph sets it false and lets the lifecycle manager
 (nodes/lifecycle_manager.py) bring the nodes up in order.
+
+A node's parameters (its `PARAMETERS` table, nodes/parameters.py) are declared once, when it is
+constructed, so a second configure (after cleanup) reads them again instead of declaring them
+again; a parameter declared twice is an error naming the node and the parameter.
 """
 
 from __future__ import annotations
 
+from rclpy.exceptions import ParameterAlreadyDeclaredException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
+from .parameters import CONFIG_ERROR_EXIT, Param, ParameterDeclaredTwice, declare
+
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-CONFIG_ERROR_EXIT = 2          # the graph runner does not restart a node that refused its configuration
+
+AUTOSTART = Param("autostart", True, "configure and activate at start (true), or start unconfigured and wait for "
+                                     "the lifecycle manager or `ros2 lifecycle set` (false)")
 
 
 class ManagedNode(LifecycleNode):
-    """Subclasses put their construction in `setup()` and may override `activated()`,
+    """Subclasses list their parameters in `PARAMETERS` (read them in `setup()` through
+    `self.params`), put their construction in `setup()` and may override `activated()`,
     `deactivated()` and `teardown()`; `self.active` tells whether output is allowed."""
+
+    PARAMETERS: tuple[Param, ...] = ()
 
     def __init__(self, name: str, **kwargs):
         super().__init__(name, **kwargs)
@@ -26,7 +38,9 @@ class ManagedNode(LifecycleNode):
         self.configured = False
         self.exit_code = 0
         self._owned: list = []
-        if bool(self.declare_parameter("autostart", True).value):
+        self.params = declare(self, (AUTOSTART, *self.PARAMETERS))
+        declare(self, self.more_parameters())
+        if self.params.autostart:
             if self.trigger_configure() != SUCCESS:
                 raise SystemExit(CONFIG_ERROR_EXIT)
             self.trigger_activate()
@@ -44,11 +58,20 @@ class ManagedNode(LifecycleNode):
     def teardown(self) -> None:
         """Release what setup() holds besides ROS entities (threads, the model)."""
 
-    def declare_parameter(self, name, value=None, *args, **kwargs):
-        """A parameter declared again by a second configure keeps its value."""
-        if self.has_parameter(name):
-            return self.get_parameter(name)
-        return super().declare_parameter(name, value, *args, **kwargs)
+    def more_parameters(self) -> tuple[Param, ...]:
+        """Parameters that depend on the values of `PARAMETERS` (the policy's backend options),
+        declared at construction right after them."""
+        return ()
+
+    def declare_parameters(self, namespace, parameters, ignore_override=False):
+        """rclpy's, with a parameter declared twice named with its node (configure runs setup()
+        again after cleanup: parameters belong in PARAMETERS, declared once)."""
+        try:
+            return super().declare_parameters(namespace, parameters, ignore_override)
+        except ParameterAlreadyDeclaredException:
+            names = [(f"{namespace}." if namespace else "") + (p[0] if isinstance(p, tuple) else p)
+                     for p in parameters]
+            raise ParameterDeclaredTwice(self, [n for n in names if self.has_parameter(n)]) from None
 
     # ---- transitions ------------------------------------------------------------------------
     def _entities(self) -> set:
@@ -72,6 +95,10 @@ class ManagedNode(LifecycleNode):
         before = self._entities()
         try:
             self.setup()
+        except ParameterDeclaredTwice as exc:
+            self.get_logger().fatal(str(exc))
+            self._destroy(self._entities() - before)
+            return FAILURE
         except SystemExit:
             self._destroy(self._entities() - before)
             return FAILURE

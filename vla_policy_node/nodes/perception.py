@@ -24,19 +24,28 @@ from ..core.health import WARN, Above, Flag
 from ..core.sync import TimeSynchronizer
 from .diagnostics import Diagnostics
 from .managed import ManagedNode
+from .parameters import ROBOT, Param
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit,
                      run_node, to_sec)
 
 
 class PerceptionNode(ManagedNode):
+    PARAMETERS = (
+        ROBOT,
+        Param("include_env_state", True, "carry the simulator's privileged state (the robot file's env_state_topic) "
+                                         "in observations; the oracle needs it, learned policies never read it"),
+        Param("instruction", "", "instruction observations carry until a task sets one "
+                                 "(/vla/perception/set_instruction); \"\" = none"),
+    )
+
     def __init__(self, **kwargs):
         super().__init__("perception", **kwargs)
 
     def setup(self) -> None:
         """configure: the robot file, the topics and services, everything the node keeps."""
-        self.robot = load_robot_or_exit(self, self.declare_parameter("robot", "metaworld_sawyer").value)
-        self.include_env_state = bool(self.declare_parameter("include_env_state", True).value)
-        self.instruction = self.declare_parameter("instruction", "").value
+        self.robot = load_robot_or_exit(self, self.params.robot)
+        self.include_env_state = self.params.include_env_state
+        self.instruction = self.params.instruction
         self.episode_id = ""
         cfg = self.robot.config
         self.cameras = {c.name: c for c in cfg.cameras}

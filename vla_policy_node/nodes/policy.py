@@ -12,7 +12,8 @@ this policy cannot use (another embodiment or episode, images that do not decode
 input, non-finite state, inconsistent action counts) are dropped, logged with the topic and field
 and counted by reason in `rejections`, as are failed inferences. Parameters: `robot`,
 `backend` (a registry name, or `auto` to read it from `checkpoint`) and the options the chosen
-backend declares (models/backend.py), each a parameter of the same name.
+backend declares (models/backend.py), each a parameter of the same name, declared when the node is
+constructed; all are read at configure (read-only).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from collections import deque
 
 import numpy as np
 import psutil
-from rclpy.exceptions import ParameterException
 from vla_msgs.msg import ActionChunk, EpisodeAnnouncement, ExecutionFeedback, ImaginedFuture, Observation, PolicyStatus
 from vla_msgs.srv import ResetEpisode
 
@@ -36,6 +36,7 @@ from ..models.inference_threads import prepare_process, use_this_thread
 from ..models.registry import backend_class
 from .diagnostics import Diagnostics
 from .managed import ManagedNode
+from .parameters import ROBOT, Param
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit,
                      run_node, to_sec)
 
@@ -51,22 +52,40 @@ def observation_to_input(obs: Observation, instruction: str, with_env_state: boo
 
 
 class PolicyNode(ManagedNode):
+    PARAMETERS = (
+        ROBOT,
+        Param("backend", "oracle", "policy backend: a name in models/registry.py (oracle, reach_ik, videovla, bc, "
+                                   "vita, lingbot_va, qwen_vla, remote, or an entry point's), or auto: the family "
+                                   "named in the checkpoint's config.json; its options are parameters too"),
+        Param("checkpoint", "", "checkpoint directory of a learned backend (relative: to the working directory or "
+                                "the package); \"\" for scripted backends"),
+        Param("torch_threads", 0, "intra-op CPU threads of the inference thread; 0 = one per CPU the process may use",
+              (0, 4096)),
+    )
+
     def __init__(self, **kwargs):
         super().__init__("policy", **kwargs)
 
+    def more_parameters(self) -> tuple[Param, ...]:
+        """The options the chosen backend declares (models/backend.py), each a parameter of its name."""
+        self.backend_type, self.backend_problem = None, ""
+        try:
+            self.backend_type = backend_class(self.params.backend, self.params.checkpoint)
+        except (KeyError, ValueError, OSError, ImportError) as exc:    # configure fails with the reason
+            self.backend_problem = str(exc)
+            return ()
+        return tuple(Param(key, spec.default, f"{self.backend_type.name} backend: {spec.help}")
+                     for key, spec in self.backend_type.options.items() if key != "checkpoint")
+
     def setup(self) -> None:
         """configure: the robot file, the topics and services, everything the node keeps."""
-        p = self.declare_parameter
-        self.robot = load_robot_or_exit(self, p("robot", "metaworld_sawyer").value)
-        self.backend_name = p("backend", "oracle").value
-        self.torch_threads = int(p("torch_threads", 0).value)      # intra-op threads of the inference thread
-        if self.torch_threads < 0:
-            self.get_logger().fatal(f"parameter torch_threads: {self.torch_threads}; must be >= 0 (0: one per CPU)")
-            raise SystemExit(2)
+        self.robot = load_robot_or_exit(self, self.params.robot)
+        self.backend_name = self.params.backend
+        self.torch_threads = self.params.torch_threads      # intra-op threads of the inference thread
         try:
             self.backend = self.make_backend()
             self.backend_name = self.backend.name
-        except (KeyError, ValueError, FileNotFoundError, OSError, RuntimeError, ParameterException) as exc:
+        except (KeyError, ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
             self.get_logger().fatal(f"parameter backend='{self.backend_name}': {exc}")     # e.g. a CUDA error
             raise SystemExit(2) from None
         cfg = self.robot.config
@@ -104,18 +123,11 @@ class PolicyNode(ManagedNode):
 
     def make_backend(self):
         """The backend named by `backend`, built from the parameters it declares as options."""
-        name = self.backend_name
-        checkpoint = self.declare_parameter("checkpoint", "").value
-        if name == "auto":
-            from ..models.checkpoint import read_config
-            name = read_config(checkpoint)["backend"]
-        cls = backend_class(name)
-        options = {}
-        for key, spec in cls.options.items():
-            value = checkpoint if key == "checkpoint" else self.declare_parameter(key, spec.default).value
-            options[key] = type(spec.default)(value) if spec.default is not None else value
+        if self.backend_type is None:
+            raise ValueError(self.backend_problem)
+        options = {key: getattr(self.params, key) for key in self.backend_type.options}
         self.backend_options = options
-        return cls(self.robot, **options)
+        return self.backend_type(self.robot, **options)
 
     # ---- inputs -------------------------------------------------------------------------
     def reject(self, key: str, why: str, routine: bool = False) -> None:

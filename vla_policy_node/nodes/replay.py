@@ -33,6 +33,7 @@ from vla_msgs.msg import ActionCommand, EpisodeResult
 from ..core.replay import Pacer, StepGate, parse_remaps, plan_topics, task_and_seed
 from ..data.bags import at_root, bag_typestore, definition_changed, make_typestore, to_ros_message
 from .common import LATCHED_QOS, SERVICES, TOPICS, message_class, run_node, to_stamp
+from .parameters import Param, declare
 
 REPLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
 REPLAY_LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -80,35 +81,62 @@ def describe_episode(bag: Path, typestore=None) -> EpisodeResult:
 
 
 class ReplayNode(Node):
+    PARAMETERS = (
+        Param("bag", "", "the rosbag2 folder to play (sqlite3 or mcap; required)"),
+        Param("rate", 1.0, "bag seconds played per wall second", (0.001, 1000.0)),
+        Param("topics", [""], "play only these bag topics (\"\" entries are ignored; none: every topic)"),
+        Param("exclude_topics", ["/clock"], "bag topics not played (produced live by the graph, or /clock by this "
+                                            "node)"),
+        Param("latched_topics", [""], "topics published transient-local (latched) for late subscribers "
+                                      "(\"\" entries are ignored)"),
+        Param("remap", [""], "\"/recorded:=/published\" entries: play a bag topic under another name "
+                             "(\"\" entries are ignored)"),
+        Param("publish_clock", True, "publish /clock on bag time (nodes with use_sim_time run on the recording's "
+                                     "time)"),
+        Param("clock_period_s", 0.01, "wall s between /clock messages while waiting for the next message (s)",
+              (0.001, 1.0)),
+        Param("wait_for_subscribers", [""], "playback waits until each of these topics has a subscriber "
+                                            "(\"\" entries are ignored)"),
+        Param("wait_timeout_s", 30.0, "longest wait for those subscribers; then playback starts anyway (wall s)",
+              (0.0, 3600.0)),
+        Param("start_delay_s", 1.0, "wall s between the subscribers being there and the first message (s)",
+              (0.0, 600.0)),
+        Param("wait_for_start", False, "also wait for a call of /vla/replay/start (std_srvs/Trigger) before playing"),
+        Param("pace", False, "hold each recorded message on pace_state_topic until the graph answered the previous "
+                             "state (as the simulator does in lockstep)"),
+        Param("pace_state_topic", "/joint_states", "pace: the robot-state topic whose messages wait for an answer"),
+        Param("pace_answer_topic", TOPICS["dry_run_command"], "pace: the answers (vla_msgs/ActionCommand stamped with "
+                                                              "the state's time)"),
+        Param("pace_timeout_s", 10.0, "pace: longest wait for an answer before playing on (counted; wall s)",
+              (0.01, 3600.0)),
+    )
+
     def __init__(self, **kwargs):
         super().__init__("replay", **kwargs)
-        p = self.declare_parameter
-        bag = p("bag", "").value
-        self.rate = float(p("rate", 1.0).value)
-        only = _names(p("topics", [""]).value)
-        exclude = _names(p("exclude_topics", ["/clock"]).value)
-        latched = set(_names(p("latched_topics", [""]).value))
-        self.publish_clock = bool(p("publish_clock", True).value)
-        self.clock_period_s = float(p("clock_period_s", 0.01).value)
-        self.wait_for = _names(p("wait_for_subscribers", [""]).value)
-        self.wait_timeout_s = float(p("wait_timeout_s", 30.0).value)
-        self.start_delay_s = float(p("start_delay_s", 1.0).value)
-        self.wait_for_start = bool(p("wait_for_start", False).value)
-        self.pace_topic = p("pace_state_topic", "/joint_states").value if bool(p("pace", False).value) else ""
-        self.gate = StepGate(float(p("pace_timeout_s", 10.0).value))
-        answer_topic = p("pace_answer_topic", TOPICS["dry_run_command"]).value
+        p = declare(self, self.PARAMETERS)
+        bag = p.bag
+        self.rate = p.rate
+        only = _names(p.topics)
+        exclude = _names(p.exclude_topics)
+        latched = set(_names(p.latched_topics))
+        self.publish_clock = p.publish_clock
+        self.clock_period_s = p.clock_period_s
+        self.wait_for = _names(p.wait_for_subscribers)
+        self.wait_timeout_s = p.wait_timeout_s
+        self.start_delay_s = p.start_delay_s
+        self.wait_for_start = p.wait_for_start
+        self.pace_topic = p.pace_state_topic if p.pace else ""
+        self.gate = StepGate(p.pace_timeout_s)
+        answer_topic = p.pace_answer_topic
         self.bag = Path(bag)
         if not bag or not (self.bag / "metadata.yaml").is_file():
             self.get_logger().fatal(f"parameter bag: '{bag}' is not a rosbag2 folder (no metadata.yaml)")
-            raise SystemExit(2)
-        if not self.rate > 0:
-            self.get_logger().fatal(f"parameter rate: {self.rate} must be > 0")
             raise SystemExit(2)
         try:
             with Reader(self.bag) as reader:
                 conns = [(c.topic, c.msgtype, c.msgcount) for c in reader.connections]
                 self.typestore = bag_typestore(reader.connections)   # as the bag was written
-            self.plan = plan_topics(conns, only, exclude, parse_remaps(_names(p("remap", [""]).value)))
+            self.plan = plan_topics(conns, only, exclude, parse_remaps(_names(p.remap)))
             self.description = describe_episode(self.bag, self.typestore)
         except (ValueError, KeyError) as exc:
             self.get_logger().fatal(f"bag {self.bag}: {exc}")

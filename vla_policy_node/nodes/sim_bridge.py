@@ -19,6 +19,7 @@ on /diagnostics (core/pacer.py; WARN when more than 10% short).
 `clock_offset_s` may be changed while running (`ros2 param set /sim_bridge clock_offset_s -5.0`):
 the published sim time jumps by the change, as a simulator's does when its timeline is reset
 (Gazebo's world reset, Isaac Sim's stop/play) while the world stays; commands in flight are dropped.
+Every other parameter is read at start (read-only).
 """
 
 from __future__ import annotations
@@ -46,36 +47,62 @@ from ..sim.metaworld_sim import MetaWorldSim, default_instruction
 from .diagnostics import Diagnostics
 from .common import (RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit, run_node, to_sec,
                      to_stamp)
+from .parameters import ROBOT, Param, declare
 
 
 class SimBridgeNode(Node):
+    PARAMETERS = (
+        ROBOT,
+        Param("sim", "metaworld", "the embedded simulation", constraints="metaworld | panda_reach"),
+        Param("task", "", "the task the simulation starts with (a reset names the next); \"\" = button-press "
+                          "(metaworld), reach (panda_reach)"),
+        Param("seed", 0, "seed of the first task's initial state", (0, 2 ** 31 - 1)),
+        Param("lockstep", True, "advance one step per command (reproducible evaluation); false: free-running at "
+                                "real_time_factor"),
+        Param("real_time_factor", 1.0, "free-running: sim seconds per wall second", (0.001, 100.0)),
+        Param("republish_period_s", 0.2, "lockstep: the state is re-published when idle this long (late joiners, "
+                                         "lost frames; wall s)", (0.01, 60.0)),
+        Param("command_timeout_s", 0.1, "free-running: hold still when the newest command is older than this (sim s)",
+              (0.001, 60.0)),
+        Param("camera_period_steps", 1, "a camera frame every this many simulation steps", (1, 1000)),
+        Param("mujoco_cameras", ["corner2"], "one MuJoCo camera per camera of the robot file, same order "
+                                             "(\"\": that camera is not simulated)"),
+        Param("image_width", 128, "rendered frame width (pixels)", (16, 4096)),
+        Param("image_height", 128, "rendered frame height (pixels)", (16, 4096)),
+        Param("flip_vertical", True, "metaworld: flip frames vertically (MetaWorld's corner cameras render upside "
+                                     "down)"),
+        Param("max_steps", 500, "steps before an episode is truncated", (1, 2 ** 31 - 1)),
+        Param("clock_offset_s", 0.0, "sim time at start (s, >= 0); changed while running, the published sim time "
+                                     "jumps by the change (a timeline reset: commands in flight are dropped)",
+              live=True, constraints="at start >= 0; a change may not take sim time below zero"),
+    )
+
     def __init__(self, **kwargs):
         super().__init__("sim_bridge", **kwargs)
-        p = self.declare_parameter
-        self.robot = load_robot_or_exit(self, p("robot", "metaworld_sawyer").value)
-        self.sim_name = p("sim", "metaworld").value
+        p = declare(self, self.PARAMETERS)
+        self.robot = load_robot_or_exit(self, p.robot)
+        self.sim_name = p.sim
         if self.sim_name not in ("metaworld", "panda_reach"):
             raise SystemExit(f"parameter sim: '{self.sim_name}' unknown (metaworld | panda_reach)")
-        self.lockstep = p("lockstep", True).value
-        self.real_time_factor = float(p("real_time_factor", 1.0).value)
-        self.republish_period_s = float(p("republish_period_s", 0.2).value)
-        self.command_timeout_s = float(p("command_timeout_s", 0.1).value)
-        self.camera_period_steps = max(1, int(p("camera_period_steps", 1).value))
-        mujoco_cameras = list(p("mujoco_cameras", ["corner2"]).value)
+        self.lockstep = p.lockstep
+        self.real_time_factor = p.real_time_factor
+        self.republish_period_s = p.republish_period_s
+        self.command_timeout_s = p.command_timeout_s
+        self.camera_period_steps = p.camera_period_steps
+        mujoco_cameras = list(p.mujoco_cameras)
         cams = self.robot.config.cameras
         if len(mujoco_cameras) != len(cams):
             raise SystemExit(f"parameter mujoco_cameras: {len(mujoco_cameras)} names for {len(cams)} cameras "
                              f"of {self.robot.path}")
         self.cameras = [(c, m) for c, m in zip(cams, mujoco_cameras) if m]   # "": camera not simulated
-        width, height = int(p("image_width", 128).value), int(p("image_height", 128).value)
-        max_steps = int(p("max_steps", 500).value)
+        width, height, max_steps = p.image_width, p.image_height, p.max_steps
         self.action = self.robot.config.action
         if self.sim_name == "metaworld":
             if self.action.space in POSITION_SPACES:
                 raise SystemExit(f"{self.robot.path}: action.space '{self.action.space}': the metaworld simulation "
                                  "takes a displacement per step (ee_delta), not positions")
             self.sim = MetaWorldSim(mujoco_cameras, width=width, height=height,
-                                    flip_vertical=bool(p("flip_vertical", True).value), max_steps=max_steps)
+                                    flip_vertical=p.flip_vertical, max_steps=max_steps)
             self.instruction_for = default_instruction
         else:
             try:
@@ -109,7 +136,7 @@ class SimBridgeNode(Node):
             from rclpy.action import ActionServer
             self.trajectory_server = ActionServer(self, FollowJointTrajectory, action.name, self.on_trajectory_goal)
 
-        self.clock_offset_s = float(p("clock_offset_s", 0.0).value)
+        self.clock_offset_s = p.clock_offset_s
         if self.clock_offset_s < 0:
             raise SystemExit(f"parameter clock_offset_s: {self.clock_offset_s} s; sim time starts at it, so >= 0")
         self.sim_time = self.clock_offset_s
@@ -120,8 +147,7 @@ class SimBridgeNode(Node):
         self.latest_command_time = -np.inf
         self.commands_rejected = 0
         self.commands_stale = 0
-        self.sim.reset(p("task", "reach" if self.sim_name == "panda_reach" else "button-press").value,
-                       int(p("seed", 0).value))
+        self.sim.reset(p.task or ("reach" if self.sim_name == "panda_reach" else "button-press"), p.seed)
         self.publish_state(render=True)
         self.pace = None if self.lockstep else PaceMeter(self.real_time_factor, self.sim.dt)
         self.pace_warned = 0.0
@@ -149,10 +175,13 @@ class SimBridgeNode(Node):
                          "with output.joint_names and output.ik")
 
     def on_parameters(self, params) -> SetParametersResult:
-        """`clock_offset_s` changed at run time: the sim clock jumps by the change."""
+        """`clock_offset_s` changed at run time: the sim clock jumps by the change. Nothing else
+        changes while running (read-only parameters are refused by rclpy before this is called)."""
+        fixed = [param.name for param in params if param.name != "clock_offset_s"]
+        if fixed:
+            return SetParametersResult(successful=False, reason=f"{', '.join(fixed)}: not changeable while the "
+                                                                f"simulation runs")
         for param in params:
-            if param.name != "clock_offset_s":
-                continue
             jump = float(param.value) - self.clock_offset_s
             if self.sim_time + jump < 0:
                 return SetParametersResult(successful=False, reason=f"clock_offset_s: a jump of {jump:+.3f} s "

@@ -33,9 +33,12 @@ from ..evaluation.episode_tracker import EpisodeTracker
 from .managed import ManagedNode
 from .common import LATCHED_QOS, RELIABLE_QOS, SERVICES, TOPICS, run_node, to_sec
 from .diagnostics import Diagnostics
-from .episode_recorder import EpisodeRecorder
+from .episode_recorder import BAG_STORAGE, RECORD_TOPICS, EpisodeRecorder
+from .parameters import Param
 
 ACTION_NAME = "vla/run_task"          # relative: under the graph's namespace
+SERVICE_TIMEOUT_S = Param("service_timeout_s", 60.0, "wall-clock limit of one graph service call (resets, arming), "
+                                                     "retries included (s)", (0.1, 3600.0))
 
 
 @dataclass
@@ -276,26 +279,37 @@ def new_episode_id(task: str) -> str:
 class TaskRunnerNode(ManagedNode):
     """Serves the RunTask action on /vla/run_task: one task at a time; a new goal preempts the running one."""
 
+    PARAMETERS = (
+        Param("robot", "", "the robot's name in /diagnostics (hardware id); \"\" = 'graph'"),
+        Param("env_state_topic", "", "simulators: their privileged state (vla_msgs/StateVector: steps, success); "
+                                     "\"\" = vla/sim/env_state"),
+        Param("default_timeout_s", 300.0, "wall-clock limit of a goal that gives none (s)", (0.1, 86400.0)),
+        SERVICE_TIMEOUT_S,
+        Param("feedback_period_s", 0.5, "RunTask feedback every this many wall seconds (s)", (0.01, 60.0)),
+        Param("record_dir", "", "when set, each task is recorded to <record_dir>/<episode id>/ (rosbag2); "
+                                "\"\" = no recording"),
+        RECORD_TOPICS,
+        BAG_STORAGE,
+    )
+
     def __init__(self, **kwargs):
         super().__init__("task_runner", **kwargs)
 
     def setup(self) -> None:
         """configure: the robot file, the topics and services, everything the node keeps."""
-        p = self.declare_parameter
-        self.runner = TaskRunner(self, p("env_state_topic", "").value or None,
-                                 float(p("default_timeout_s", 300.0).value),
-                                 service_timeout_s=float(p("service_timeout_s", 60.0).value))
-        self.feedback_period_s = float(p("feedback_period_s", 0.5).value)
-        record_dir = p("record_dir", "").value
-        self.recorder = EpisodeRecorder(self, Path(record_dir), list(p("record_topics", [""]).value),
-                                        p("bag_storage", "sqlite3").value) if record_dir else None
+        p = self.params
+        self.runner = TaskRunner(self, p.env_state_topic or None, p.default_timeout_s,
+                                 service_timeout_s=p.service_timeout_s)
+        self.feedback_period_s = p.feedback_period_s
+        self.recorder = EpisodeRecorder(self, Path(p.record_dir), list(p.record_topics), p.bag_storage) \
+            if p.record_dir else None
         self.recorder_ready = False
         self.lock = threading.Lock()             # one task drives the graph at a time
         self.latest_goal = None                  # id of the newest accepted goal; older ones are preempted
         self.closing = False
         self.last_result = ""                    # reason the last task ended with
         self.tasks_run = 0
-        self.diagnostics = Diagnostics(self, "tasks", p("robot", "").value or "graph", self.health_figures, [
+        self.diagnostics = Diagnostics(self, "tasks", p.robot or "graph", self.health_figures, [
             Flag("last_failed", WARN, "the last task ended with an error")])
         group = ReentrantCallbackGroup()
         self.server = ActionServer(self, RunTask, ACTION_NAME, execute_callback=self.execute,

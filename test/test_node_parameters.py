@@ -117,14 +117,21 @@ def graph(tmp_path_factory):
     executor = SingleThreadedExecutor(context=context)
     for node in [*nodes.values(), peer.node]:
         executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.05)
+
+    spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
     try:
         yield nodes, peer
     finally:
         nodes["/replay"].stopping.set()
-        executor.shutdown()
+        stop.set()
         spinner.join(timeout=10.0)
+        executor.shutdown()
         for node in nodes.values():
             if isinstance(node, ManagedNode) and node.configured:
                 node.trigger_shutdown()

@@ -32,8 +32,9 @@ from sensor_msgs.msg import JointState
 from vla_msgs.msg import ActionChunk, ActionCommand, ExecutionFeedback, ExecutorStatus, ImaginationDivergence
 from vla_msgs.srv import EmergencyStop, ResetEpisode, SetArmed
 
+from ..core.action_correction import ActionCorrection
 from ..core.action_queue import Chunk
-from ..core.embodiment import EmbodimentConfigError, load_robot
+from ..core.embodiment import EmbodimentConfigError, load_robot, project_path
 from ..core.executor import ChunkExecutor
 from ..core.executor_stats import ExecutorStats
 from ..core.simulated_delay import SimulatedDelay
@@ -71,6 +72,8 @@ class ExecutorNode(ManagedNode):
                                             "request; [0] = none (control steps, >= 0)"),
         Param("simulated_delay_seed", 0, "seed of the simulated delays' draws (with the task and episode seed)",
               (0, 2 ** 31 - 1)),
+        Param("correction", "", "per-step action correction head to load (core/action_correction.py; relative: to "
+                                "the project); \"\" = none"),
         Param("status_period_s", 0.5, "ExecutorStatus every this many seconds (node clock, s)", (0.01, 60.0)),
         Param("control_thread_priority", 0, "free-running on the wall clock: SCHED_FIFO priority of the control "
                                             "loop (0 = normal scheduling)", (0, 99)),
@@ -139,9 +142,11 @@ class ExecutorNode(ManagedNode):
                                  "lockstep=true (free-running, the delay is the real one)")
             # lockstep: a chunk runs from its observation's step + d, however long the model took (d = 0 default)
             delay = SimulatedDelay(delay_steps, p.simulated_delay_seed) if self.lockstep else None
+            head = p.correction          # A2C2-style per-step correction head ("" = none)
+            correction = ActionCorrection.load(project_path(head), self.robot) if head else None
             self.core = ChunkExecutor(self.robot, mode=p.mode or None, lockstep=self.lockstep, dry_run=p.dry_run,
                                       max_state_age_s=p.max_state_age_s, overrides=overrides,
-                                      simulated_delay=delay)
+                                      simulated_delay=delay, correction=correction)
             self.commands = CommandPublisher(self, self.robot)
         except ValueError as exc:
             self.get_logger().fatal(str(exc))
@@ -452,14 +457,25 @@ class ExecutorNode(ManagedNode):
             return np.asarray(self.ee_pose[: self.core.dim], dtype=np.float64), ee
         return None, ee
 
+    def proprio(self) -> np.ndarray | None:
+        """The measured state in the robot file's order (None until it can be assembled)."""
+        if self.joint_state is None:
+            return None
+        try:
+            return assemble_state(self.state_sources, list(self.joint_state.name), list(self.joint_state.position),
+                                  self.ee_pose)
+        except StateAssemblyError:
+            return None
+
     def run_tick(self, now: float) -> bool:
         """Run the core for time `now`; publish the command and feedback. True if a command was sent."""
         if self.control_thread is not None:      # loop jitter is a wall-clock figure
             self.activity.on_tick(time.perf_counter())
         measured, measured_ee = self.measured() if self.core.space in POSITION_SPACES or \
             self.core.gate.workspace is not None else (None, None)
+        proprio = self.proprio() if self.core.correction is not None else None
         with self.lock:
-            result = self.core.tick(now, self.state_stamp, measured, measured_ee)
+            result = self.core.tick(now, self.state_stamp, measured, measured_ee, proprio)
         if result.command is not None:
             self.send(result.command, now)
             self.last_sent = result.command
@@ -486,13 +502,9 @@ class ExecutorNode(ManagedNode):
         msg.request_after = to_stamp(self.core.request_time if request else now)
         if request:
             self.request_wall_time = time.monotonic()
-        if self.joint_state is not None:
-            try:
-                state = assemble_state(self.state_sources, list(self.joint_state.name),
-                                       list(self.joint_state.position), self.ee_pose)
-                msg.state_names, msg.state = list(self.robot.config.state.names), state.tolist()
-            except StateAssemblyError:
-                pass
+        state = self.proprio()
+        if state is not None:
+            msg.state_names, msg.state = list(self.robot.config.state.names), state.tolist()
         self.feedback_pub.publish(msg)
         self.ticks_since_feedback = 0
 

@@ -33,7 +33,7 @@ from ..core.health import Above
 from ..core.rtc_prefix import align_prefix
 from ..models.backend import PolicyInput
 from ..models.inference_threads import prepare_process, use_this_thread
-from ..models.registry import backend_class
+from ..models.registry import backend_class, make_backend
 from .diagnostics import Diagnostics
 from .managed import ManagedNode
 from .parameters import ROBOT, Param
@@ -83,7 +83,7 @@ class PolicyNode(ManagedNode):
         self.backend_name = self.params.backend
         self.torch_threads = self.params.torch_threads      # intra-op threads of the inference thread
         try:
-            self.backend = self.make_backend()
+            self.backend = self.backend_from_parameters()
             self.backend_name = self.backend.name
         except (KeyError, ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
             self.get_logger().fatal(f"parameter backend='{self.backend_name}': {exc}")     # e.g. a CUDA error
@@ -121,13 +121,13 @@ class PolicyNode(ManagedNode):
         self.publish_status()
         self.get_logger().info(f"policy ready: backend {self.backend_name} for {cfg.name}")
 
-    def make_backend(self):
+    def backend_from_parameters(self):
         """The backend named by `backend`, built from the parameters it declares as options."""
         if self.backend_type is None:
             raise ValueError(self.backend_problem)
         options = {key: getattr(self.params, key) for key in self.backend_type.options}
         self.backend_options = options
-        return self.backend_type(self.robot, **options)
+        return make_backend(self.backend_type.name, self.robot, **options)
 
     # ---- inputs -------------------------------------------------------------------------
     def reject(self, key: str, why: str, routine: bool = False) -> None:

@@ -69,6 +69,13 @@ def test_health_levels_name_the_threshold():
         (WARN, "latency_ms_p95 60 ms > 50 ms")
     assert assess({"latency_ms_p95": 60.0, "estop": True, "armed": True, "state_age_ms": 300.0}, checks) == \
         (ERROR, "emergency stop latched; state_age_ms 300 ms > 250 ms")
+    # a delay judged against the span of the chunk being executed (its length is its checkpoint's)
+    from vla_policy_node.core.health import AboveShare
+    share = [AboveShare("latency_ms_p95", "chunk_ms", 0.5, 1.0, " ms")]
+    assert assess({"latency_ms_p95": 150.0, "chunk_ms": 500.0}, share) == (OK, "OK")
+    assert assess({"latency_ms_p95": 150.0, "chunk_ms": 100.0}, share) == \
+        (ERROR, "latency_ms_p95 150 ms > 1 x chunk_ms 100 ms")
+    assert assess({"latency_ms_p95": 60.0, "chunk_ms": 100.0}, share)[0] == WARN
 
 
 # ---- through the graph -----------------------------------------------------------------------

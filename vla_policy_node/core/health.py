@@ -33,6 +33,26 @@ class Above:
 
 
 @dataclass(frozen=True)
+class AboveShare:
+    """`key` above `warn` (`error`) times figure `of` (e.g. a delay against the chunk's duration)."""
+    key: str
+    of: str
+    warn: float | None
+    error: float | None = None
+    unit: str = ""
+
+    def level(self, figures: dict) -> tuple[int, str]:
+        value, whole = figures.get(self.key), figures.get(self.of)
+        if value is None or not whole:
+            return OK, ""
+        for share, level in ((self.error, ERROR), (self.warn, WARN)):
+            if share is not None and value > share * whole:
+                return level, (f"{self.key} {value:.4g}{self.unit} > {share:g} x {self.of} "
+                               f"{whole:.4g}{self.unit}")
+        return OK, ""
+
+
+@dataclass(frozen=True)
 class Flag:
     """`key` true is `level` with `message`."""
     key: str

@@ -112,7 +112,7 @@ class PolicyNode(ManagedNode):
         self.create_service(ResetEpisode, SERVICES["policy_reset"], self.on_reset)
         self.create_subscription(EpisodeAnnouncement, TOPICS["episode"], self.on_episode, LATCHED_QOS)
         self.create_timer(1.0, self.publish_status)
-        chunk_ms = cfg.action.horizon * cfg.action.dt * 1e3
+        chunk_ms = self.backend.chunk_length * cfg.action.dt * 1e3       # the checkpoint's chunk, in time
         self.chunks_window = (time.monotonic(), 0)      # (wall s, chunks) at the last diagnostics
         self.diagnostics = Diagnostics(self, "model", cfg.name, self.health_figures, [
             Above("inference_ms_p95", 0.5 * chunk_ms, chunk_ms, " ms")])

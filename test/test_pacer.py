@@ -77,19 +77,18 @@ def test_a_simulator_behind_its_pace_says_so_and_skips_no_step(free_running_sim)
 
 
 def test_after_a_stall_the_simulator_keeps_its_pace_without_a_burst(free_running_sim):
-    """0.25 x real time (a step every 50 ms): on pace, no warning; after the process stalls for 0.6 s
-    the steps go on at their period, not 12 missed steps in a row."""
-    node, peer, executor, clocks, statuses = free_running_sim(0.25, 70)
+    """0.05 x real time (a step every 250 ms of wall time): after the process stalls for 1 s the steps
+    go on at their period, not 4 missed steps fired in a row (a step itself costs far less than 250 ms,
+    even on a loaded machine, so a burst would show as gaps well under the period)."""
+    node, peer, executor, clocks, _ = free_running_sim(0.05, 70)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (statuses and node.pace.full):
+    while time.monotonic() < deadline and len(clocks) < 5:
         executor.spin_once(timeout_sec=0.01)
-    values = {kv.key: kv.value for kv in statuses[-1].values}
-    assert float(values["pace_deficit"]) < 0.1 and statuses[-1].level == bytes([0])
     stall = []
-    peer.create_timer(0.0, lambda: stall or (stall.append(time.monotonic()), time.sleep(0.6)))
-    end = time.monotonic() + 2.0
+    peer.create_timer(0.0, lambda: stall or (stall.append(time.monotonic()), time.sleep(1.0)))
+    end = time.monotonic() + 3.0
     while time.monotonic() < end:
         executor.spin_once(timeout_sec=0.01)
-    after = [wall for sim, wall in clocks if wall > stall[0] + 0.6]
-    gaps = np.diff(after[:12])
-    assert len(gaps) >= 8 and np.sum(gaps < 0.02) <= 1           # at most the one overdue step comes at once
+    after = [wall for sim, wall in clocks if wall > stall[0] + 1.0]
+    gaps = np.diff(after[:7])
+    assert len(gaps) >= 4 and np.sum(gaps < 0.125) <= 1, gaps    # at most the one overdue step comes early

@@ -116,3 +116,48 @@ def test_reach_with_pose_targets_solved_by_ik(sim, seed):
     np.testing.assert_allclose(poses[:, 3:], poses[:1, 3:].repeat(len(poses), axis=0), atol=1e-6)   # held
     speed = np.linalg.norm(np.diff(poses[:, :3], axis=0), axis=1) * 50
     assert speed.max() <= 0.25 + 1e-4      # m/s (float32 actions)
+
+
+def test_a_holding_executor_does_not_drag_a_reset_arm_back_to_its_last_command():
+    """A task ends (the executor disarms and holds), the simulator is reset to the next task's seed,
+    and the resets of the graph reach the executor a few ticks later: the held arm stays where the
+    reset put it. (Holding the last command dragged it up to 0.78 rad back towards the last task's
+    pose in 15 ticks, so the next episode started from a pose that depended on the graph's timing.)"""
+    from vla_policy_node.core.action_queue import Chunk
+    from vla_policy_node.core.executor import ChunkExecutor
+
+    robot = load_robot("panda_ros2_control")
+    names, dt = robot.config.action.names, robot.config.action.dt
+    sim = PandaReachSim([], control_dt=dt)
+    ex = ChunkExecutor(robot, lockstep=False, overrides={"merge": "replace"})
+
+    def measured():
+        joints, positions, _ = sim.joint_state()
+        return np.array([positions[joints.index(n)] for n in names])
+
+    sim.reset("reach", 7)
+    ex.reset("a", 0.0)
+    ex.set_armed(True)
+    t = 0.0
+    for k in range(40):                           # the last task: joint 1 turned by 0.6 rad
+        result = ex.tick(t, t, measured())
+        if result.request_chunk:
+            plan = measured() + np.outer(np.linspace(0.04, 0.6, 16), np.eye(7)[0])
+            ex.on_chunk(Chunk(k + 1, t, dt, plan, plan, 0, "a"), t)
+        if result.command is not None:
+            sim.step(result.command)
+        t += dt
+    ex.set_armed(False)
+    sim.reset("reach", 101)
+    start = measured()
+    for _ in range(15):
+        result = ex.tick(t, t, measured())
+        assert result.hold_reason == "disarmed"
+        sim.step(result.command)
+        t += dt
+    assert np.abs(measured() - start).max() < 1e-3
+    assert ex.counters["hold_resyncs"] == 1
+    # an arm that merely lags its command is still held at the command
+    ex.set_armed(True)
+    held = ex.tick(t, t, measured() + 0.5 * np.asarray(robot.config.limits.max_step))
+    assert ex.counters["hold_resyncs"] == 1 and held.command is not None

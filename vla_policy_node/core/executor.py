@@ -45,6 +45,7 @@ from .simulated_delay import SimulatedDelay
 MODES = ("sync", "async", "async_rtc")
 RECEIVED_KEPT = 64           # (chunk id, stamp) of the last chunks received: duplicates are refused
 CLOCK_JUMP_BACK_S = 1e-6     # a tick earlier than the previous one by more than this: the clock went back
+HOLD_RESYNC_STEPS = 5        # a robot farther than this many max_steps from the held command is held where it is
 
 
 @dataclass
@@ -129,7 +130,7 @@ class ChunkExecutor:
         self.executed_since_feedback: list[np.ndarray] = []
         self.counters = dict(commands_sent=0, dry_run_commands=0, chunks_received=0, chunks_rejected=0,
                              chunks_stale=0, starved_ticks=0, startup_ticks=0, stale_holds=0, requests=0, ticks=0,
-                             states_rejected=0, clock_jumps_back=0)
+                             states_rejected=0, clock_jumps_back=0, hold_resyncs=0)
         self.rejections: dict[str, int] = {}   # "chunk: <field or reason>" / "state: <field>" -> inputs not used
 
     def count_rejection(self, key: str) -> None:
@@ -391,8 +392,22 @@ class ChunkExecutor:
         return result
 
     def hold_target(self, measured: np.ndarray | None) -> np.ndarray | None:
-        """The command that keeps the robot still (before smoothing), core/hold.py."""
-        return hold_command(self.space, self.dim, self.gripper_index, self.last_command, measured)
+        """The command that keeps the robot still (before smoothing), core/hold.py. A position-space
+        robot found more than HOLD_RESYNC_STEPS command steps (limits.max_step) away from the held
+        command was moved by something else (a simulator reset, a hand, an obstacle): it is held
+        where it is, not dragged back to where the executor last sent it."""
+        last = self.last_command
+        if last is not None and measured is not None and self.space in POSITION_SPACES:
+            step = self.gate.max_step if self.gate.max_step is not None else None
+            if step is not None:
+                away = np.abs(np.asarray(measured, dtype=np.float64) - last)[: len(step)]
+                dims = [i for i in range(len(away)) if i != self.gripper_index]
+                if np.any(away[dims] > HOLD_RESYNC_STEPS * step[dims]):
+                    self.counters["hold_resyncs"] += 1
+                    self.limiter.reset()
+                    # hold the measured state, and step the next commands from it, not from the old one
+                    last = self.last_command = self.previous_command = None
+        return hold_command(self.space, self.dim, self.gripper_index, last, measured)
 
     def _hold(self, reason: str, measured=None, measured_ee=None) -> TickResult:
         if self.lockstep and reason in ("disarmed", "e-stop"):

@@ -140,6 +140,7 @@ class SimBridgeNode(Node):
         if self.clock_offset_s < 0:
             raise SystemExit(f"parameter clock_offset_s: {self.clock_offset_s} s; sim time starts at it, so >= 0")
         self.sim_time = self.clock_offset_s
+        self.reset_stamp = self.sim_time     # free-running: commands stamped before it are the old scene's
         self.add_on_set_parameters_callback(self.on_parameters)
         self.frames = {}
         self.last_publish_wall = 0.0
@@ -188,6 +189,7 @@ class SimBridgeNode(Node):
                                            f"would take sim time {self.sim_time:.3f} s below zero")
             self.clock_offset_s = float(param.value)
             self.sim_time += jump
+            self.reset_stamp = self.sim_time         # the new timeline starts here
             self.latest_command = self.latest_trajectory = None      # stamped on the old timeline
             self.latest_command_time = -np.inf
             self.get_logger().warning(f"clock_offset_s: sim time jumped {jump:+.3f} s to {self.sim_time:.3f} s")
@@ -253,6 +255,8 @@ class SimBridgeNode(Node):
                 self.commands_stale += 1
                 return
             self.advance(values)
+        elif to_sec(msg.header.stamp) < self.reset_stamp - 1e-9:    # sent for the scene before the last reset
+            self.commands_stale += 1
         else:
             self.latest_command, self.latest_command_time = values, to_sec(msg.header.stamp)
 
@@ -310,6 +314,9 @@ class SimBridgeNode(Node):
                 self.commands_stale += 1
                 return "stale", f"stamp {stamp:.4f} s answers an older state (sim time {self.sim_time:.4f} s)"
             self.advance(sample_trajectory(current, stamp, times, points, self.sim_time + self.sim.dt))
+        elif stamp and stamp < self.reset_stamp - 1e-9:      # sent for the arm before the last reset
+            self.commands_stale += 1
+            return "stale", f"stamp {stamp:.4f} s is before the last reset ({self.reset_stamp:.4f} s)"
         else:  # a zero stamp means "start now", as for a JointTrajectoryController
             self.latest_trajectory = (current, stamp or self.sim_time, times, points)
             self.latest_command_time = stamp or self.sim_time
@@ -323,6 +330,7 @@ class SimBridgeNode(Node):
             response.success, response.message = False, str(exc)
             return response
         self.sim_time += self.sim.dt  # keep sim time monotonic across episodes
+        self.reset_stamp = self.sim_time
         self.latest_command = self.latest_trajectory = None
         self.publish_state(render=True)
         response.success = True

@@ -127,9 +127,15 @@ def test_video_loss_weight_scales_the_video_term(weight):
 
 
 def test_video_loss_weight_reaches_the_config_from_the_command_line():
+    from vla_policy_node.models.components import training
+
     parser = argparse.ArgumentParser()
+    training.add_arguments(parser)
     VideoVLATrainer.add_arguments(parser)
     robot = load_robot("metaworld_sawyer")
+    # the chunk length: the robot file's by default, --chunk-length otherwise
+    assert VideoVLATrainer().make_config(parser.parse_args([]), robot).horizon == robot.config.action.horizon
+    assert VideoVLATrainer().make_config(parser.parse_args(["--chunk-length", "8"]), robot).horizon == 8
     assert VideoVLATrainer().make_config(parser.parse_args(["--video-loss-weight", "0.25"]), robot).video_loss_weight == 0.25
     assert VideoVLATrainer().make_config(parser.parse_args([]), robot).video_loss_weight == 1.0
     assert VideoVLATrainer().make_config(parser.parse_args(["--no-video-loss"]), robot).video_loss_weight == 0.0

@@ -194,9 +194,18 @@ def earlier_stages(path: Path, training: dict) -> dict:
             "init_wall_time_s": float(training.get("wall_time_s", 0.0)) + float(training.get("init_wall_time_s", 0.0))}
 
 
+def chunk_length(args, robot) -> int:
+    """Actions per chunk a run trains: --chunk-length, else the robot file's action.horizon."""
+    if args.chunk_length < 0:
+        raise SystemExit(f"vla-train: --chunk-length {args.chunk_length}: must be >= 1 (0: the robot file's)")
+    return int(args.chunk_length or robot.config.action.horizon)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of the shared loop (the family adds its own)."""
     p.add_argument("--steps", type=int, default=4000, help="optimizer steps")
+    p.add_argument("--chunk-length", type=int, default=0,
+                   help="actions per predicted chunk (0: the robot file's action.horizon)")
     p.add_argument("--batch-size", type=int, default=32,
                    help="samples per optimizer step, summed over processes and accumulated micro-batches")
     p.add_argument("--gradient-accumulation-steps", type=int, default=1,

@@ -26,8 +26,8 @@ from accelerate.utils import broadcast_object_list
 
 from ..components.diffusion import make_scheduler
 from ..components.text_encoder import DEFAULT_TEXT_ENCODER
-from ..components.training import (TrainingJob, add_frame_vae_arguments, encode_all, frame_vae, run_training,
-                                   training_arrays, training_samples)
+from ..components.training import (TrainingJob, add_frame_vae_arguments, chunk_length, encode_all, frame_vae,
+                                   run_training, training_arrays, training_samples)
 from ..components.vae import FrameCodec
 from .configuration_lingbot_va import LingBotVAConfig
 from .modeling_lingbot_va import LingBotVATransformer, training_loss
@@ -124,7 +124,7 @@ class LingBotVATrainer:
 
     def make_config(self, args, robot) -> LingBotVAConfig:
         emb = robot.config
-        horizon = emb.action.horizon
+        horizon = chunk_length(args, robot)
         per_frame = 4 if horizon % 4 == 0 else horizon
         return LingBotVAConfig(
             camera=emb.cameras[0].name, image_size=args.image_size, state_dim=len(emb.state.names),

@@ -23,8 +23,8 @@ from ...core.normalization import Normalizer
 from ..components.diffusion import TrainingNoise, make_scheduler
 from ..components.text_encoder import DEFAULT_TEXT_ENCODER, resolve_text_encoder
 from ..checkpoint import CheckpointError
-from ..components.training import (TrainingJob, compute_stats, demonstrations_per_task, earlier_stages, run_training,
-                                   shift_frames)
+from ..components.training import (TrainingJob, chunk_length, compute_stats, demonstrations_per_task, earlier_stages,
+                                   run_training, shift_frames)
 from ..components.vae import resize_frames
 from .configuration_qwen_vla import QwenVLAConfig
 from .modeling_qwen_vla import PromptTokenizer, QwenVLAActionExpert, build_backbone, masked_flow_loss, views_to_patches
@@ -37,7 +37,7 @@ class EmbodimentData:
     def __init__(self, robot, episodes: list, cfg: QwenVLAConfig):
         from ...data.dataset import chunk_samples
 
-        self.name, self.entry = robot.name, embodiment_entry(robot, cfg.horizon)
+        self.name, self.entry = robot.name, cfg.embodiments[robot.name]
         data = chunk_samples(episodes, self.entry["horizon"])
         rows = np.concatenate([ep.actions for ep in episodes]).astype(np.float64)
         states = np.concatenate([ep.states for ep in episodes]).astype(np.float64)
@@ -137,7 +137,9 @@ class QwenVLATrainer:
                             expert_layers=args.expert_layers, horizon=args.horizon, unified_dim=args.unified_dim,
                             num_inference_steps=args.num_inference_steps, use_proprio=args.proprio,
                             action_projection="per_embodiment" if args.per_embodiment_heads else "shared",
-                            embodiments={r.name: embodiment_entry(r, args.horizon) for r, _ in datasets})
+                            embodiments={r.name: embodiment_entry(
+                                r, min(args.horizon, chunk_length(args, r) if r is robot else r.config.action.horizon))
+                                for r, _ in datasets})
         pretrained = None
         if args.backbone:             # a local Qwen2-VL checkpoint: its sizes, patching and tokenizer win
             pretrained = Qwen2VLModel.from_pretrained(args.backbone, local_files_only=True)

@@ -22,8 +22,8 @@ from ..checkpoint import CheckpointError
 from ..components.diffusion import TrainingNoise, make_scheduler
 from ..components.loading import read_checkpoint_config, vae_location
 from ..components.text_encoder import DEFAULT_TEXT_ENCODER
-from ..components.training import (TrainingJob, add_frame_vae_arguments, augmented_latents, earlier_stages,
-                                   frame_vae, run_training, training_arrays, training_samples)
+from ..components.training import (TrainingJob, add_frame_vae_arguments, augmented_latents, chunk_length,
+                                   earlier_stages, frame_vae, run_training, training_arrays, training_samples)
 from ..components.vae import FrameCodec
 from .configuration_videovla import FUTURE_TARGETS, IMAGINED_DECODINGS, VideoVLAConfig
 from .modeling_videovla import VideoVLATransformer, training_loss
@@ -74,7 +74,7 @@ class VideoVLATrainer:
 
     def make_config(self, args, robot) -> VideoVLAConfig:
         emb = robot.config
-        fields = dict(horizon=emb.action.horizon, action_dim=emb.action.dim, state_dim=len(emb.state.names),
+        fields = dict(horizon=chunk_length(args, robot), action_dim=emb.action.dim, state_dim=len(emb.state.names),
                       hidden_size=args.hidden_size, num_layers=args.num_layers, num_heads=args.num_heads,
                       objective=args.objective, num_inference_steps=args.num_inference_steps,
                       image_size=args.image_size, latent_size=args.image_size // args.vae_downsample,

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from accelerate.utils import broadcast_object_list
 
 from ..components.text_encoder import DEFAULT_TEXT_ENCODER
-from ..components.training import (TrainingJob, add_frame_vae_arguments, encode_all, frame_vae,
+from ..components.training import (TrainingJob, add_frame_vae_arguments, chunk_length, encode_all, frame_vae,
                                    run_training, training_arrays, training_samples)
 from ..components.vae import FrameCodec, load_vae
 from .configuration_vita import VITAConfig
@@ -148,7 +148,7 @@ class VITATrainer:
                           use_proprio=not args.no_proprio, future_offsets=[args.future_offset],
                           codebook_size=args.codebook_size, code_dim=args.code_dim,
                           shared_codebook=not args.separate_codebooks, vision_tokens=args.vision_tokens,
-                          action_tokens=args.action_tokens, dct_keep=args.dct_keep, horizon=emb.action.horizon,
+                          action_tokens=args.action_tokens, dct_keep=args.dct_keep, horizon=chunk_length(args, robot),
                           action_dim=emb.action.dim, hidden_size=args.hidden_size, num_layers=args.num_layers,
                           num_heads=args.num_heads, next_frame_objective=not args.no_next_frame)
 

@@ -61,6 +61,7 @@ DEPENDENCIES = {
     "mujoco": ("python3-mujoco-pip", "mujoco"),
     "gymnasium": ("python3-gymnasium-pip", "gymnasium"),
     "diffusers": (None, "diffusers"),
+    "safetensors": (None, "safetensors"),
     "accelerate": (None, "accelerate"),
     "ray": (None, "ray"),
     "vector_quantize_pytorch": (None, "vector-quantize-pytorch"),

@@ -18,8 +18,9 @@ def test_the_shipped_description_builds_full_and_short_cells():
     assert full.board.protocol["seeds"] == bench.protocol["seeds"] and full.delay == 16
     assert full.row.set["executor.simulated_delay_steps"] == "[16]"
     assert full.row.set["executor.mode"] == "async_rtc" and full.row.set["policy.rtc"] == "inpainting"
-    assert cells["videovla-tt_rtc-d4"].board.protocol["seeds"] == bench.short_seeds
+    assert cells["videovla_h40-tt_rtc-d4"].board.protocol["seeds"] == bench.short_seeds
     assert cells["vita-sync-d8"].board.protocol["seeds"] == bench.short_seeds
+    assert all(c.board.protocol["seeds"] == bench.short_seeds for c in bench.cells(short=True))
     # remedies differ by their own settings only
     base = {k: v for k, v in cells["videovla-async_replace-d8"].row.set.items()}
     vlash = cells["videovla-vlash-d8"].row.set

@@ -69,13 +69,14 @@ class LatencyBench:
                     raise ValueError(f"{path}: policies: an entry lacks '{key}'")
         return bench
 
-    def cells(self, delays: list[int] | None = None) -> list[Cell]:
-        """Every lockstep cell: each policy's remedies at every delay (full seeds at its full_delays)."""
+    def cells(self, delays: list[int] | None = None, short: bool = False) -> list[Cell]:
+        """Every lockstep cell: each policy's remedies at every delay (full seeds at its full_delays
+        unless `short`: then every cell on the short seeds)."""
         out = []
         for p in self.policies:
             for remedy in p["remedies"]:
                 for d in delays or self.delays:
-                    full = d in p.get("full_delays", [])
+                    full = d in p.get("full_delays", []) and not short
                     protocol = dict(self.protocol, seeds=list(self.protocol["seeds"] if full else self.short_seeds))
                     settings = {**self.remedies[remedy], "executor.simulated_delay_steps": f"[{d}]",
                                 "policy.decode_imagined": "false"}
@@ -212,7 +213,7 @@ def _num(value, digits: int = 1) -> str:
 
 
 def write_outputs(bench: LatencyBench, results: list[dict], free: list[dict], comparisons: list[dict],
-                  out_dir: Path) -> tuple[Path, Path]:
+                  out_dir: Path, short: bool = False) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "latency.json", out_dir / "latency.md"
     json_path.write_text(json.dumps(json_safe({"protocol": bench.protocol, "short_seeds": bench.short_seeds,
@@ -242,7 +243,8 @@ def write_outputs(bench: LatencyBench, results: list[dict], free: list[dict], co
     lines = ["# Success against inference delay", "",
              f"Lockstep through the `{p['graph']}` graph with a simulated delay of d control steps "
              f"({dt_ms:g} ms each): the chunk computed from the observation at step t runs from step t + d, while "
-             "the simulator steps on the plan in flight (async modes) or the hold (sync). Full cells: "
+             "the simulator steps on the plan in flight (async modes) or the hold (sync). "
+             + ("This table ran every cell on the short seeds (`--short`). " if short else "") + "Full cells: "
              f"{len(p['tasks'])} tasks x seeds {p['seeds'][0]}-{p['seeds'][-1]} ({len(p['tasks']) * len(p['seeds'])} "
              f"episodes); the others: seeds {bench.short_seeds} ({len(p['tasks']) * len(bench.short_seeds)} episodes). "
              "Success with 95% Wilson intervals; at most "
@@ -306,6 +308,8 @@ def build_argparser(p: argparse.ArgumentParser) -> None:
                                             "read from the cache when there)")
     p.add_argument("--delays", type=int, nargs="+", help="run these delays only (default: the description's)")
     p.add_argument("--force", action="store_true", help="rerun the selected cells even when cached")
+    p.add_argument("--short", action="store_true", help="every lockstep cell on the short seeds (a quicker, "
+                                                         "wider-interval table)")
     p.add_argument("--no-free-running", action="store_true", help="skip the free-running rows")
 
 
@@ -319,7 +323,7 @@ def run(args) -> int:
     runs = args.out / "latency"
     selected = lambda name: args.only is None or any(name.startswith(o) for o in args.only)   # noqa: E731
     results = []
-    for cell in bench.cells(args.delays):
+    for cell in bench.cells(args.delays, args.short):
         key = row_key(cell.board, cell.row, None)
         cached = (runs / "cache" / f"{cell.name}-{key}.json").is_file()
         if selected(cell.name) or cached:
@@ -341,12 +345,12 @@ def run(args) -> int:
             steps = r["measured_delay_steps"]["p50"]
             if steps is not None and np.isfinite(steps):
                 near = min(bench.delays, key=lambda d: abs(d - steps))
-                match = [c for c in results if c["policy"] == r["policy"] and c["delay_steps"] == near
-                         and c["episodes"] == r["episodes"]]
+                match = [c for c in results if c["policy"] == r["policy"] and c["delay_steps"] == near]
                 if match:
                     r["predicted_by"] = "; ".join(f"{c['remedy']} at d = {near}: {_fmt_cell(c)}" for c in match)
             r["delay_step_s"] = dt
             free.append(r)
-    json_path, md_path = write_outputs(bench, results, free, [c for c in comparisons if c], args.out)
+    json_path, md_path = write_outputs(bench, results, free, [c for c in comparisons if c], args.out,
+                                        args.short)
     print(f"bench: wrote {json_path} and {md_path}")
     return 0

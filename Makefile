@@ -59,6 +59,7 @@ data-panda: setup
 # see the same frame latents. videovla starts from the finished bc (its action network) and learns to
 # imagine in 10000 more steps at lr 1e-4, its actions hidden from the imagined future (99 min with bc's
 # 38; chosen on validation seeds 200-203: 20/20 against 15/20 for the earlier two-stage videovla).
+# The correction head (A2C2-style, per step on the newest proprio) is fitted on videovla's chunks.
 # qwen_vla in three: 8000 steps, 8000 more at lr 1e-4, 3600 more at lr 5e-5 (115 min in all; each
 # later stage shipped only after it beat the one before on validation seeds 200-203).
 TRAIN_ARGS ?=
@@ -68,6 +69,8 @@ train: setup
 	$(VENV)/bin/vla-train --family bc --output checkpoints/bc_metaworld $(TRAIN_COMMON) --vae-steps 2500
 	$(VENV)/bin/vla-train --family videovla --output checkpoints/videovla_metaworld --data artifacts/data \
 		--save-every 500 $(TRAIN_ARGS) --steps 10000 --lr 1e-4 $(VIDEOVLA) --init-from checkpoints/bc_metaworld
+	$(VENV)/bin/vla-train-correction --base checkpoints/videovla_metaworld --data artifacts/data \
+		--output checkpoints/videovla_metaworld/correction.safetensors
 	$(VENV)/bin/vla-train --family vita --output checkpoints/vita_metaworld --data artifacts/data --save-every 500 \
 		$(TRAIN_ARGS) --vae checkpoints/videovla_metaworld/vae --tokenizer-steps 2000 --steps 4500
 	$(VENV)/bin/vla-train --family lingbot_va --output checkpoints/lingbot_va_metaworld --data artifacts/data \

@@ -20,7 +20,7 @@ def test_prompt_renders_qwen_vla_template():
     emb = load_robot("metaworld_sawyer")
     assert emb.render_prompt("open the drawer") == (
         "The robot is a Rethink Sawyer with single arm. The control frequency is 80 Hz. Please predict the "
-        "next 40 control actions to execute the following task: open the drawer.")
+        "next 8 control actions to execute the following task: open the drawer.")
     # a checkpoint trained for another chunk length renders its own (qwen_vla)
     assert "predict the next 8 control actions" in emb.render_prompt("open the drawer", chunk_size=8)
 

@@ -23,6 +23,14 @@ def test_threads_are_set_in_the_calling_thread_only():
     t.join()
     assert seen == {"set": 1, "inside": 1}
     assert torch.get_num_threads() == main_before           # the main thread keeps its own
+    import os
+    cpus = len(os.sched_getaffinity(0))
+    t = threading.Thread(target=lambda: seen.update(reserved=inference_threads.use_this_thread(0, reserve=1),
+                                                    everything=inference_threads.use_this_thread(0),
+                                                    all_but_all=inference_threads.use_this_thread(0, reserve=cpus)))
+    t.start()
+    t.join()
+    assert seen["reserved"] == max(1, cpus - 1) and seen["everything"] == cpus and seen["all_but_all"] == 1
     with pytest.raises(ValueError, match="torch_threads -1"):
         inference_threads.use_this_thread(-1)
 

@@ -40,6 +40,7 @@ from .parameters import ROBOT, Param
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit,
                      run_node, to_sec)
 
+GRAPH_RESERVED_CPUS = 1    # torch_threads 0: CPUs left to the simulator and the other nodes (models/inference_threads.py)
 OBSERVATIONS_KEPT = 64     # observations kept for a request (0.8 s at 80 Hz): a request finds the one it asked for
 
 
@@ -59,8 +60,8 @@ class PolicyNode(ManagedNode):
                                    "named in the checkpoint's config.json; its options are parameters too"),
         Param("checkpoint", "", "checkpoint directory of a learned backend (relative: to the working directory or "
                                 "the package); \"\" for scripted backends"),
-        Param("torch_threads", 0, "intra-op CPU threads of the inference thread; 0 = one per CPU the process may use",
-              (0, 4096)),
+        Param("torch_threads", 0, "intra-op CPU threads of the inference thread; 0 = one per CPU the process may "
+                                  "use, less one left to the rest of the graph (at least one)", (0, 4096)),
     )
 
     def __init__(self, **kwargs):
@@ -255,7 +256,7 @@ class PolicyNode(ManagedNode):
 
     def serve(self) -> None:
         """The inference thread: every prediction (and update) runs here, with its own torch threads."""
-        threads = use_this_thread(self.torch_threads)
+        threads = use_this_thread(self.torch_threads, reserve=GRAPH_RESERVED_CPUS)
         if threads is not None:
             self.get_logger().info(f"inference thread: {threads} torch threads, MKL threads "
                                    f"{os.environ.get('MKL_NUM_THREADS', 'default')}")

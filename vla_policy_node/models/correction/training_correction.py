@@ -82,7 +82,7 @@ def fit(features: np.ndarray, targets: np.ndarray, gripper_index: int | None, hi
         opt.step()
         sched.step()
         if step % 100 == 0:
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     layers = [m for m in net if isinstance(m, torch.nn.Linear)]
     weights = {}
     for i, layer in enumerate(layers):

@@ -7,14 +7,23 @@ import shutil
 import pytest
 from conftest import ROOT, tiny_videovla_checkpoint
 
-from vla_policy_node.bench.leaderboard import (Leaderboard, Row, assemble_row, early_warning_scores, row_key,
-                                               wilson_interval, write_leaderboard)
+from vla_policy_node.bench.leaderboard import (Leaderboard, Row, _overrides, assemble_row, early_warning_scores,
+                                               row_key, wilson_interval, write_leaderboard)
 
 
 def test_the_shipped_protocol_has_one_reference_row():
     board = Leaderboard.load()
     assert board.reference.name == "oracle" and {r.name for r in board.rows} >= {"oracle", "bc", "videovla"}
     assert board.protocol["seeds"] == [100, 101, 102, 103, 104, 105] and len(board.protocol["tasks"]) == 5
+
+
+def test_the_protocol_pins_the_executor_loop_and_a_row_may_override_it(tmp_path):
+    """Rows are measured in the papers' sync loop whatever the robot file's default mode."""
+    board = Leaderboard.load()
+    videovla = next(r for r in board.rows if r.name == "videovla")
+    assert _overrides(board, videovla, tmp_path)["executor"] | {"lockstep": "x"} == \
+        {"mode": "sync", "merge": "ensemble", "lockstep": "x"}
+    assert _overrides(board, board.reference, tmp_path)["executor"]["merge"] == "replace"
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -108,7 +108,7 @@ def _overrides(board: Leaderboard, row: Row, out_dir: Path) -> dict:
            "sim_bridge": {"lockstep": lockstep}, "executor": {"lockstep": lockstep}}
     if row.checkpoint:
         out["policy"]["checkpoint"] = row.checkpoint
-    for key, value in row.set.items():
+    for key, value in {**p.get("set", {}), **row.set}.items():     # the protocol's settings, then the row's
         node, _, param = key.partition(".")
         out.setdefault(node, {})[param] = str(value)
     return out

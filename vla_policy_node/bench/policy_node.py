@@ -4,7 +4,8 @@ For each checkpoint: the sim_demo graph in lockstep (the simulator waits, so not
 while the policy thinks), every chunk's wall-clock round trip as the executor sees it (request
 sent to chunk received: both transports, waiting for the observation, decoding, inference,
 publishing), then the bare `predict` of the same backend on the same recorded observations, in
-one process, on its main thread. The ratio in-graph / bare is the node's overhead (target <= 1.15).
+one process, on its main thread, with the torch threads the node's inference thread uses. The
+ratio in-graph / bare is the node's overhead (target <= 1.15).
 `--policy-env KEY=VALUE` sets the policy process's environment in place of the graph's (e.g.
 MKL_NUM_THREADS=2 to measure the node without its thread settings). Writes
 artifacts/bench/policy_node.json.
@@ -74,13 +75,16 @@ def recorded_requests(bags: Path) -> list[tuple[str, int, list]]:
     return out
 
 
-def bare_predict_ms(backend_name: str, checkpoint: str, episodes: list, warmup: int) -> list[float]:
-    """The backend's predict time on the recorded observations, this process's main thread."""
+def bare_predict_ms(backend_name: str, checkpoint: str, episodes: list, warmup: int) -> tuple[list[float], int]:
+    """The backend's predict time on the recorded observations, this process's main thread, with
+    the torch threads the policy node gives its inference thread by default; and that number."""
     from ..core.embodiment import load_robot
+    from ..models.inference_threads import use_this_thread
     from ..models.registry import make_backend
-    from ..nodes.policy import observation_to_input
+    from ..nodes.policy import GRAPH_RESERVED_CPUS, observation_to_input
 
     backend = make_backend(backend_name, load_robot("metaworld_sawyer"), checkpoint=checkpoint)
+    threads = use_this_thread(0, reserve=GRAPH_RESERVED_CPUS)
     times = []
     try:
         for instruction, seed, observations in episodes:
@@ -93,7 +97,7 @@ def bare_predict_ms(backend_name: str, checkpoint: str, episodes: list, warmup: 
                     times.append((time.perf_counter() - start) * 1e3)
     finally:
         backend.close()
-    return times
+    return times, threads
 
 
 def measure(row: str, args) -> dict:
@@ -115,12 +119,12 @@ def measure(row: str, args) -> dict:
         raise RuntimeError(f"policy-node {row}: graph failed: {result['error']} (logs in {out / 'logs'})")
     trips = json.loads(stats_file.read_text())["chunk_round_trip_ms"]
     episodes = recorded_requests(out / "bags")
-    bare = bare_predict_ms(row, ROWS[row], episodes, args.warmup)
+    bare, threads = bare_predict_ms(row, ROWS[row], episodes, args.warmup)
     in_graph = percentiles(trips[args.warmup:])
     alone = percentiles(bare)
     return {"checkpoint": ROWS[row], "in_graph_round_trip_ms": in_graph, "bare_predict_ms": alone,
             "ratio_p50": in_graph["p50"] / alone["p50"], "ratio_p95": in_graph["p95"] / alone["p95"],
-            "policy_env": args.policy_env, "target_ratio": TARGET_RATIO}
+            "torch_threads": threads, "policy_env": args.policy_env, "target_ratio": TARGET_RATIO}
 
 
 def run(args) -> int:

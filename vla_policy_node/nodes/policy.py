@@ -40,7 +40,7 @@ from .parameters import ROBOT, Param
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit,
                      run_node, to_sec)
 
-GRAPH_RESERVED_CPUS = 1    # torch_threads 0: CPUs left to the simulator and the other nodes (models/inference_threads.py)
+GRAPH_RESERVED_CPUS = 1    # torch_threads 0: CPUs left to the simulator and other nodes (models/inference_threads.py)
 OBSERVATIONS_KEPT = 64     # observations kept for a request (0.8 s at 80 Hz): a request finds the one it asked for
 
 

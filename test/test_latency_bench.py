@@ -58,6 +58,10 @@ def test_executor_figures_split_episodes_count_starvation_after_the_first_chunk_
     assert [f["executed"] for f in figures] == [13, 6]
     assert figures[0]["boundary_jerk_ratio"] > 1.0            # chunks 2 and 3 alternate: jumps at boundaries
     assert np.isnan(figures[1]["boundary_jerk_ratio"])        # one chunk: no boundary
+    # an episode in which no chunk ever ran (each arrived with all its actions past): every hold starved
+    never = [command(2.0 + i * dt, 0.0, -1, "waiting for chunk") for i in range(7)]
+    figures = executor_figures({"resets": [(2.0, "c")], "commands": never}, [{}], dt, "ee_delta")
+    assert figures[0]["starved_ticks"] == 7 and figures[0]["executed"] == 0
 
 
 def test_paired_difference_counts_discordant_episodes():

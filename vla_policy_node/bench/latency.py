@@ -100,7 +100,8 @@ class LatencyBench:
 
 def executor_figures(stats: dict, episodes: list[dict], dt: float, space: str) -> list[dict]:
     """Per episode (in the report's order): median-free boundary jerk ratio, starved ticks (holds
-    for want of a chunk after the episode's first chunk ran) and actions executed."""
+    for want of a chunk after the episode's first chunk ran; every such hold when none ever ran,
+    as when each chunk arrives with all its actions in the past) and actions executed."""
     from ..core.smoothness import boundary_jerk
 
     resets = []
@@ -115,7 +116,7 @@ def executor_figures(stats: dict, episodes: list[dict], dt: float, space: str) -
         mine = [c for c in rows if bounds[i] - 1e-9 <= c[0] < bounds[i + 1] - 1e-9]
         ids = np.array([c[2] for c in mine], dtype=np.int64)
         started = np.nonzero(ids >= 0)[0]
-        after = mine[started[0]:] if len(started) else []
+        after = mine[started[0]:] if len(started) else mine    # no chunk ever ran: every hold starved
         starved = sum(1 for c in after if c[2] < 0 and c[5] in ("waiting for chunk", "chunk starts later"))
         jerk = {"ratio": math.nan}
         if len(mine) > 3:
@@ -339,9 +340,10 @@ def run(args) -> int:
     if not args.no_free_running:
         dt = load_robot(bench.protocol["robot"]).config.action.dt
         for cell in bench.free_running_cells():
-            if not selected(cell.name):
+            cached = (runs / "cache" / f"{cell.name}-{row_key(cell.board, cell.row, None)}.json").is_file()
+            if not (selected(cell.name) or cached):
                 continue
-            r = run_cell(cell, runs, args.force)
+            r = run_cell(cell, runs, args.force and selected(cell.name))
             steps = r["measured_delay_steps"]["p50"]
             if steps is not None and np.isfinite(steps):
                 near = min(bench.delays, key=lambda d: abs(d - steps))

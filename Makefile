@@ -37,13 +37,13 @@ demo: setup
 
 # The scripted expert reading the privileged simulator state: the upper bound.
 demo-oracle: setup
-	$(VENV)/bin/vla-graph sim_demo --set policy.backend:=oracle --set executor.merge:=replace --output-dir artifacts/demo_oracle $(DEMO_ARGS)
+	$(VENV)/bin/vla-graph sim_demo --set policy.backend:=oracle --set executor.mode:=sync --set executor.merge:=replace --output-dir artifacts/demo_oracle $(DEMO_ARGS)
 
 # Scripted-expert demonstrations (the policy's default `oracle` backend) recorded through the
 # graph's own topics: 5 tasks x training seeds 0-19 (evaluation uses seeds >= 100).
 # Read back with vla_policy_node.data.dataset.load_dataset("artifacts/data", robot).
 data: setup
-	$(VENV)/bin/vla-graph sim_demo --output-dir artifacts/data --set policy.backend:=oracle --set executor.merge:=replace --set evaluator.seeds:=[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19] --set evaluator.training_seeds:=allow --set evaluator.max_steps:=300
+	$(VENV)/bin/vla-graph sim_demo --output-dir artifacts/data --set policy.backend:=oracle --set executor.mode:=sync --set executor.merge:=replace --set evaluator.seeds:=[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19] --set evaluator.training_seeds:=allow --set evaluator.max_steps:=300
 
 # Reaching demonstrations on the embedded MuJoCo Panda (ros2_control contract) from the scripted
 # reach_ik expert, seeds 0-19: the camera sees the red target; env_state is recorded but never

@@ -68,7 +68,8 @@ def record_episodes(out: Path, domain_id: int, tasks: str, seeds: str, max_steps
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)
     overrides = {"policy": {"backend": backend, **({"checkpoint": checkpoint} if checkpoint else {})},
                  # the scripted expert's own chunks, as `make data` records them (no ensembling)
-                 "executor": {"merge": "replace" if backend == "oracle" else ""},
+                 "executor": {"mode": "sync" if backend == "oracle" else "",
+                              "merge": "replace" if backend == "oracle" else ""},
                  "evaluator": {"tasks": tasks, "seeds": seeds, "max_steps": str(max_steps), "output_dir": str(out),
                                "episode_timeout_s": "90.0"}}
     result = run_graph("sim_demo", overrides, out / "logs", timeout_s=180)

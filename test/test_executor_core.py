@@ -55,7 +55,7 @@ def sawyer():
 
 
 def test_sync_mode_executes_k_then_requests(sawyer):
-    ex = ChunkExecutor(sawyer, lockstep=True)
+    ex = ChunkExecutor(sawyer, mode="sync", lockstep=True)
     ex.reset("ep", 0.0)
     ex.set_armed(True)
     first = ex.tick(1.0, 1.0)
@@ -113,7 +113,7 @@ def test_estop_latches_until_cleared(sawyer):
 
 
 def test_free_running_holds_still_when_starved_or_stale(sawyer):
-    ex = ChunkExecutor(sawyer, lockstep=False, max_state_age_s=0.1)
+    ex = ChunkExecutor(sawyer, mode="sync", lockstep=False, max_state_age_s=0.1)
     ex.reset("ep", 0.0)
     ex.set_armed(True)
     ex.on_chunk(chunk(0.0, np.tile([0.5, 0.5, 0.5, 1.0], (8, 1))), 0.0)
@@ -272,7 +272,7 @@ def test_duplicated_chunk_refused_not_restarted(sawyer):
 def test_a_second_answer_to_one_request_is_refused(sawyer):
     """A request re-sent while the first was computed gets two chunks from the same observation:
     only the first is scheduled, so a lockstep run does not depend on when the second arrives."""
-    ex = ChunkExecutor(sawyer, lockstep=True)
+    ex = ChunkExecutor(sawyer, mode="sync", lockstep=True)
     ex.reset("ep", 0.0)
     ex.set_armed(True)
     assert ex.tick(0.0, 0.0).request_chunk

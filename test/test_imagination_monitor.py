@@ -202,6 +202,7 @@ def test_node_publishes_divergence_across_processes(frames, ros_domain, tmp_path
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
+    from diagnostic_msgs.msg import DiagnosticArray
     from vla_msgs.msg import ActionChunk, ImaginationDivergence, ImaginedFuture
 
     from vla_policy_node.nodes.common import RELIABLE_QOS, SENSOR_QOS, TOPICS, image_msg, to_stamp
@@ -219,6 +220,8 @@ def test_node_publishes_divergence_across_processes(frames, ros_domain, tmp_path
     try:
         got = []
         node.create_subscription(ImaginationDivergence, TOPICS["divergence"], got.append, RELIABLE_QOS)
+        health = []
+        node.create_subscription(DiagnosticArray, "/diagnostics", health.append, 10)
         chunk_pub = node.create_publisher(ActionChunk, TOPICS["action_chunk"], RELIABLE_QOS)
         imagined_pub = node.create_publisher(ImaginedFuture, TOPICS["imagined"], RELIABLE_QOS)
         camera_pub = node.create_publisher(Image, "/vla/sim/camera/corner/image_raw", SENSOR_QOS)
@@ -237,12 +240,16 @@ def test_node_publishes_divergence_across_processes(frames, ros_domain, tmp_path
         chunk = ActionChunk(chunk_id=9, episode_id="drawer-open_s101", dt=DT)
         chunk.header.stamp = to_stamp(t0)
         chunk_pub.publish(chunk)
+        # the imagined future is published once the monitor has taken the chunk (its episode, on
+        # /diagnostics): the two topics are not ordered, and an unknown chunk counts as the current episode
+        assert spin_until(lambda: any(kv.key == "episode_id" and kv.value == "drawer-open_s101"
+                                      for array in health for status in array.status for kv in status.values),
+                          20.0), "the monitor did not take the chunk"
         # Frame 0 imagined exactly; frame 1 imagines the reset scene where the hand has moved.
         imagined = ImaginedFuture(chunk_id=9, camera_names=["corner"], frame_offsets=[4 * DT, 8 * DT])
         imagined.header.stamp = to_stamp(t0)
         imagined.frames = [image_msg(imagined_from(start), to_stamp(t0), "camera_corner"),
                            image_msg(imagined_from(start), to_stamp(t0), "camera_corner")]
-        spin_until(lambda: False, 0.3)
         imagined_pub.publish(imagined)
         real = {t0 + 4 * DT: start, t0 + 8 * DT: moved}
 

@@ -12,6 +12,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from conftest import wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -127,6 +128,7 @@ def test_a_token_is_required_when_set_and_the_right_one_works(serve, robot, monk
     monkeypatch.setenv(TOKEN_ENV, "s3cret-token")                               # the robot's environment
     RemoteBackend(robot, server=f"127.0.0.1:{server.port}").close()
     assert server.seen[-1] == "Bearer s3cret-token"
+    wait_until(lambda: health(server)["clients"] == 0, 10.0, lambda: f"closed clients still counted: {health(server)}")
     assert health(server) == {**health(server), "unauthorized": 2, "connections": 2, "token_required": True}
 
 

@@ -61,14 +61,15 @@ def robots_dir() -> Path:
 
 
 def record_episodes(out: Path, domain_id: int, tasks: str, seeds: str, max_steps: int, backend: str = "oracle",
-                    checkpoint: str | None = None):
-    """Run the sim_demo graph (one process per node) for a few short episodes recorded under `out`."""
+                    checkpoint: str | None = None, mode: str = ""):
+    """Run the sim_demo graph (one process per node) for a few short episodes recorded under `out`
+    (`mode`: the executor's, "" = the robot file's; the oracle always runs the sync loop)."""
     from vla_policy_node.graph_runner import run_graph
 
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)
     overrides = {"policy": {"backend": backend, **({"checkpoint": checkpoint} if checkpoint else {})},
                  # the scripted expert's own chunks, as `make data` records them (no ensembling)
-                 "executor": {"mode": "sync" if backend == "oracle" else "",
+                 "executor": {"mode": "sync" if backend == "oracle" else mode,
                               "merge": "replace" if backend == "oracle" else ""},
                  "evaluator": {"tasks": tasks, "seeds": seeds, "max_steps": str(max_steps), "output_dir": str(out),
                                "episode_timeout_s": "90.0"}}

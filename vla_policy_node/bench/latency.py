@@ -158,9 +158,14 @@ def cell_result(cell: Cell, closed: dict, stats: dict | None) -> dict:
     return out
 
 
+def cache_path(cell: Cell, runs: Path) -> Path:
+    """Where a cell's result is cached: its name and the digest of its protocol, settings and checkpoint."""
+    return runs / "cache" / f"{cell.name}-{row_key(cell.board, cell.row, None)}.json"
+
+
 def run_cell(cell: Cell, runs: Path, force: bool, log=print) -> dict:
-    key = row_key(cell.board, cell.row, None)
-    cached = runs / "cache" / f"{cell.name}-{key}.json"
+    cached = cache_path(cell, runs)
+    key = cached.stem[len(cell.name) + 1:]                  # the digest, without hashing the checkpoint again
     if cached.is_file() and not force:
         log(f"latency: {cell.name}: cached ({cached.name})")
         return json.loads(cached.read_text())
@@ -325,9 +330,7 @@ def run(args) -> int:
     selected = lambda name: args.only is None or any(name.startswith(o) for o in args.only)   # noqa: E731
     results = []
     for cell in bench.cells(args.delays, args.short):
-        key = row_key(cell.board, cell.row, None)
-        cached = (runs / "cache" / f"{cell.name}-{key}.json").is_file()
-        if selected(cell.name) or cached:
+        if selected(cell.name) or cache_path(cell, runs).is_file():
             results.append(run_cell(cell, runs, args.force and selected(cell.name)))
     by = {(r["policy"], r["remedy"], r["delay_steps"]): r for r in results}
     comparisons = []
@@ -340,8 +343,7 @@ def run(args) -> int:
     if not args.no_free_running:
         dt = load_robot(bench.protocol["robot"]).config.action.dt
         for cell in bench.free_running_cells():
-            cached = (runs / "cache" / f"{cell.name}-{row_key(cell.board, cell.row, None)}.json").is_file()
-            if not (selected(cell.name) or cached):
+            if not (selected(cell.name) or cache_path(cell, runs).is_file()):
                 continue
             r = run_cell(cell, runs, args.force and selected(cell.name))
             steps = r["measured_delay_steps"]["p50"]

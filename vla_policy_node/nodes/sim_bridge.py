@@ -96,6 +96,7 @@ class SimBridgeNode(Node):
                              f"of {self.robot.path}")
         self.cameras = [(c, m) for c, m in zip(cams, mujoco_cameras) if m]   # "": camera not simulated
         width, height, max_steps = p.image_width, p.image_height, p.max_steps
+        self.max_steps = max_steps
         self.action = self.robot.config.action
         if self.sim_name == "metaworld":
             if self.action.space in POSITION_SPACES:
@@ -324,6 +325,9 @@ class SimBridgeNode(Node):
 
     def on_reset(self, request, response):
         task = request.task or self.sim.task
+        # the episode ends where its step limit says, here where steps happen: a free-running or
+        # async graph would otherwise step on while the task runner disarms
+        self.sim.max_steps = min(request.max_steps or self.max_steps, self.max_steps)
         try:
             self.sim.reset(task, request.seed)
         except ValueError as exc:

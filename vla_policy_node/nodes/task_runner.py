@@ -229,7 +229,8 @@ class TaskRunner:
                                    "a task and seed apply to embedded simulators only (give an instruction)")
             reset = self.call("sim_reset", ResetEpisode.Request(task=request.task, seed=request.seed,
                                                                 instruction=request.instruction,
-                                                                episode_id=episode_id))
+                                                                episode_id=episode_id,
+                                                                max_steps=limits.max_steps))
             instruction, start = reset.instruction or instruction, to_sec(reset.stamp)
         else:
             start = self.now_s()

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages for headless MuJoCo rendering (EGL, with OSMesa as fallback). Installs only what is missing.
+# Debian packages for headless MuJoCo rendering (EGL, with OSMesa as fallback) and the FFmpeg 5
+# libraries torchcodec decodes LeRobot dataset videos with. Installs only what is missing.
 set -euo pipefail
-packages=(libegl1 libegl-mesa0 libgl1 libosmesa6 libgles2)
+packages=(libegl1 libegl-mesa0 libgl1 libosmesa6 libgles2
+          libavutil57 libavcodec59 libavformat59 libavdevice59 libavfilter8 libswscale6 libswresample4)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

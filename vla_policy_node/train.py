@@ -25,7 +25,8 @@ def build_argparser(family: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vla-train", description=__doc__.splitlines()[0])
     p.add_argument("--family", default="videovla", help="policy family to train (models/registry.py)")
     p.add_argument("--data", nargs="+", required=True,
-                   help="evaluator output folders (report.json + bags/) or rosbag2 folders")
+                   help="evaluator output folders (report.json + bags/), rosbag2 folders or LeRobotDatasets "
+                        "(lerobot:DIR)")
     p.add_argument("--robot", default="metaworld_sawyer")
     p.add_argument("--output", required=True, help="checkpoint directory to write")
     p.add_argument("--include-failed", action="store_true", help="also train on unsuccessful episodes")
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
     robot = load_robot(args.robot)
     episodes = []
     for source in args.data:
-        episodes += load_dataset(Path(source), robot, successful_only=not args.include_failed)
+        episodes += load_dataset(source, robot, successful_only=not args.include_failed)
     if not episodes:
         raise SystemExit(f"vla-train: no usable episodes in {args.data}")
     try:

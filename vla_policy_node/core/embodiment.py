@@ -252,6 +252,14 @@ class OutputConfig(_Strict):
         return self
 
 
+class LeRobotConfig(_Strict):
+    """This robot's feature keys in a LeRobotDataset and at a LeRobot policy's inputs and output."""
+    cameras: dict[str, str] = Field(default_factory=dict,
+                                    description="camera name -> image key (default observation.images.<name>)")
+    state: str = "observation.state"
+    action: str = "action"
+
+
 class EmbodimentConfig(_Strict):
     name: str
     description: str = ""
@@ -271,6 +279,7 @@ class EmbodimentConfig(_Strict):
     kinematics: KinematicsConfig | None = None
     executor: ExecutorConfig = ExecutorConfig()
     monitor: MonitorConfig | None = None
+    lerobot: LeRobotConfig = LeRobotConfig()
 
     @model_validator(mode="after")
     def _check(self):
@@ -279,6 +288,9 @@ class EmbodimentConfig(_Strict):
         names = [c.name for c in self.cameras]
         if len(set(names)) != len(names):
             raise ValueError("cameras: camera names must be unique")
+        unknown = sorted(set(self.lerobot.cameras) - set(names))
+        if unknown:
+            raise ValueError(f"lerobot.cameras: {unknown} are not among cameras {names}")
         if self.monitor is not None and self.monitor.camera is not None and self.monitor.camera not in names:
             raise ValueError(f"monitor.camera: '{self.monitor.camera}' is not one of cameras {names}")
         dim = self.action.dim

@@ -23,35 +23,13 @@ from ..core.embodiment import Embodiment, load_robot
 from ..core.images import ImageEncodingError, decode, to_model_input
 from ..core.state import StateAssemblyError, assemble_state, joint_state_problem, state_joints, values_problem
 from .bags import at_root, bag_typestore, read_bag
+from .episode import DatasetError, Episode
 
 SUCCESS_TOPIC = "/vla/sim/success"
 OBSERVATION_TOPIC = "/vla/observation"
+LEROBOT_PREFIX = "lerobot:"          # a training source that is a LeRobotDataset folder
 EXACT_S = 1e-6                      # stamps closer than this are "the same step"
 _EPISODE_NAME = re.compile(r"^(?P<task>.+)_s(?P<seed>\d+)$")
-
-
-class DatasetError(ValueError):
-    """A bag or evaluator output that cannot be turned into an episode (names the bag and why)."""
-
-
-@dataclass
-class Episode:
-    task: str
-    seed: int
-    instruction: str
-    success: bool
-    frames: dict[str, np.ndarray]   # camera name -> (T, H, W, 3) uint8 at the model input size
-    states: np.ndarray              # (T, state_dim) float32, the robot file's state order
-    actions: np.ndarray             # (T, action_dim) float32, the command that answered row k
-    stamps: np.ndarray              # (T,) float64 s, stamp of the observed state (== command stamp)
-    bag: str
-    skipped: int = 0                # commands without a matching image/state
-    extra: dict = field(default_factory=dict)   # counts: duplicates dropped per topic
-    duration_s: float = 0.0         # recorded span of the bag (first to last message), s
-    time_to_success_s: float | None = None   # bag start to the first true success message, s
-
-    def __len__(self) -> int:
-        return len(self.actions)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,8 +271,14 @@ def load_dataset(root, embodiment, successful_only: bool = True, topic_map: dict
 
     With report.json, the report picks the episodes and gives task, seed and success; with bag
     folders (a list, a single bag, or a folder of bags without a report) success is read from
-    each bag. `successful_only` drops unsuccessful episodes either way."""
+    each bag. A LeRobotDataset (`lerobot:DIR`, or a folder with meta/info.json) is read with
+    `lerobot_format.load_lerobot`. `successful_only` drops unsuccessful episodes either way."""
     emb = _embodiment(embodiment)
+    if isinstance(root, (str, Path)) and (str(root).startswith(LEROBOT_PREFIX)
+                                          or (Path(root) / "meta" / "info.json").is_file()):
+        from .lerobot_format import load_lerobot
+
+        return load_lerobot(str(root).removeprefix(LEROBOT_PREFIX), emb, successful_only)
     if isinstance(root, (list, tuple)):
         bags = [Path(b) for b in root]
     else:

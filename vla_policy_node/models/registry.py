@@ -15,6 +15,22 @@ from importlib.metadata import entry_points
 
 from .backend import PolicyBackend, check_options
 
+
+def is_lerobot_policy(path) -> bool:
+    """A directory LeRobot's `save_pretrained` wrote (its config.json names a policy `type`); read
+    here without importing the backend (which loads torch and lerobot)."""
+    import json
+    from pathlib import Path
+
+    folder = Path(path)
+    if not ((folder / "config.json").is_file() and (folder / "model.safetensors").is_file()):
+        return False
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except ValueError:
+        return False
+    return isinstance(config, dict) and "type" in config and "backend" not in config
+
 BACKENDS = {
     "oracle": "vla_policy_node.models.oracle",          # MetaWorld's scripted expert (privileged state)
     "reach_ik": "vla_policy_node.models.reach_ik",      # scripted reach for arms (privileged target)
@@ -24,6 +40,7 @@ BACKENDS = {
     "lingbot_va": "vla_policy_node.models.lingbot_va",  # LingBot-VA: autoregressive video-action chunks over a KV cache
     "qwen_vla": "vla_policy_node.models.qwen_vla",      # Qwen-VLA: VLM backbone + flow-matching DiT, one model for many robots
     "remote": "vla_policy_node.models.remote",          # any backend behind an openpi-protocol server (vla-serve)
+    "lerobot": "vla_policy_node.models.lerobot_policy",  # a LeRobot policy directory (ACT, Diffusion Policy, ...)
 }
 TRAINERS = {
     "videovla": "vla_policy_node.models.videovla.training_videovla:VideoVLATrainer",
@@ -52,11 +69,15 @@ def backend_module(name: str):
 
 
 def backend_class(name: str, checkpoint: str = "") -> type[PolicyBackend]:
-    """The class a backend name stands for; 'auto': the backend named in `checkpoint`'s config.json
-    (what the policy node needs before constructing one: the options the class declares)."""
+    """The class a backend name stands for; 'auto': the backend named in `checkpoint`'s config.json,
+    or 'lerobot' for a directory LeRobot saved (what the policy node needs before constructing one:
+    the options the class declares)."""
     if name == "auto":
-        from .checkpoint import read_config
-        name = read_config(checkpoint)["backend"]
+        from .checkpoint import read_config, resolve_checkpoint
+        if checkpoint and is_lerobot_policy(resolve_checkpoint(checkpoint)):
+            name = "lerobot"
+        else:
+            name = read_config(checkpoint)["backend"]
     cls = backend_module(name).Policy
     if cls.name != name:
         raise KeyError(f"module {_modules()[name]}: Policy.name is '{cls.name}', registered as '{name}'")

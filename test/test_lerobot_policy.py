@@ -1,0 +1,123 @@
+"""The `lerobot` backend: a policy directory LeRobot saved (here a small ACT built from the Sawyer's
+features, normalized by LeRobot's own processors) loads by name or `auto`, predicts whole chunks in
+physical units, refuses features the robot cannot feed by name, and drives the simulator through
+the graph."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import record_episodes
+
+from vla_policy_node.core.embodiment import load_robot
+from vla_policy_node.lerobot_compat import prepare_lerobot
+from vla_policy_node.models.backend import PolicyInput
+from vla_policy_node.models.lerobot_policy import LeRobotFeatureError
+from vla_policy_node.models.registry import make_backend
+
+CHUNK = 8
+ACTION_MEAN = np.array([0.1, -0.2, 0.3, 0.5])
+ACTION_STD = np.array([0.5, 0.25, 0.4, 0.8])
+
+
+def save_act(path, robot, image_key="observation.images.corner", image_shape=None):
+    """A small ACT policy directory for `robot`, written by LeRobot's save_pretrained."""
+    prepare_lerobot()
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot.policies.act.configuration_act import ACTConfig
+    from lerobot.policies.act.modeling_act import ACTPolicy
+    from lerobot.policies.factory import make_pre_post_processors
+
+    cam = robot.config.cameras[0]
+    state_dim, action_dim = len(robot.config.state.names), robot.config.action.dim
+    inputs = {image_key: PolicyFeature(FeatureType.VISUAL, image_shape or (3, *cam.input_size)),
+              "observation.state": PolicyFeature(FeatureType.STATE, (state_dim,))}
+    config = ACTConfig(input_features=inputs, output_features={"action": PolicyFeature(FeatureType.ACTION,
+                                                                                       (action_dim,))},
+                       chunk_size=CHUNK, n_action_steps=CHUNK, dim_model=32, n_heads=2, dim_feedforward=64,
+                       n_encoder_layers=1, n_decoder_layers=1, use_vae=False, pretrained_backbone_weights=None,
+                       device="cpu")
+    torch.manual_seed(0)
+    policy = ACTPolicy(config)
+    stats = {image_key: {"mean": np.full((3, 1, 1), 0.5), "std": np.full((3, 1, 1), 0.25)},
+             "observation.state": {"mean": np.zeros(state_dim), "std": np.ones(state_dim)},
+             "action": {"mean": ACTION_MEAN, "std": ACTION_STD}}
+    pre, post = make_pre_post_processors(config, dataset_stats=stats)
+    for part in (policy, pre, post):
+        part.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def robot():
+    return load_robot("metaworld_sawyer")
+
+
+@pytest.fixture(scope="module")
+def act_dir(tmp_path_factory, robot):
+    return save_act(tmp_path_factory.mktemp("act"), robot)
+
+
+def observation(robot, seed=0):
+    rng = np.random.default_rng(seed)
+    cam = robot.config.cameras[0]
+    return PolicyInput(0.0, "press the button", {cam.name: rng.integers(0, 255, (*cam.input_size, 3), np.uint8)},
+                       rng.normal(size=len(robot.config.state.names)))
+
+
+def test_auto_loads_a_lerobot_directory_and_predicts_whole_chunks(act_dir, robot):
+    policy = make_backend("auto", robot, checkpoint=str(act_dir))
+    assert policy.name == "lerobot" and policy.chunk_length == CHUNK
+    policy.reset("press the button", seed=0)
+    out = policy.predict(observation(robot))
+    assert out.actions.shape == (CHUNK, 4) and np.all(np.isfinite(out.actions))
+    # LeRobot's own postprocessor unnormalized the chunk with the stats the directory carries
+    np.testing.assert_allclose(out.actions, out.actions_normalized * ACTION_STD + ACTION_MEAN, rtol=1e-5, atol=1e-5)
+    assert policy.describe()["policy_type"] == "act" and policy.describe()["parameters"] > 10_000
+
+
+def test_the_backend_feeds_the_policy_what_lerobot_would(act_dir, robot):
+    """Same chunk as calling the LeRobot policy by hand with a CHW float image in [0, 1]."""
+    from lerobot.policies.act.modeling_act import ACTPolicy
+    from lerobot.policies.factory import make_pre_post_processors
+
+    policy = make_backend("lerobot", robot, checkpoint=str(act_dir))
+    obs = observation(robot, seed=3)
+    ours = policy.predict(obs).actions
+    reference = ACTPolicy.from_pretrained(act_dir).eval()
+    pre, post = make_pre_post_processors(reference.config, pretrained_path=str(act_dir))
+    batch = {"observation.images.corner": torch.tensor(obs.images["corner"]).permute(2, 0, 1).float() / 255,
+             "observation.state": torch.tensor(obs.state, dtype=torch.float32), "task": obs.instruction}
+    with torch.no_grad():
+        theirs = post(reference.predict_action_chunk(pre(batch)))[0].numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_features_the_robot_cannot_feed_are_named(tmp_path, robot):
+    wrist = save_act(tmp_path / "wrist", robot, image_key="observation.images.wrist")
+    with pytest.raises(LeRobotFeatureError, match=r"'observation.images.wrist'.*no camera"):
+        make_backend("lerobot", robot, checkpoint=str(wrist))
+    big = save_act(tmp_path / "big", robot, image_shape=(3, 96, 96))
+    with pytest.raises(LeRobotFeatureError, match=r"shape \(3, 96, 96\), camera 'corner' gives \(3, 128, 128\)"):
+        make_backend("lerobot", robot, checkpoint=str(big))
+    with pytest.raises(ValueError, match="not a LeRobot policy directory"):
+        make_backend("lerobot", robot, checkpoint=str(tmp_path))
+    config = json.loads((wrist / "config.json").read_text())
+    assert config["type"] == "act"
+
+
+def test_a_lerobot_policy_drives_the_simulator_through_the_graph(act_dir, tmp_path):
+    """Six processes over DDS, the policy node serving the LeRobot policy: the episode runs to its
+    step limit on the policy's commands (an untrained policy, so no success is expected)."""
+    from vla_policy_node.data.bags import read_bag
+
+    result = record_episodes(tmp_path, 74, "[button-press]", "[100]", 24, backend="lerobot",
+                             checkpoint=str(act_dir), mode="sync")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["policy"]["backend"] == "lerobot" and report["episodes"][0]["steps"] == 24
+    chunks = [m for topic, _, _, m in read_bag(tmp_path / "bags" / "button-press_s100")
+              if topic == "/vla/action_chunk"]
+    assert chunks and all(c.backend == "lerobot" and c.horizon == CHUNK and len(c.actions) == CHUNK * 4
+                          and np.all(np.isfinite(c.actions)) for c in chunks)
+    assert result["processes"]["policy"]["exit_code"] in (0, None)

@@ -45,6 +45,7 @@ setup(
             "vla-graph=vla_policy_node.graph_runner:main",
             "vla-train=vla_policy_node.train:main",
             "vla-data=vla_policy_node.data.cli:main",
+            "vla-lerobot-train=vla_policy_node.lerobot_compat:train_main",
             "vla-train-correction=vla_policy_node.models.correction.training_correction:main",
             "vla-bench=vla_policy_node.bench.cli:main",
             "vla-eval=vla_policy_node.evaluation.cli:main",

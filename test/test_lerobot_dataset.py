@@ -114,3 +114,32 @@ def test_wrong_or_missing_features_are_named(exported, tmp_path, robot, capsys):
         load_lerobot(tmp_path, robot)
     assert cli.main(["export-lerobot", str(tmp_path), "--out", str(exported)]) == 2
     assert "neither an evaluator output" in capsys.readouterr().err
+
+
+def test_lerobot_train_trains_on_the_export_and_the_graph_serves_the_result(exported, tmp_path, robot):
+    """A user's path: LeRobot's own training entry point (vla-lerobot-train = lerobot-train on our
+    pins) on the exported bags, then its checkpoint served by the `lerobot` backend (auto)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from vla_policy_node.models.backend import PolicyInput
+    from vla_policy_node.models.registry import make_backend
+
+    out = tmp_path / "act"
+    command = [str(Path(sys.executable).parent / "vla-lerobot-train"), "--dataset.repo_id=local/metaworld_sawyer",
+               f"--dataset.root={exported}", "--policy.type=act", "--policy.push_to_hub=false", "--policy.device=cpu",
+               "--policy.dim_model=32", "--policy.n_heads=2", "--policy.dim_feedforward=64", "--policy.chunk_size=8",
+               "--policy.n_action_steps=8", "--policy.use_vae=false", "--policy.pretrained_backbone_weights=null",
+               "--steps=4", "--batch_size=4", "--num_workers=0", "--save_freq=4", "--eval_freq=0",
+               "--wandb.enable=false", f"--output_dir={out}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoint = out / "checkpoints" / "last" / "pretrained_model"
+    policy = make_backend("auto", robot, checkpoint=str(checkpoint))
+    assert policy.name == "lerobot" and policy.describe()["training"]["steps"] == 4
+    policy.reset("press the button", seed=0)
+    cam = robot.config.cameras[0]
+    chunk = policy.predict(PolicyInput(0.0, "press the button", {cam.name: np.zeros((*cam.input_size, 3), np.uint8)},
+                                       np.zeros(len(robot.config.state.names)))).actions
+    assert chunk.shape == (8, 4) and np.all(np.isfinite(chunk))

@@ -34,3 +34,11 @@ def prepare_lerobot() -> None:
         package.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
         package.__spec__.submodule_search_locations = [str(folder)]
         sys.modules[name] = package
+
+
+def train_main() -> None:
+    """`vla-lerobot-train`: LeRobot's own `lerobot-train` (same arguments), imported on our pins."""
+    prepare_lerobot()
+    from lerobot.scripts.lerobot_train import main
+
+    main()

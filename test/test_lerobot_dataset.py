@@ -3,6 +3,7 @@ the graph, exported with `vla-data export-lerobot`, loaded back with lerobot's L
 compared with the bags; imported back for training (`lerobot:DIR`) into the same samples."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -35,8 +36,12 @@ def recorded(tmp_path_factory, robot):
 def exported(recorded, tmp_path_factory):
     out, _ = recorded
     root = tmp_path_factory.mktemp("lerobot") / "videos"
+    policy = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
     assert cli.main(["export-lerobot", str(out), "--robot", "metaworld_sawyer", "--out", str(root),
                      "--include-failed"]) == 0
+    # the AV1 encoder may switch this thread to SCHED_FIFO 99 (as root): the export puts it back, or
+    # every graph this process starts later inherits real-time priority and starves
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == policy
     return root
 
 

@@ -14,7 +14,9 @@ without it imports with task = instruction, seed = episode index and every episo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,20 @@ def lerobot_features(robot: Embodiment, frame_shapes: dict[str, tuple], use_vide
     return features
 
 
+@contextlib.contextmanager
+def keep_scheduling():
+    """Restore the calling thread's scheduling policy and priority on exit. LeRobot encodes videos with
+    SVT-AV1, which, where permitted (as root), switches the thread that starts the encoder to
+    SCHED_FIFO 99, and every process started from it afterwards inherits that: a ROS graph started
+    from such a process busy-waits at real-time priority and its DDS discovery starves."""
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) != (policy, param.sched_priority):
+            os.sched_setscheduler(0, policy, param)
+
+
 def export_lerobot(episodes: list[Episode], robot, out, repo_id: str = "", use_videos: bool = True):
     """Write `episodes` as a new LeRobotDataset at `out` (must not exist); returns the dataset."""
     robot = load_robot(robot) if isinstance(robot, (str, Path)) else robot
@@ -83,17 +99,18 @@ def export_lerobot(episodes: list[Episode], robot, out, repo_id: str = "", use_v
         repo_id or f"local/{robot.name}", fps=control_fps(robot), root=out, robot_type=robot.name,
         features=lerobot_features(robot, shapes, use_videos), use_videos=use_videos)
     sidecar = []
-    for index, ep in enumerate(episodes):
-        for k in range(len(ep)):
-            frame = {keys["cameras"][c]: ep.frames[c][k] for c in cameras}
-            frame[keys["state"]] = ep.states[k].astype(np.float32)
-            frame[keys["action"]] = ep.actions[k].astype(np.float32)
-            frame["task"] = ep.instruction
-            dataset.add_frame(frame)
-        dataset.save_episode()
-        sidecar.append({"episode_index": index, "task": ep.task, "seed": int(ep.seed), "success": bool(ep.success),
-                        "bag": str(ep.bag)})
-    dataset.finalize()
+    with keep_scheduling():
+        for index, ep in enumerate(episodes):
+            for k in range(len(ep)):
+                frame = {keys["cameras"][c]: ep.frames[c][k] for c in cameras}
+                frame[keys["state"]] = ep.states[k].astype(np.float32)
+                frame[keys["action"]] = ep.actions[k].astype(np.float32)
+                frame["task"] = ep.instruction
+                dataset.add_frame(frame)
+            dataset.save_episode()
+            sidecar.append({"episode_index": index, "task": ep.task, "seed": int(ep.seed),
+                            "success": bool(ep.success), "bag": str(ep.bag)})
+        dataset.finalize()
     (out / SIDECAR).write_text(json.dumps(sidecar, indent=1))
     return dataset
 

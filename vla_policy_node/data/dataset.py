@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 from rosbags.rosbag2 import Reader
 
-from ..core.embodiment import Embodiment, load_robot
 from ..core.images import ImageEncodingError, decode, to_model_input
 from ..core.state import StateAssemblyError, assemble_state, joint_state_problem, state_joints, values_problem
 from .bags import at_root, bag_typestore, read_bag
-from .episode import DatasetError, Episode
+from .episode import DatasetError, Episode, as_embodiment
 
 SUCCESS_TOPIC = "/vla/sim/success"
 OBSERVATION_TOPIC = "/vla/observation"
@@ -33,10 +31,6 @@ _EPISODE_NAME = re.compile(r"^(?P<task>.+)_s(?P<seed>\d+)$")
 
 
 # ---------------------------------------------------------------------------------------------
-def _embodiment(embodiment) -> Embodiment:
-    return load_robot(embodiment) if isinstance(embodiment, (str, Path)) else embodiment
-
-
 def _stamp_ns(msg, fallback: int) -> int:
     header = getattr(msg, "header", None)
     if header is None:
@@ -137,7 +131,7 @@ def load_episode(bag_dir, embodiment, topic_map: dict | None = None) -> Episode:
 
     topic_map renames topics for bags from other writers: {robot file's topic: bag's topic}
     (also applies to /vla/sim/success and /vla/observation)."""
-    emb = _embodiment(embodiment)
+    emb = as_embodiment(embodiment)
     cfg = emb.config
     bag = Path(bag_dir)
     tmap = dict(topic_map or {})
@@ -273,7 +267,7 @@ def load_dataset(root, embodiment, successful_only: bool = True, topic_map: dict
     folders (a list, a single bag, or a folder of bags without a report) success is read from
     each bag. A LeRobotDataset (`lerobot:DIR`, or a folder with meta/info.json) is read with
     `lerobot_format.load_lerobot`. `successful_only` drops unsuccessful episodes either way."""
-    emb = _embodiment(embodiment)
+    emb = as_embodiment(embodiment)
     if isinstance(root, (str, Path)) and (str(root).startswith(LEROBOT_PREFIX)
                                           or (Path(root) / "meta" / "info.json").is_file()):
         from .lerobot_format import load_lerobot

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from ..core.embodiment import Embodiment, load_robot
+
+
+def as_embodiment(embodiment) -> Embodiment:
+    """A robot file name or path loaded, an Embodiment as it is."""
+    return load_robot(embodiment) if isinstance(embodiment, (str, Path)) else embodiment
 
 
 class DatasetError(ValueError):

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.embodiment import Embodiment, load_robot
-from .episode import DatasetError, Episode
+from ..core.embodiment import Embodiment
+from .episode import DatasetError, Episode, as_embodiment
 
 SIDECAR = "meta/vla_episodes.json"
 
@@ -82,7 +82,7 @@ def keep_scheduling():
 
 def export_lerobot(episodes: list[Episode], robot, out, repo_id: str = "", use_videos: bool = True):
     """Write `episodes` as a new LeRobotDataset at `out` (must not exist); returns the dataset."""
-    robot = load_robot(robot) if isinstance(robot, (str, Path)) else robot
+    robot = as_embodiment(robot)
     if not episodes:
         raise DatasetError("export: no episodes to write")
     out = Path(out)
@@ -131,7 +131,7 @@ def load_lerobot(root, robot, successful_only: bool = True) -> list[Episode]:
     episode's start)."""
     from ..core.images import to_model_input
 
-    robot = load_robot(robot) if isinstance(robot, (str, Path)) else robot
+    robot = as_embodiment(robot)
     root = Path(root)
     if not (root / "meta" / "info.json").is_file():
         raise DatasetError(f"{root}: not a LeRobotDataset (no meta/info.json)")
@@ -168,12 +168,9 @@ def load_lerobot(root, robot, successful_only: bool = True) -> list[Episode]:
                                              (stamps + start).tolist(), dataset.tolerance_s, dataset.video_backend)
                 images = (images.permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8)
             else:
-                images = np.stack([np.asarray(img.convert("RGB")) if hasattr(img, "convert") else np.asarray(img)
-                                   for img in dataset.hf_dataset.select(rows.tolist())[key]])
-                if images.ndim == 4 and images.shape[1] == 3 and images.shape[-1] != 3:
-                    images = images.transpose(0, 2, 3, 1)
-                if images.dtype != np.uint8:
-                    images = (images * 255.0).round().astype(np.uint8)
+                # LeRobot's table transform gives PNG frames as CHW float tensors in [0, 1], as for videos
+                images = np.stack([img.numpy() for img in dataset.hf_dataset.select(rows.tolist())[key]])
+                images = (images.transpose(0, 2, 3, 1) * 255.0).round().astype(np.uint8)
             cam = cameras[name]
             frames[name] = np.stack([to_model_input(img, tuple(cam.input_size), cam.crop) for img in images])
         task_index = int(np.asarray(part["task_index"])[0])

@@ -20,7 +20,6 @@ import torch
 
 from ..core.embodiment import Embodiment
 from .backend import COMMON_OPTIONS, PolicyBackend, PolicyInput, PolicyOutput
-
 from .registry import is_lerobot_policy
 
 LEROBOT_FILES = ("config.json", "model.safetensors")
@@ -51,7 +50,7 @@ class Policy(PolicyBackend):
         from lerobot.configs.types import FeatureType
         from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
-        self.checkpoint, self.device = str(checkpoint), torch.device(device)
+        self.checkpoint, self.device = checkpoint, torch.device(device)
         self.config = PreTrainedConfig.from_pretrained(self.checkpoint)
         self.config.device = str(self.device)
         self.policy = get_policy_class(self.config.type).from_pretrained(self.checkpoint, config=self.config)

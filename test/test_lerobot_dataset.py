@@ -142,7 +142,11 @@ def test_lerobot_train_trains_on_the_export_and_the_graph_serves_the_result(expo
     assert done.returncode == 0, done.stderr[-3000:]
     checkpoint = out / "checkpoints" / "last" / "pretrained_model"
     policy = make_backend("auto", robot, checkpoint=str(checkpoint))
-    assert policy.name == "lerobot" and policy.describe()["training"]["steps"] == 4
+    described = policy.describe()
+    assert policy.name == "lerobot" and described["training"]["steps"] == 4
+    # what the leaderboard shows of it: training wall time and demonstrations, recorded by vla-lerobot-train
+    assert described["training"]["episodes"] == 2 and 0 < described["training"]["wall_time_s"] < 600
+    assert described["checkpoint_mb"] > 0
     policy.reset("press the button", seed=0)
     cam = robot.config.cameras[0]
     chunk = policy.predict(PolicyInput(0.0, "press the button", {cam.name: np.zeros((*cam.input_size, 3), np.uint8)},

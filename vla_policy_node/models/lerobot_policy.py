@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from ..core.embodiment import Embodiment
+from ..lerobot_compat import TRAINING_RECORD
 from .backend import COMMON_OPTIONS, PolicyBackend, PolicyInput, PolicyOutput
+from .checkpoint import checkpoint_size_mb
 from .registry import is_lerobot_policy
 
 LEROBOT_FILES = ("config.json", "model.safetensors")
@@ -152,9 +154,14 @@ class Policy(PolicyBackend):
             training = {k: train_config.get(k) for k in ("steps", "batch_size", "seed") if k in train_config}
             training["dataset"] = (train_config.get("dataset") or {}).get("root") or \
                 (train_config.get("dataset") or {}).get("repo_id")
+        record = Path(self.checkpoint) / TRAINING_RECORD        # written by vla-lerobot-train
+        if record.is_file():
+            recorded = json.loads(record.read_text())
+            training.update({k: recorded[k] for k in ("wall_time_s", "episodes") if k in recorded})
         return {"backend": self.name, "policy_type": self.config.type,
                 "parameters": int(sum(p.numel() for p in self.policy.parameters())),
-                "checkpoint": self.checkpoint, "training": training}
+                "checkpoint": self.checkpoint, "checkpoint_mb": round(checkpoint_size_mb(self.checkpoint), 2),
+                "training": training}
 
     def close(self) -> None:
         self.policy = None

@@ -78,6 +78,23 @@ def record_episodes(out: Path, domain_id: int, tasks: str, seeds: str, max_steps
     return result
 
 
+# the arm_ros2_control graph's recorded topics plus the scene camera (as `make data-panda` records them)
+PANDA_RECORD = ("[/clock,/joint_states,/camera/scene/color/image_raw,/vla/sim/success,/vla/observation,"
+                "/panda_arm_controller/joint_trajectory]")
+
+
+def record_panda_episodes(out: Path, domain_id: int, seeds: str, max_steps: int):
+    """Reach episodes of the scripted reach_ik expert on the embedded Panda, through the ros2_control graph."""
+    from vla_policy_node.graph_runner import run_graph
+
+    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+    result = run_graph("arm_ros2_control", {"evaluator": {
+        "seeds": seeds, "max_steps": str(max_steps), "output_dir": str(out), "training_seeds": "allow",
+        "record_topics": PANDA_RECORD}},
+        out / "logs", timeout_s=240)
+    assert result["error"] is None, result["error"]
+
+
 def assert_checkpoint_serves(ckpt: Path, recorded: Path) -> None:
     """The checkpoint loads as a videovla backend and predicts a finite chunk for a recorded frame."""
     import numpy as np

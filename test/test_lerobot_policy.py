@@ -121,3 +121,66 @@ def test_a_lerobot_policy_drives_the_simulator_through_the_graph(act_dir, tmp_pa
     assert chunks and all(c.backend == "lerobot" and c.horizon == CHUNK and len(c.actions) == CHUNK * 4
                           and np.all(np.isfinite(c.actions)) for c in chunks)
     assert result["processes"]["policy"]["exit_code"] in (0, None)
+
+
+@pytest.mark.slow
+def test_a_lerobot_policy_trained_on_panda_bags_runs_a_task_on_the_bringup_graph(tmp_path):
+    """The path of a user with a Franka: reach bags recorded through the ros2_control graph, exported
+    as a LeRobotDataset, LeRobot's own training entry point (ACT, a few steps: the path, not a
+    skill), and the checkpoint served by `auto` in the panda_bringup graph, run by `vla-task` as an
+    operator does. The LeRobot policy's chunks reach the arm and every command stays inside the
+    URDF joint limits."""
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    from conftest import record_panda_episodes
+    from test_task_runner import FEEDBACK, result_of, vla_task, wait_until_active
+
+    from vla_policy_node.data import cli
+    from vla_policy_node.data.bags import read_bag
+    from vla_policy_node.evaluation.command_limits import commands_outside_limits
+    from vla_policy_node.graph_runner import run_graph
+
+    robot = load_robot("panda_ros2_control")
+    bags, dataset, trained = tmp_path / "bags", tmp_path / "lerobot", tmp_path / "act"
+    record_panda_episodes(bags, 75, "[3,4]", 30)
+    assert cli.main(["export-lerobot", str(bags), "--robot", "panda_ros2_control", "--out", str(dataset),
+                     "--include-failed", "--images"]) == 0
+    command = [str(Path(sys.executable).parent / "vla-lerobot-train"), "--dataset.repo_id=local/panda",
+               f"--dataset.root={dataset}", "--policy.type=act", "--policy.push_to_hub=false", "--policy.device=cpu",
+               "--policy.dim_model=32", "--policy.n_heads=2", "--policy.dim_feedforward=64", "--policy.chunk_size=16",
+               "--policy.n_action_steps=16", "--policy.use_vae=false", "--policy.pretrained_backbone_weights=null",
+               "--steps=4", "--batch_size=4", "--num_workers=0", "--save_freq=4", "--eval_freq=0",
+               "--wandb.enable=false", f"--output_dir={trained}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    checkpoint = trained / "checkpoints" / "last" / "pretrained_model"
+    env = {"ROS_DOMAIN_ID": "76", "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    command_topic = "/" + robot.config.output.command_topic
+    overrides = {"policy": {"backend": "auto", "checkpoint": str(checkpoint)},
+                 "task_runner": {"record_dir": str(tmp_path / "tasks"),
+                                 "record_topics": f"[/clock,joint_states,vla/action_chunk,{command_topic}]"}}
+    stop, result = threading.Event(), {}
+    runner = threading.Thread(target=lambda: result.update(
+        run_graph("panda_bringup", overrides, tmp_path / "logs", env=env, stop=stop, timeout_s=600)))
+    runner.start()
+    try:
+        wait_until_active(env)
+        task = vla_task(env, "reach the red target", "--arm", "--timeout", "10")
+    finally:
+        stop.set()
+        runner.join(60)
+    assert result.get("error") is None, result.get("error")
+    assert task.returncode in (0, 1), task.stdout + task.stderr        # 1: the task ended without success
+    ended = result_of(task.stdout)
+    assert ended["reason"] in ("success", "timeout") and int(ended["steps"]) > 20, task.stdout
+    assert any(m and m["phase"] == "armed" and int(m["chunks"]) > 0
+               for m in map(FEEDBACK.match, task.stdout.splitlines())), task.stdout
+    bag = tmp_path / "tasks" / ended["id"]
+    chunks = [m for _, _, _, m in read_bag(bag, topics=["/vla/action_chunk"])]
+    assert chunks and all(c.backend == "lerobot" and c.horizon == 16 for c in chunks)
+    commands, outside = commands_outside_limits(bag, robot)
+    assert commands > 20 and outside == 0

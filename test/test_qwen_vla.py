@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import ROOT, record_episodes, tiny_qwen_checkpoint
+from conftest import ROOT, record_episodes, record_panda_episodes, tiny_qwen_checkpoint
 
 from vla_policy_node.core.embodiment import load_robot
 from vla_policy_node.evaluation.command_limits import commands_outside_limits
@@ -155,26 +155,6 @@ def test_per_embodiment_heads_keep_each_robot_to_its_own_projection(tmp_path):
         expert.action_out[panda].weight.add_(1.0)
     policy.reset("press the button", seed=1)
     assert np.array_equal(policy.predict(obs).actions, before)
-
-
-# the arm_ros2_control graph's recorded topics plus the scene camera (as `make data-panda` records them)
-PANDA_RECORD = ("[/clock,/joint_states,/camera/scene/color/image_raw,/vla/sim/success,/vla/observation,"
-                "/panda_arm_controller/joint_trajectory]")
-
-
-def record_panda_episodes(out, domain_id: int, seeds: str, max_steps: int, checkpoint: str | None = None):
-    """Reach episodes on the embedded Panda through the ros2_control graph (reach_ik unless a checkpoint)."""
-    import os
-
-    from vla_policy_node.graph_runner import run_graph
-
-    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
-    policy = {"backend": "qwen_vla", "checkpoint": checkpoint} if checkpoint else {}
-    result = run_graph("arm_ros2_control", {"policy": policy, "evaluator": {
-        "seeds": seeds, "max_steps": str(max_steps), "output_dir": str(out), "training_seeds": "allow",
-        "record_topics": PANDA_RECORD}},
-        out / "logs", timeout_s=240)
-    assert result["error"] is None, result["error"]
 
 
 @pytest.mark.slow

@@ -94,6 +94,62 @@ def test_the_backend_feeds_the_policy_what_lerobot_would(act_dir, robot):
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
+def save_diffusion(path, robot):
+    """A small Diffusion Policy directory (one observation, DDIM), written by LeRobot's save_pretrained."""
+    prepare_lerobot()
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
+    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+    from lerobot.policies.factory import make_pre_post_processors
+
+    cam = robot.config.cameras[0]
+    state_dim, action_dim = len(robot.config.state.names), robot.config.action.dim
+    config = DiffusionConfig(
+        input_features={"observation.images.corner": PolicyFeature(FeatureType.VISUAL, (3, *cam.input_size)),
+                        "observation.state": PolicyFeature(FeatureType.STATE, (state_dim,))},
+        output_features={"action": PolicyFeature(FeatureType.ACTION, (action_dim,))},
+        n_obs_steps=1, horizon=16, n_action_steps=CHUNK, drop_n_last_frames=8, down_dims=(16, 32),
+        resize_shape=(32, 32), crop_ratio=0.875, spatial_softmax_num_keypoints=8, diffusion_step_embed_dim=16,
+        noise_scheduler_type="DDIM", num_inference_steps=3, device="cpu")
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(config)
+    stats = {"observation.images.corner": {"mean": np.full((3, 1, 1), 0.5), "std": np.full((3, 1, 1), 0.25)},
+             "observation.state": {"min": -np.ones(state_dim), "max": np.ones(state_dim)},
+             "action": {"min": -np.ones(action_dim), "max": np.ones(action_dim)}}
+    pre, post = make_pre_post_processors(config, dataset_stats=stats)
+    for part in (policy, pre, post):
+        part.save_pretrained(path)
+    return path
+
+
+def test_a_diffusion_policy_gives_its_whole_queued_chunk(tmp_path, robot):
+    """Diffusion Policy keeps observations and actions in queues and hands out one action a call;
+    the backend returns the whole chunk it queued: the same actions, in order, that LeRobot's own
+    select_action gives over n_action_steps calls from the same seed."""
+    prepare_lerobot()
+    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+    from lerobot.policies.factory import make_pre_post_processors
+
+    checkpoint = save_diffusion(tmp_path / "diffusion", robot)
+    policy = make_backend("auto", robot, checkpoint=str(checkpoint))
+    assert policy.name == "lerobot" and policy.chunk_length == CHUNK
+    obs = observation(robot, seed=5)
+    policy.reset("press the button", seed=7)
+    ours = policy.predict(obs).actions
+    again = policy.predict(obs).actions             # a new chunk each call, not the rest of the queue
+    assert ours.shape == again.shape == (CHUNK, 4) and not np.allclose(ours, again)
+
+    reference = DiffusionPolicy.from_pretrained(checkpoint).eval()
+    pre, post = make_pre_post_processors(reference.config, pretrained_path=str(checkpoint))
+    batch = {"observation.images.corner": torch.tensor(obs.images["corner"]).permute(2, 0, 1).float() / 255,
+             "observation.state": torch.tensor(obs.state, dtype=torch.float32), "task": obs.instruction}
+    reference.reset()
+    torch.manual_seed(7)
+    with torch.no_grad():
+        theirs = np.stack([post(reference.select_action(pre(batch)))[0].numpy() for _ in range(CHUNK)])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
 def test_features_the_robot_cannot_feed_are_named(tmp_path, robot):
     wrist = save_act(tmp_path / "wrist", robot, image_key="observation.images.wrist")
     with pytest.raises(LeRobotFeatureError, match=r"'observation.images.wrist'.*no camera"):

@@ -95,6 +95,22 @@ def record_panda_episodes(out: Path, domain_id: int, seeds: str, max_steps: int)
     assert result["error"] is None, result["error"]
 
 
+def train_tiny_act(dataset: Path, out: Path, repo_id: str, chunk: int, steps: int = 4) -> Path:
+    """LeRobot's own training entry point (vla-lerobot-train = lerobot-train on our pins): a tiny ACT on
+    a LeRobotDataset for a few steps; the saved policy directory."""
+    import subprocess
+
+    command = [str(Path(sys.executable).parent / "vla-lerobot-train"), f"--dataset.repo_id={repo_id}",
+               f"--dataset.root={dataset}", "--policy.type=act", "--policy.push_to_hub=false", "--policy.device=cpu",
+               "--policy.dim_model=32", "--policy.n_heads=2", "--policy.dim_feedforward=64",
+               f"--policy.chunk_size={chunk}", f"--policy.n_action_steps={chunk}", "--policy.use_vae=false",
+               "--policy.pretrained_backbone_weights=null", f"--steps={steps}", "--batch_size=4", "--num_workers=0",
+               f"--save_freq={steps}", "--eval_freq=0", "--wandb.enable=false", f"--output_dir={out}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / "checkpoints" / "last" / "pretrained_model"
+
+
 def assert_checkpoint_serves(ckpt: Path, recorded: Path) -> None:
     """The checkpoint loads as a videovla backend and predicts a finite chunk for a recorded frame."""
     import numpy as np

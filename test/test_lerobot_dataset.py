@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import record_episodes
+from conftest import record_episodes, train_tiny_act
 
 from vla_policy_node.core.embodiment import load_robot
 from vla_policy_node.data import cli
@@ -124,23 +124,10 @@ def test_wrong_or_missing_features_are_named(exported, tmp_path, robot, capsys):
 def test_lerobot_train_trains_on_the_export_and_the_graph_serves_the_result(exported, tmp_path, robot):
     """A user's path: LeRobot's own training entry point (vla-lerobot-train = lerobot-train on our
     pins) on the exported bags, then its checkpoint served by the `lerobot` backend (auto)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     from vla_policy_node.models.backend import PolicyInput
     from vla_policy_node.models.registry import make_backend
 
-    out = tmp_path / "act"
-    command = [str(Path(sys.executable).parent / "vla-lerobot-train"), "--dataset.repo_id=local/metaworld_sawyer",
-               f"--dataset.root={exported}", "--policy.type=act", "--policy.push_to_hub=false", "--policy.device=cpu",
-               "--policy.dim_model=32", "--policy.n_heads=2", "--policy.dim_feedforward=64", "--policy.chunk_size=8",
-               "--policy.n_action_steps=8", "--policy.use_vae=false", "--policy.pretrained_backbone_weights=null",
-               "--steps=4", "--batch_size=4", "--num_workers=0", "--save_freq=4", "--eval_freq=0",
-               "--wandb.enable=false", f"--output_dir={out}"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    checkpoint = out / "checkpoints" / "last" / "pretrained_model"
+    checkpoint = train_tiny_act(exported, tmp_path / "act", "local/metaworld_sawyer", chunk=8)
     policy = make_backend("auto", robot, checkpoint=str(checkpoint))
     described = policy.describe()
     assert policy.name == "lerobot" and described["training"]["steps"] == 4

@@ -186,12 +186,9 @@ def test_a_lerobot_policy_trained_on_panda_bags_runs_a_task_on_the_bringup_graph
     skill), and the checkpoint served by `auto` in the panda_bringup graph, run by `vla-task` as an
     operator does. The LeRobot policy's chunks reach the arm and every command stays inside the
     URDF joint limits."""
-    import subprocess
-    import sys
     import threading
-    from pathlib import Path
 
-    from conftest import record_panda_episodes
+    from conftest import record_panda_episodes, train_tiny_act
     from test_task_runner import FEEDBACK, result_of, vla_task, wait_until_active
 
     from vla_policy_node.data import cli
@@ -200,20 +197,11 @@ def test_a_lerobot_policy_trained_on_panda_bags_runs_a_task_on_the_bringup_graph
     from vla_policy_node.graph_runner import run_graph
 
     robot = load_robot("panda_ros2_control")
-    bags, dataset, trained = tmp_path / "bags", tmp_path / "lerobot", tmp_path / "act"
+    bags, dataset = tmp_path / "bags", tmp_path / "lerobot"
     record_panda_episodes(bags, 75, "[3,4]", 30)
     assert cli.main(["export-lerobot", str(bags), "--robot", "panda_ros2_control", "--out", str(dataset),
                      "--include-failed", "--images"]) == 0
-    command = [str(Path(sys.executable).parent / "vla-lerobot-train"), "--dataset.repo_id=local/panda",
-               f"--dataset.root={dataset}", "--policy.type=act", "--policy.push_to_hub=false", "--policy.device=cpu",
-               "--policy.dim_model=32", "--policy.n_heads=2", "--policy.dim_feedforward=64", "--policy.chunk_size=16",
-               "--policy.n_action_steps=16", "--policy.use_vae=false", "--policy.pretrained_backbone_weights=null",
-               "--steps=4", "--batch_size=4", "--num_workers=0", "--save_freq=4", "--eval_freq=0",
-               "--wandb.enable=false", f"--output_dir={trained}"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-    checkpoint = trained / "checkpoints" / "last" / "pretrained_model"
+    checkpoint = train_tiny_act(dataset, tmp_path / "act", "local/panda", chunk=16)
     env = {"ROS_DOMAIN_ID": "76", "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     command_topic = "/" + robot.config.output.command_topic
     overrides = {"policy": {"backend": "auto", "checkpoint": str(checkpoint)},

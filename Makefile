@@ -7,7 +7,7 @@ STAMPS := $(VENV)/.stamps
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup demo demo-oracle data data-panda train test test-slow test-faults test-all bench bench-policies bench-latency bench-vita-ablations vita-ablation-table bench-lingbot bench-qwen-vla bench-qwen-vla-ablations qwen-vla-ablation-table bench-panda-localization bench-soak bench-distributed clean distclean
+.PHONY: setup demo demo-oracle data data-panda train train-lerobot train-lerobot-act train-lerobot-diffusion test test-slow test-faults test-all bench bench-policies bench-latency bench-vita-ablations vita-ablation-table bench-lingbot bench-qwen-vla bench-qwen-vla-ablations qwen-vla-ablation-table bench-panda-localization bench-soak bench-distributed clean distclean
 
 setup: $(STAMPS)/system $(STAMPS)/python $(STAMPS)/interfaces $(STAMPS)/package
 
@@ -84,6 +84,33 @@ train: setup
 	$(VENV)/bin/vla-train --family qwen_vla --output checkpoints/qwen_vla_sawyer_panda --data artifacts/data \
 		--also panda_ros2_control=artifacts/data_panda --steps 3600 --save-every 500 --proprio --lr 5e-5 \
 		--init-from artifacts/train/qwen_vla_stage2 $(TRAIN_ARGS)
+
+# LeRobot's own ACT and Diffusion Policy, trained by LeRobot's own entry point (vla-lerobot-train) on the
+# same demonstrations as the rows above, exported as a LeRobotDataset with lossless frames (the pixels our
+# families train on). Smaller than the papers' to fit this machine (docs/lerobot.md says what changed and
+# why). Resumable: add LEROBOT_RESUME=1 to continue from each run's last checkpoint.
+LEROBOT_DATA = artifacts/lerobot/metaworld_sawyer
+LEROBOT_COMMON = --dataset.repo_id=local/metaworld_sawyer --dataset.root=$(LEROBOT_DATA) --policy.push_to_hub=false \
+	--policy.device=cpu --num_workers=1 --save_freq=500 --log_freq=100 --eval_freq=0 --wandb.enable=false --seed=0
+LEROBOT_ACT = --policy.type=act --policy.chunk_size=8 --policy.n_action_steps=8 --policy.dim_model=256 \
+	--policy.dim_feedforward=1024 --policy.pretrained_backbone_weights=null --policy.optimizer_lr=1e-4 \
+	--policy.optimizer_lr_backbone=1e-4 --batch_size=8
+LEROBOT_DIFFUSION = --policy.type=diffusion --policy.n_obs_steps=1 --policy.horizon=16 --policy.n_action_steps=8 \
+	--policy.drop_n_last_frames=8 --policy.down_dims=[128,256,512] --policy.resize_shape=[96,96] --policy.crop_ratio=0.875 \
+	--policy.noise_scheduler_type=DDIM --policy.num_inference_steps=10 --batch_size=16
+ACT_STEPS ?= 2400
+# Diffusion Policy at batch 16 sees as many samples as ACT's 2400 steps at batch 8 (19200: 2.5 epochs).
+DIFFUSION_STEPS ?= 1200
+lerobot_run = $(if $(LEROBOT_RESUME),--resume=true --config_path=artifacts/train/$(1)/checkpoints/last/pretrained_model/train_config.json,$(2) --output_dir=artifacts/train/$(1))
+train-lerobot: train-lerobot-act train-lerobot-diffusion
+$(LEROBOT_DATA):
+	$(VENV)/bin/vla-data export-lerobot artifacts/data --robot metaworld_sawyer --images --out $(LEROBOT_DATA)
+train-lerobot-act: setup $(LEROBOT_DATA)
+	$(VENV)/bin/vla-lerobot-train $(call lerobot_run,lerobot_act,$(LEROBOT_COMMON) $(LEROBOT_ACT) --steps=$(ACT_STEPS))
+	rm -rf checkpoints/lerobot_act_metaworld && cp -r artifacts/train/lerobot_act/checkpoints/last/pretrained_model checkpoints/lerobot_act_metaworld
+train-lerobot-diffusion: setup $(LEROBOT_DATA)
+	$(VENV)/bin/vla-lerobot-train $(call lerobot_run,lerobot_diffusion,$(LEROBOT_COMMON) $(LEROBOT_DIFFUSION) --steps=$(DIFFUSION_STEPS))
+	rm -rf checkpoints/lerobot_diffusion_metaworld && cp -r artifacts/train/lerobot_diffusion/checkpoints/last/pretrained_model checkpoints/lerobot_diffusion_metaworld
 
 # Policy figures (artifacts/bench/policy.json), executor figures (artifacts/bench/executor.json) and
 # the added latency of a policy served by vla-serve (artifacts/bench/remote.json).

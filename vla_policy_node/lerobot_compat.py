@@ -10,8 +10,8 @@ them, which lerobot's policy registry needs), so the rest of lerobot imports as 
 from __future__ import annotations
 
 import importlib.machinery
-import json
 import importlib.util
+import json
 import sys
 import time
 import types
@@ -66,11 +66,12 @@ def record_training(out: Path, wall_time_s: float) -> dict:
     policy_dir = out / "checkpoints" / "last" / "pretrained_model"
     train_config = policy_dir / "train_config.json"
     if train_config.is_file():
-        dataset = json.loads(train_config.read_text()).get("dataset") or {}
-        info = Path(dataset.get("root") or "") / "meta" / "info.json"
-        if dataset.get("root") and info.is_file():
+        config = json.loads(train_config.read_text())
+        root = (config.get("dataset") or {}).get("root")
+        info = Path(root or "") / "meta" / "info.json"
+        if root and info.is_file():
             record["episodes"] = json.loads(info.read_text()).get("total_episodes")
-        record["steps"] = json.loads(train_config.read_text()).get("steps")
+        record["steps"] = config.get("steps")
     total.write_text(json.dumps(record, indent=2))
     if policy_dir.is_dir():
         (policy_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2))

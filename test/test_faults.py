@@ -130,6 +130,18 @@ def test_command_figures_measure_hold_braking_and_recovery():
     assert episode_commands(bad, [(0.3, "reach_s100")], 0.35) == [c for c in bad if c[0] > 0.3]
 
 
+def test_targets_flag_a_node_that_restarted_without_being_killed():
+    case = BY_NAME["chunk_delayed"]
+    clean = {"success": True, "restarts": {}, "notes": {}, "hold_after_ticks": 1}
+    assert check_targets(case, clean) == []
+    crashed = dict(clean, restarts={"executor": 1})          # the fault killed nothing: a crash
+    assert check_targets(case, crashed) == ["restarted without being killed: {'executor': 1}"]
+    killed = dict(clean, restarts={"policy": 1}, notes={"killed": "policy"})
+    assert check_targets(BY_NAME["policy_killed"], killed) == []
+    lost = dict(clean, error="the executor wrote no executor_stats.json (exit code -9; see logs/executor.log)")
+    assert check_targets(case, lost) == [f"error: {lost['error']}"]
+
+
 def test_clock_jump_is_taken_out_of_the_command_log():
     from vla_policy_node.bench.faults import undo_clock_jump
 

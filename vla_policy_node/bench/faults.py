@@ -67,6 +67,7 @@ class FaultContext:
 
     def kill(self, node: str) -> None:
         self.notes["killed_pid"] = self.processes[node].pid
+        self.notes["killed"] = node
         self.signal(node, signal.SIGKILL)
 
     def freeze(self, node: str, seconds: float, during: Callable[[], None] | None = None) -> None:
@@ -527,6 +528,10 @@ def run_case(case: FaultCase, out_dir: Path, domain_id: int, timeout_s: float = 
         figures["rejections"] = stats.get("rejections", {})
         figures["clock_jumps_back"] = stats["counters"].get("clock_jumps_back", 0)
         figures["gate"] = {k: v for k, v in stats["gate"].items() if v}
+    elif injected and not figures["error"]:       # without the command log nothing can be judged: say why
+        executor = result.get("processes", {}).get("executor", {})
+        figures["error"] = (f"the executor wrote no {stats_file.name} (exit code {executor.get('exit_code')}; "
+                            f"see {out_dir / 'logs' / 'executor.log'})")
     return figures
 
 
@@ -537,6 +542,10 @@ def check_targets(case: FaultCase, figures: dict) -> list[str]:
         problems.append(f"error: {figures['error']}")
     if figures.get("commands_outside_limits", 0):
         problems.append(f"{figures['commands_outside_limits']} commands outside limits")
+    killed = figures.get("notes", {}).get("killed")
+    crashed = {n: k for n, k in figures.get("restarts", {}).items() if n != killed}
+    if crashed:                                       # a node the fault did not kill died by itself
+        problems.append(f"restarted without being killed: {crashed}")
     if figures.get("success") is None:
         problems.append("no episode report")
     elif case.expect_success and not figures["success"]:

@@ -528,9 +528,18 @@ class ExecutorNode(ManagedNode):
         if self.control_thread is not None and self.control_thread is not threading.current_thread():
             self.control_thread.join(timeout=2.0)
         if self.stats_file:
-            path = Path(self.stats_file)
+            self.write_stats(Path(self.stats_file))
+
+    def write_stats(self, path: Path) -> None:
+        """The stats as JSON at `path`, whole or not at all (written beside it, then renamed); a value
+        JSON cannot hold is written as its text, and a failure is logged, never raised at exit."""
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(self.stats()))
+            partial = path.with_name(path.name + ".partial")
+            partial.write_text(json.dumps(self.stats(), default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+            partial.replace(path)
+        except Exception as exc:  # noqa: BLE001 - at exit: say what was lost, let the node close
+            self.get_logger().error(f"stats_file {path}: not written: {type(exc).__name__}: {exc}")
 
     def chunk_ms(self) -> float:
         """Span of the chunk being executed (ms; the robot file's horizon before the first)."""

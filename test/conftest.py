@@ -61,9 +61,10 @@ def robots_dir() -> Path:
 
 
 def record_episodes(out: Path, domain_id: int, tasks: str, seeds: str, max_steps: int, backend: str = "oracle",
-                    checkpoint: str | None = None, mode: str = ""):
+                    checkpoint: str | None = None, mode: str = "", evaluator: dict | None = None):
     """Run the sim_demo graph (one process per node) for a few short episodes recorded under `out`
-    (`mode`: the executor's, "" = the robot file's; the oracle always runs the sync loop)."""
+    (`mode`: the executor's, "" = the robot file's; the oracle always runs the sync loop; `evaluator`:
+    more of the evaluator's parameters)."""
     from vla_policy_node.graph_runner import run_graph
 
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)
@@ -72,7 +73,7 @@ def record_episodes(out: Path, domain_id: int, tasks: str, seeds: str, max_steps
                  "executor": {"mode": "sync" if backend == "oracle" else mode,
                               "merge": "replace" if backend == "oracle" else ""},
                  "evaluator": {"tasks": tasks, "seeds": seeds, "max_steps": str(max_steps), "output_dir": str(out),
-                               "episode_timeout_s": "90.0"}}
+                               "episode_timeout_s": "90.0", **(evaluator or {})}}
     result = run_graph("sim_demo", overrides, out / "logs", timeout_s=180)
     assert result["error"] is None, result["error"]
     return result

@@ -161,7 +161,7 @@ def _sim_bridge(ctx: NodeContext) -> dict[str, list[str]]:
     uses = {"publish": ["/clock", *(c.topic for c in simulated), r.state.joint_states_topic,
                         r.state.ee_pose_topic or "vla/sim/ee_pose", r.env_state_topic or TOPICS["env_state"],
                         TOPICS["success"]],
-            "subscribe": [out.command_topic], "reply": [SERVICES["sim_reset"]], "execute": []}
+            "subscribe": [out.command_topic], "reply": [SERVICES["sim_reset"], SERVICES["sim_perturb"]], "execute": []}
     joint_trajectory = out.contract == "ros2_control" or (
         out.ik is not None and out.ik.joint_command == "joint_trajectory")
     if ctx.param("sim", "metaworld") == "panda_reach" and out.trajectory_action is not None and joint_trajectory:
@@ -184,6 +184,7 @@ def _evaluator(ctx: NodeContext) -> dict[str, list[str]]:
     uses["subscribe"] += [TOPICS["policy_status"], TOPICS["divergence"], TOPICS["imagined"], TOPICS["action_chunk"],
                           *_cameras(r, [monitor_camera])]
     uses["publish"] += [TOPICS["episode_result"]]
+    uses["request"].append(SERVICES["sim_perturb"])              # evaluator.perturbation (sim/perturbation.py)
     if ctx.param("mode", "closed_loop") == "replay":
         uses["subscribe"] += [TOPICS["dry_run_command"], TOPICS["replay_episode"], TOPICS["executor_status"]]
         if r.output.contract == "sim":

@@ -42,6 +42,7 @@ TOPICS = {
 }
 SERVICES = {
     "sim_reset": "vla/sim/reset_episode",
+    "sim_perturb": "vla/sim/perturb",
     "policy_reset": "vla/policy/reset_episode",
     "executor_reset": "vla/executor/reset_episode",
     "set_instruction": "vla/perception/set_instruction",

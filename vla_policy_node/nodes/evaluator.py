@@ -35,6 +35,7 @@ from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 from vla_msgs.msg import (ActionChunk, ActionCommand, EpisodeResult, ExecutorStatus, ImaginationDivergence,
                           ImaginedFuture, PolicyStatus)
+from vla_msgs.srv import Perturb
 
 from ..core import images
 from ..core.episode_log import EpisodeLog
@@ -48,6 +49,7 @@ from ..evaluation.run_record import RunRecord
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, load_robot_or_exit,
                      run_node, to_sec)
 from .diagnostics import Diagnostics
+from ..sim.perturbation import Perturbation, PerturbationSchedule
 from .episode_recorder import BAG_STORAGE, RECORD_TOPICS, EpisodeRecorder
 from .parameters import ROBOT, Param, declare
 from .task_runner import SERVICE_TIMEOUT_S, TaskHooks, TaskRequest, TaskRunner
@@ -97,6 +99,12 @@ class EvaluatorNode(Node):
         Param("max_imagined_chunks", 80, "imagined futures kept per episode for the video", (0, 100000)),
         Param("replay_settle_s", 1.0, "replay: wall s to wait after the bag ends for the last commands (s)",
               (0.0, 600.0)),
+        Param("perturbation", "none", "perturb every closed-loop episode of an embedded simulator once, drawn from "
+                                      "its seed (sim/perturbation.py)", constraints="none | object | hand"),
+        Param("perturbation_steps", [40, 120], "perturbation: the control step it comes before, uniform in "
+                                               "[first, last]"),
+        Param("perturbation_distance_m", [0.05, 0.15], "perturbation: horizontal displacement, uniform in "
+                                                       "[low, high] (m)"),
     )
 
     def __init__(self, **kwargs):
@@ -120,6 +128,8 @@ class EvaluatorNode(Node):
                 max_steps=p.max_steps, min_eval_seed=p.min_eval_seed, training_seeds=p.training_seeds,
                 stage_progress=p.stage_progress, stage_thresholds=thresholds,
                 early_window_s=p.early_window_s or None)
+            self.perturbation = PerturbationSchedule.from_parameters(p.perturbation, p.perturbation_steps,
+                                                                     p.perturbation_distance_m)
         except ValueError as exc:
             self.get_logger().fatal(str(exc))
             raise SystemExit(2) from None
@@ -143,7 +153,7 @@ class EvaluatorNode(Node):
 
         # resets, arming, success and step tracking, the latched /vla/episode: the same path as a RunTask goal
         self.tasks = TaskRunner(self, self.robot.config.env_state_topic or None, p.episode_timeout_s,
-                                thresholds if p.stage_progress else None, p.service_timeout_s)
+                                thresholds if p.stage_progress else None, p.service_timeout_s, perturbs=True)
         self.create_subscription(PolicyStatus, TOPICS["policy_status"], self.on_policy_status, LATCHED_QOS)
         self.create_subscription(ImaginationDivergence, TOPICS["divergence"], self.on_divergence, RELIABLE_QOS)
         self.create_subscription(ImaginedFuture, TOPICS["imagined"], self.on_imagined, RELIABLE_QOS)
@@ -302,14 +312,33 @@ class EvaluatorNode(Node):
             self.log = None
             bag = self.open_bag(episode_id)   # before the reset so the episode's first state is in the bag
 
+        perturbed = {}
+
+        def started(episode_id: str, start: float) -> None:
+            self.begin_log(episode_id, start)
+            if self.perturbation is not None:        # before arming: the episode is at its first step
+                perturbed["perturbation"] = self.perturb(self.perturbation.draw(seed))
+
         request = TaskRequest(task=task, seed=seed, arm=True, timeout_s=self.protocol.episode_timeout_s,
                               max_steps=self.protocol.max_steps, episode_id=f"{task}_s{seed}")
-        outcome = self.tasks.run(request, hooks=TaskHooks(before_reset=before_reset, started=self.begin_log))
+        outcome = self.tasks.run(request, hooks=TaskHooks(before_reset=before_reset, started=started))
         self.close_bag(outcome.tracker.last_stamp)
         record = self.end_episode(outcome.episode_id, task, seed, outcome.instruction, outcome.tracker,
-                                  outcome.reason, bag, outcome.wall_time_s)
+                                  outcome.reason, bag, outcome.wall_time_s, extra=perturbed)
         self.publish_result(outcome.episode_id, record)
         return record
+
+    def perturb(self, perturbation: Perturbation) -> dict:
+        """Ask the simulator for `perturbation`; what the report keeps of it (at_s: s after the episode's
+        first state; scheduled false, with the simulator's reason, when it refused)."""
+        row = {**perturbation.as_dict(), "at_s": round((perturbation.at_step - 1) * self.robot.config.action.dt, 6)}
+        try:
+            self.tasks.call("sim_perturb", Perturb.Request(kind=perturbation.kind, offset_m=list(perturbation.offset_m),
+                                                           at_step=perturbation.at_step), timeout_s=10.0)
+            return {**row, "scheduled": True}
+        except RuntimeError as exc:
+            self.get_logger().error(f"parameter perturbation: {exc}; this episode runs unperturbed")
+            return {**row, "scheduled": False, "error": str(exc)}
 
     # ---- replay ---------------------------------------------------------------------------
     def wait_replay(self, reasons: tuple[str, ...], timeout_s: float) -> EpisodeResult:

@@ -35,7 +35,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 from vla_msgs.msg import ActionCommand, StateVector
-from vla_msgs.srv import ResetEpisode
+from vla_msgs.srv import Perturb, ResetEpisode
 
 from ..core.health import Above
 from ..core.hold import hold_command
@@ -44,6 +44,7 @@ from ..core.motion_limiter import POSITION_SPACES
 from ..core.pacer import PaceMeter
 from ..sim import panda_reach_sim
 from ..sim.metaworld_sim import MetaWorldSim, default_instruction
+from ..sim.perturbation import Perturbation
 from .diagnostics import Diagnostics
 from .common import (RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, image_msg, load_robot_or_exit, run_node, to_sec,
                      to_stamp)
@@ -131,6 +132,8 @@ class SimBridgeNode(Node):
         else:
             self.create_subscription(self.joint_command_type, command_topic, self.on_joint_command, RELIABLE_QOS)
         self.create_service(ResetEpisode, SERVICES["sim_reset"], self.on_reset)
+        self.create_service(Perturb, SERVICES["sim_perturb"], self.on_perturb)
+        self.pending_perturbation: Perturbation | None = None     # of the current episode, until its step
         action = self.robot.config.output.trajectory_action
         if action is not None and self.joint_command_type is JointTrajectory:
             from control_msgs.action import FollowJointTrajectory
@@ -149,6 +152,7 @@ class SimBridgeNode(Node):
         self.latest_command_time = -np.inf
         self.commands_rejected = 0
         self.commands_stale = 0
+        self.perturbations_applied = 0
         self.sim.reset(p.task or ("reach" if self.sim_name == "panda_reach" else "button-press"), p.seed)
         self.publish_state(render=True)
         self.pace = None if self.lockstep else PaceMeter(self.real_time_factor, self.sim.dt)
@@ -228,6 +232,9 @@ class SimBridgeNode(Node):
         self.last_publish_wall = time.monotonic()
 
     def advance(self, action) -> None:
+        pending = self.pending_perturbation
+        if pending is not None and self.sim.step_index + 1 >= pending.at_step:
+            self.apply_perturbation(pending)
         self.sim.step(action)
         self.sim_time += self.sim.dt
         render = self.sim.step_index % self.camera_period_steps == 0
@@ -268,7 +275,7 @@ class SimBridgeNode(Node):
         figures = {"sim": self.sim_name, "task": self.sim.task, "lockstep": self.lockstep, "sim_time_s": self.sim_time,
                    "real_time_factor": (self.sim_time - sim_then) / max(now - then, 1e-6), "step": self.sim.step_index,
                    "success": bool(self.sim.success), "commands_rejected": self.commands_rejected,
-                   "commands_stale": self.commands_stale}
+                   "commands_stale": self.commands_stale, "perturbations_applied": self.perturbations_applied}
         if self.pace is not None:        # free-running: the pace asked for and the one kept
             figures.update(real_time_factor_requested=self.real_time_factor,
                            real_time_factor_reached=self.pace.reached(), pace_deficit=self.pace.deficit())
@@ -323,6 +330,40 @@ class SimBridgeNode(Node):
             self.latest_command_time = stamp or self.sim_time
         return None
 
+    def on_perturb(self, request, response):
+        """Take a perturbation of the current episode: applied before step `at_step` (0: the next)."""
+        try:
+            perturbation = Perturbation(request.kind, tuple(request.offset_m),
+                                        int(request.at_step) or self.sim.step_index + 1)
+            if request.kind not in self.perturbation_kinds():
+                raise ValueError(f"kind '{request.kind}' not available for the {self.sim_name} task "
+                                 f"'{self.sim.task}' (available: {', '.join(self.perturbation_kinds()) or 'none'})")
+            if perturbation.at_step <= self.sim.step_index:
+                raise ValueError(f"at_step {perturbation.at_step} has passed (the episode is at step "
+                                 f"{self.sim.step_index})")
+        except ValueError as exc:
+            response.success, response.message = False, f"{SERVICES['sim_perturb']}: {exc}"
+            return response
+        self.pending_perturbation = perturbation
+        response.success = True
+        response.message = f"{perturbation.kind} perturbation scheduled before step {perturbation.at_step}"
+        return response
+
+    def perturbation_kinds(self) -> list[str]:
+        """The kinds the current task can take (sim/perturbation.py)."""
+        from ..sim.metaworld_sim import FIXED_OBJECT_BODY, LOOSE_OBJECT_QPOS
+
+        if self.sim_name != "metaworld":
+            return ["object"]
+        return ["object", "hand"] if self.sim.task in {*FIXED_OBJECT_BODY, *LOOSE_OBJECT_QPOS} else ["hand"]
+
+    def apply_perturbation(self, perturbation: Perturbation) -> None:
+        self.pending_perturbation = None
+        applied = self.sim.perturb(perturbation.kind, perturbation.offset_m)
+        self.perturbations_applied += 1
+        self.get_logger().info(f"perturbation: {perturbation.kind} moved {np.round(applied, 3).tolist()} m before "
+                               f"step {self.sim.step_index + 1} (t {self.sim_time:.4f} s)")
+
     def on_reset(self, request, response):
         task = request.task or self.sim.task
         # the episode ends where its step limit says, here where steps happen: a free-running or
@@ -336,6 +377,7 @@ class SimBridgeNode(Node):
         self.sim_time += self.sim.dt  # keep sim time monotonic across episodes
         self.reset_stamp = self.sim_time
         self.latest_command = self.latest_trajectory = None
+        self.pending_perturbation = None             # a perturbation belongs to the episode it was asked in
         self.publish_state(render=True)
         response.success = True
         response.instruction = request.instruction or self.instruction_for(task)

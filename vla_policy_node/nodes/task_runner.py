@@ -24,7 +24,7 @@ from rclpy.node import Node
 from std_msgs.msg import Bool
 from vla_msgs.action import RunTask
 from vla_msgs.msg import ActionChunk, EpisodeAnnouncement, ExecutionFeedback, ExecutorStatus, StateVector
-from vla_msgs.srv import ResetEpisode, SetArmed, SetInstruction
+from vla_msgs.srv import Perturb, ResetEpisode, SetArmed, SetInstruction
 
 from ..core.health import WARN, Flag
 from ..core.progress import StageThresholds, StageTracker
@@ -97,7 +97,8 @@ class TaskRunner:
     of a multi-threaded executor (or any thread other than the one spinning the node)."""
 
     def __init__(self, node: Node, env_state_topic: str | None = None, default_timeout_s: float = 120.0,
-                 stage_thresholds: StageThresholds | None = None, service_timeout_s: float = 60.0):
+                 stage_thresholds: StageThresholds | None = None, service_timeout_s: float = 60.0,
+                 perturbs: bool = False):
         if service_timeout_s <= 0:
             raise ValueError(f"parameter service_timeout_s: {service_timeout_s} must be > 0 (s)")
         self.node = node
@@ -113,6 +114,8 @@ class TaskRunner:
             "set_instruction": node.create_client(SetInstruction, SERVICES["set_instruction"]),
             "set_armed": node.create_client(SetArmed, SERVICES["set_armed"]),
         }
+        if perturbs:                  # the evaluator's: disturbing the world is not a task runner's business
+            self.clients["sim_perturb"] = node.create_client(Perturb, SERVICES["sim_perturb"])
         node.create_subscription(StateVector, env_state_topic or TOPICS["env_state"], self.on_env_state, RELIABLE_QOS)
         node.create_subscription(Bool, TOPICS["success"], self.on_success, RELIABLE_QOS)
         node.create_subscription(ActionChunk, TOPICS["action_chunk"], self.on_chunk, RELIABLE_QOS)

@@ -39,6 +39,13 @@ INSTRUCTIONS = {
     "coffee-button": "press the button on the coffee machine",
 }
 
+# The task object a perturbation displaces: the root body of a fixed-base object (moved with its goal)
+# or the qpos address of a loose object's (x, y) slide joints.
+FIXED_OBJECT_BODY = {"button-press": "box", "button-press-topdown": "box", "drawer-open": "drawer",
+                     "drawer-close": "drawer", "door-open": "door", "window-open": "window",
+                     "window-close": "window"}
+LOOSE_OBJECT_QPOS = {"plate-slide": 9}
+
 
 def task_id(task: str) -> str:
     """'drawer-open' or 'drawer-open-v3' -> 'drawer-open-v3'."""
@@ -118,6 +125,45 @@ class MetaWorldSim:
         self.env_state = np.asarray(obs, dtype=np.float64)
         self.success = self.success or bool(info.get("success", 0.0))
         return SimStep(self.env_state, self.success, self.step_index)
+
+    def perturb(self, kind: str, offset_m) -> np.ndarray:
+        """Displace the task object or push the hand by `offset_m` (m, world frame) now; the offset
+        really applied (the hand's clipped to MetaWorld's hand workspace, a loose object's turned back
+        at the end of its slide joints' travel). sim/perturbation.py."""
+        import mujoco
+
+        offset = np.asarray(offset_m, dtype=np.float64)
+        if self.env is None:
+            raise ValueError("perturb: no episode (reset first)")
+        u = self.env.unwrapped
+        if kind == "hand":
+            before = u.data.mocap_pos[0].copy()
+            u.data.mocap_pos[0] = np.clip(before + offset, u.mocap_low, u.mocap_high)
+            applied = u.data.mocap_pos[0] - before
+        elif kind == "object" and self.task in LOOSE_OBJECT_QPOS:
+            adr = LOOSE_OBJECT_QPOS[self.task]                 # slide joints (x, y) of a loose object
+            joints = [j for j in range(u.model.njnt) if adr <= u.model.jnt_qposadr[j] < adr + 2]
+            low, high = (u.model.jnt_range[joints, i] for i in (0, 1))      # kept inside their travel
+            before = u.data.qpos[adr:adr + 2].copy()
+            moved = before + offset[:2]
+            outside = (moved < low) | (moved > high)         # past an end: the other way (same distance)
+            moved[outside] = before[outside] - offset[:2][outside]
+            u.data.qpos[adr:adr + 2] = np.clip(moved, low, high)
+            u.data.qvel[adr:adr + 2] = 0.0
+            applied = np.array([*(u.data.qpos[adr:adr + 2] - before), 0.0])
+        elif kind == "object" and self.task in FIXED_OBJECT_BODY:
+            u.model.body(FIXED_OBJECT_BODY[self.task]).pos += offset     # the object with its goal
+            u._target_pos = np.asarray(u._target_pos) + offset
+            u.obj_init_pos = np.asarray(u.obj_init_pos) + offset
+            goal = mujoco.mj_name2id(u.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+            if goal >= 0 and u.model.site_bodyid[goal] == 0:            # a world-frame goal marker
+                u.model.site_pos[goal] += offset
+            applied = offset.copy()
+        else:
+            raise ValueError(f"perturb: kind '{kind}' not available for MetaWorld task '{self.task}' "
+                             f"(object: {', '.join(sorted({*LOOSE_OBJECT_QPOS, *FIXED_OBJECT_BODY}))}; hand: all)")
+        mujoco.mj_forward(u.model, u.data)
+        return applied
 
     def render(self) -> dict[str, np.ndarray]:
         """camera name -> HxWx3 uint8 RGB."""

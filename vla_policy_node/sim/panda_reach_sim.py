@@ -210,6 +210,19 @@ class PandaReachSim:
         self.step_index += 1
         self.success = self.success or self.distance() < SUCCESS_RADIUS
 
+    def perturb(self, kind: str, offset_m) -> np.ndarray:
+        """Displace the target by `offset_m` (m, base frame) now: the reach task's object is the target;
+        the offset applied. A pushed hand is not modelled on this position-servoed arm."""
+        import mujoco
+
+        if kind != "object":
+            raise ValueError(f"perturb: kind '{kind}' not available for panda_reach (object: the target)")
+        offset = np.asarray(offset_m, dtype=np.float64)
+        self.target = self.target + offset
+        self.data.mocap_pos[0] = self.target
+        mujoco.mj_forward(self.model, self.data)
+        return offset.copy()
+
     def distance(self) -> float:
         """Flange to target, m."""
         return float(np.linalg.norm(self.data.site_xpos[self.site] - self.target))

@@ -1,0 +1,187 @@
+"""Perturbations of a running episode (sim/perturbation.py): drawn reproducibly from the episode's
+seed, applied by the embedded simulators to the real scene (the object or the hand really moves,
+a fixed-base object with its goal so the task stays solvable), served by the sim bridge at a given
+step, and asked by the evaluator once per episode through the graph."""
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from conftest import record_episodes, stop_in_process
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+
+from vla_msgs.msg import StateVector
+from vla_msgs.srv import Perturb, ResetEpisode
+from vla_policy_node.nodes.common import RELIABLE_QOS, TOPICS
+from vla_policy_node.sim.metaworld_sim import MetaWorldSim
+from vla_policy_node.sim.perturbation import Perturbation, PerturbationSchedule, sample_perturbation
+
+LEADERBOARD_TASKS = ["button-press", "drawer-open", "door-open", "window-open", "plate-slide"]
+
+
+# ---- drawing ---------------------------------------------------------------------------------------
+
+def test_a_perturbation_is_drawn_from_the_episode_seed_alone():
+    draws = [sample_perturbation(seed, "object", (40, 120), (0.05, 0.15)) for seed in range(200, 300)]
+    assert sample_perturbation(200, "object", (40, 120), (0.05, 0.15)) == draws[0]      # reproducible
+    assert len({d.offset_m for d in draws}) == 100                                       # and varied
+    distances = np.array([np.linalg.norm(d.offset_m) for d in draws])
+    assert distances.min() >= 0.05 and distances.max() <= 0.15
+    assert all(d.offset_m[2] == 0.0 for d in draws)                                      # on the table
+    steps = np.array([d.at_step for d in draws])
+    assert steps.min() >= 40 and steps.max() <= 120 and len(set(steps)) > 30
+    angles = np.arctan2([d.offset_m[1] for d in draws], [d.offset_m[0] for d in draws])
+    assert np.histogram(angles, bins=4, range=(-np.pi, np.pi))[0].min() >= 10            # every direction
+
+
+def test_bad_perturbation_settings_are_named():
+    assert PerturbationSchedule.from_parameters("none", [40, 120], [0.05, 0.15]) is None
+    with pytest.raises(ValueError, match="parameter perturbation: 'shove' unknown"):
+        PerturbationSchedule.from_parameters("shove", [40, 120], [0.05, 0.15])
+    with pytest.raises(ValueError, match="perturbation_steps .* 1 <= first <= last"):
+        PerturbationSchedule.from_parameters("hand", [0, 120], [0.05, 0.15])
+    with pytest.raises(ValueError, match="two values each"):
+        PerturbationSchedule.from_parameters("hand", [40], [0.05, 0.15])
+    with pytest.raises(ValueError, match="offset_m must be 3 finite"):
+        Perturbation("hand", (0.1, float("nan"), 0.0), 5)
+
+
+# ---- the simulator ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sim():
+    s = MetaWorldSim(["corner2"], width=64, height=64)
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("task", LEADERBOARD_TASKS)
+def test_the_task_object_really_moves(sim, task):
+    sim.reset(task, 100)
+    env = sim.env.unwrapped
+    for _ in range(3):
+        sim.step([0.0, 0.0, 0.0, 0.0])
+    object_before, target_before = env._get_pos_objects()[:3].copy(), np.array(env._target_pos, dtype=float)
+    frame_before = sim.render()["corner2"]
+    applied = sim.perturb("object", [0.08, -0.04, 0.0])
+    for _ in range(3):
+        sim.step([0.0, 0.0, 0.0, 0.0])
+    # the puck's slide joint in y ends at its start: a push towards -y is turned back to +y
+    assert np.allclose(applied, [0.08, -0.04 if task != "plate-slide" else 0.04, 0.0])
+    assert np.allclose(env._get_pos_objects()[:3] - object_before, applied, atol=5e-3)
+    fixed_base = task != "plate-slide"          # the puck slides alone; a box, drawer, door or window moves whole
+    assert np.allclose(np.array(env._target_pos) - target_before, applied if fixed_base else 0.0, atol=1e-9)
+    changed = np.abs(sim.render()["corner2"].astype(int) - frame_before).max(axis=2) > 30
+    assert changed.mean() > 0.005                # the camera sees it (at 64 x 64: 20 pixels or more)
+
+
+def test_a_pushed_hand_goes_where_it_was_pushed(sim):
+    sim.reset("drawer-open", 101)
+    for _ in range(3):
+        sim.step([0.0, 0.0, 0.0, 0.0])
+    before = sim.ee_pose()[0]
+    applied = sim.perturb("hand", [0.0, 0.1, 0.0])
+    for _ in range(25):
+        sim.step([0.0, 0.0, 0.0, 0.0])
+    assert np.allclose(applied, [0.0, 0.1, 0.0])
+    assert np.linalg.norm(sim.ee_pose()[0] - before - applied) < 0.01
+    far = sim.perturb("hand", [0.0, 5.0, 0.0])                 # clipped to the hand's workspace
+    assert 0.0 <= far[1] < 5.0
+    with pytest.raises(ValueError, match="kind 'fly' not available for MetaWorld task 'drawer-open'"):
+        sim.perturb("fly", [0.0, 0.0, 0.1])
+
+
+def test_the_scripted_expert_still_solves_a_displaced_drawer(sim):
+    """The displacement keeps the task solvable: the expert, reading the new state, still opens it."""
+    from metaworld.policies import SawyerDrawerOpenV3Policy
+
+    step = sim.reset("drawer-open", 102)
+    expert = SawyerDrawerOpenV3Policy()
+    for i in range(300):
+        if i == 30:
+            sim.perturb("object", [-0.1, 0.05, 0.0])
+        step = sim.step(expert.get_action(step.env_state))
+        if step.success:
+            break
+    assert step.success and step.step > 30
+
+
+# ---- the sim bridge --------------------------------------------------------------------------------
+
+@pytest.fixture
+def bridge():
+    from vla_policy_node.nodes.sim_bridge import SimBridgeNode
+
+    os.environ["ROS_DOMAIN_ID"] = "47"
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = SimBridgeNode(context=context, parameter_overrides=[
+        Parameter("lockstep", value=False), Parameter("real_time_factor", value=20.0), Parameter("max_steps", value=60)])
+    peer = rclpy.create_node("peer", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    executor.add_node(peer)
+    states = []
+    peer.create_subscription(StateVector, TOPICS["env_state"], lambda m: states.append((m.step, list(m.values))),
+                             RELIABLE_QOS)
+    yield node, executor, states
+    stop_in_process(node, peer, executor, context)
+
+
+def spin_until_step(executor, states, step, timeout_s=60.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and (not states or states[-1][0] < step):
+        executor.spin_once(timeout_sec=0.01)
+
+
+def test_the_bridge_applies_a_perturbation_before_the_step_asked(bridge):
+    node, executor, states = bridge
+    reset = node.on_reset(ResetEpisode.Request(task="drawer-open", seed=100, episode_id="p"), ResetEpisode.Response())
+    assert reset.success, reset.message
+    states.clear()
+    answer = node.on_perturb(Perturb.Request(kind="object", offset_m=[0.1, 0.0, 0.0], at_step=20), Perturb.Response())
+    assert answer.success, answer.message
+    spin_until_step(executor, states, 25)
+    by_step = dict(states)
+    # MetaWorld's observation: the drawer handle at [4:7]; it moved 0.1 m in x between steps 19 and 20
+    moved = np.array(by_step[20][4:7]) - np.array(by_step[19][4:7])
+    still = np.array(by_step[19][4:7]) - np.array(by_step[18][4:7])
+    assert moved[0] == pytest.approx(0.1, abs=5e-3) and np.abs(still).max() < 1e-3
+    assert node.health_figures()["perturbations_applied"] == 1
+    late = node.on_perturb(Perturb.Request(kind="object", offset_m=[0.1, 0.0, 0.0], at_step=10), Perturb.Response())
+    assert not late.success and "at_step 10 has passed" in late.message
+    unknown = node.on_perturb(Perturb.Request(kind="shove", offset_m=[0.1, 0.0, 0.0]), Perturb.Response())
+    assert not unknown.success and "vla/sim/perturb" in unknown.message and "'shove' unknown" in unknown.message
+
+
+def test_a_reset_drops_the_last_episodes_perturbation(bridge):
+    node, executor, states = bridge
+    node.on_reset(ResetEpisode.Request(task="button-press", seed=100, episode_id="a"), ResetEpisode.Response())
+    assert node.on_perturb(Perturb.Request(kind="hand", offset_m=[0.0, 0.1, 0.0], at_step=50),
+                           Perturb.Response()).success
+    node.on_reset(ResetEpisode.Request(task="button-press", seed=101, episode_id="b"), ResetEpisode.Response())
+    states.clear()
+    spin_until_step(executor, states, 55)
+    assert node.health_figures()["perturbations_applied"] == 0
+
+
+# ---- through the graph -----------------------------------------------------------------------------
+
+def test_the_evaluator_perturbs_each_episode_through_the_graph(tmp_path):
+    """sim_demo with the scripted expert, the evaluator asking a displaced object per episode: the
+    report names the perturbation drawn from the seed, the simulator applied it, the expert recovers."""
+    out = tmp_path / "run"
+    record_episodes(out, 48, "[drawer-open]", "[103]", 200,
+                    evaluator={"perturbation": "object", "perturbation_steps": "[30, 30]", "record": "false"})
+    episode = json.loads((out / "report.json").read_text())["episodes"][0]
+    drawn = sample_perturbation(103, "object", (30, 30), (0.05, 0.15))
+    assert episode["perturbation"]["scheduled"] is True
+    assert episode["perturbation"]["offset_m"] == pytest.approx(list(drawn.offset_m), abs=1e-6)
+    assert episode["perturbation"]["at_step"] == 30 and episode["perturbation"]["at_s"] == pytest.approx(29 * 0.0125)
+    log = (out / "logs" / "sim_bridge.log").read_text()
+    assert "perturbation: object moved" in log and "before step 30" in log
+    assert episode["success"] and episode["steps"] > 30

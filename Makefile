@@ -7,7 +7,7 @@ STAMPS := $(VENV)/.stamps
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup demo demo-oracle data data-panda train train-lerobot train-lerobot-act train-lerobot-diffusion test test-slow test-faults test-all bench bench-policies bench-latency bench-vita-ablations vita-ablation-table bench-lingbot bench-qwen-vla bench-qwen-vla-ablations qwen-vla-ablation-table bench-panda-localization bench-soak bench-distributed clean distclean
+.PHONY: setup demo demo-oracle data data-panda train train-lerobot train-lerobot-act train-lerobot-diffusion test test-slow test-faults test-all bench bench-policies bench-latency bench-imagination bench-vita-ablations vita-ablation-table bench-lingbot bench-qwen-vla bench-qwen-vla-ablations qwen-vla-ablation-table bench-panda-localization bench-soak bench-distributed clean distclean
 
 setup: $(STAMPS)/system $(STAMPS)/python $(STAMPS)/interfaces $(STAMPS)/package
 
@@ -130,6 +130,11 @@ bench-policies: setup
 # then free-running on the wall clock; cached per cell.
 bench-latency: setup
 	$(VENV)/bin/vla-bench latency
+
+# The world model under perturbation (config/bench/imagination.yaml): the leaderboard's 30 episodes
+# clean and perturbed (monitor action none / replan / hold), shipped checkpoint, about 1 h on 2 cores.
+bench-imagination: setup
+	$(VENV)/bin/vla-bench imagination
 
 # VITA's ablations: shared vs separate codebooks, with vs without the next-frame objective, each arm
 # trained on the same short budget (about 15 min each on 2 cores), then scored open loop on the

@@ -18,6 +18,8 @@ from vla_msgs.msg import StateVector
 from vla_msgs.srv import Perturb, ResetEpisode
 from vla_policy_node.nodes.common import RELIABLE_QOS, TOPICS
 from vla_policy_node.sim.metaworld_sim import MetaWorldSim
+from vla_policy_node.evaluation.perturbation_detection import (detection_figures, perturbed_at, series,
+                                                               threshold_for_false_alarms, window_max)
 from vla_policy_node.sim.perturbation import Perturbation, PerturbationSchedule, sample_perturbation
 
 LEADERBOARD_TASKS = ["button-press", "drawer-open", "door-open", "window-open", "plate-slide"]
@@ -176,7 +178,8 @@ def test_the_evaluator_perturbs_each_episode_through_the_graph(tmp_path):
     report names the perturbation drawn from the seed, the simulator applied it, the expert recovers."""
     out = tmp_path / "run"
     record_episodes(out, 48, "[drawer-open]", "[103]", 200,
-                    evaluator={"perturbation": "object", "perturbation_steps": "[30, 30]", "record": "false"})
+                    evaluator={"perturbation": "object", "perturbation_steps": "[30, 30]", "record": "false",
+                               "score_frame_change": "true"})
     episode = json.loads((out / "report.json").read_text())["episodes"][0]
     drawn = sample_perturbation(103, "object", (30, 30), (0.05, 0.15))
     assert episode["perturbation"]["scheduled"] is True
@@ -185,3 +188,55 @@ def test_the_evaluator_perturbs_each_episode_through_the_graph(tmp_path):
     log = (out / "logs" / "sim_bridge.log").read_text()
     assert "perturbation: object moved" in log and "before step 30" in log
     assert episode["success"] and episode["steps"] > 30
+
+    # the detector that imagines nothing sees the drawer jump: its largest change is the perturbation's
+    points = series(episode, "frame_change")
+    assert len(points) > 100 and all(0.0 <= v <= 2.0 for _, v in points)
+    at = perturbed_at(episode)
+    assert window_max(points, at, at + 0.05) > 2 * window_max(points, at - 0.5, at)
+
+
+# ---- detection figures, on hand-made series ----------------------------------------------------------
+
+def made_episode(at_s, scores, dt=0.0125, detector="divergence", duration_s=3.0):
+    row = {detector: {"series": [[round(i * dt, 4), v] for i, v in enumerate(scores)]}, "duration_s": duration_s,
+           "success": True, "task": "t", "seed": len(scores)}
+    if at_s is not None:
+        row["perturbation"] = {"kind": "object", "at_s": at_s, "at_step": round(at_s / dt) + 1, "scheduled": True}
+    return row
+
+
+def test_detection_figures_count_what_crossed_when():
+    flat = [0.02] * 200
+    spike = flat[:80] + [0.05, 0.2, 0.3] + flat[83:]           # above 0.1 one frame (12.5 ms) after 1.0 s
+    late = flat[:160] + [0.3] + flat[161:]                     # rises 1.0 s after the perturbation: missed
+    perturbed = [made_episode(1.0, spike), made_episode(1.0, late), made_episode(1.0, flat),
+                 made_episode(2.9, flat, duration_s=2.5)]       # ended before its perturbation: not scored
+    clean = [made_episode(None, flat), made_episode(None, flat[:50] + [0.2] + flat[51:])]
+    figures = detection_figures(perturbed, clean, "divergence", threshold=0.1, window_s=0.5)
+    assert figures["scored"] == 3 and figures["detected"] == 1
+    assert figures["median_delay_s"] == pytest.approx(0.0125)
+    assert figures["false_alarms_per_episode"] == 0.5
+    # AUROC of after- against before-window maxima: the spike's after > every before (3 of 9 pairs
+    # won outright), the other two tie their befores (half a win each)
+    assert figures["auroc"] == pytest.approx((3 + 0.5 * 2 * 3) / 9)
+    # the lowest threshold with at most 0.5 alarms per clean episode: the floor (only the spike rises
+    # above it); with none allowed: the spike's own height (nothing rises above it)
+    assert threshold_for_false_alarms(clean, "divergence", 0.5) == pytest.approx(0.02)
+    assert threshold_for_false_alarms(clean, "divergence", 0.0) == pytest.approx(0.2)
+    assert detection_figures(perturbed, clean, "frame_change", 0.1)["scored"] == 0     # not scored: no series
+
+
+def test_the_bench_reads_its_description_and_names_what_is_missing(tmp_path):
+    from vla_policy_node.bench.imagination import ImaginationBench
+
+    bench = ImaginationBench.load()
+    row = bench.row("perturbed_replan")
+    assert row.set["evaluator.perturbation"] == "object" and row.set["imagination_monitor.action"] == "replan"
+    assert "evaluator.perturbation" not in bench.row("clean").set or bench.row("clean").set[
+        "evaluator.perturbation"] == "none"
+    broken = tmp_path / "imagination.yaml"
+    broken.write_text("protocol: {}\npolicy: {}\nperturbation: {}\nwindow_s: 0.5\nfalse_alarm_target: 0.1\n"
+                      "arms: {perturbed_none: {}}\n")
+    with pytest.raises(ValueError, match="needs 'clean'"):
+        ImaginationBench.load(broken)

@@ -2,6 +2,7 @@
 
     vla-bench policies [--rows NAME ...] [--force] [--ray [ADDRESS]]   the policy leaderboard (policies.json / .md)
     vla-bench latency [--only CELL ...] [--delays D ...]   success against inference delay (latency.json / .md / .png)
+    vla-bench imagination [--only ARM ...]            perturbed episodes: detection and success (imagination.json / .md)
     vla-bench policy [--checkpoint DIR] ...           one checkpoint: latency, imagination, success vs steps
     vla-bench executor [--modes ...] ...              execution modes free-running, control-loop jitter
     vla-bench faults [--cases NAME ...]               fault injection through the graph (faults.json / .md)
@@ -21,7 +22,8 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from . import async_grounding, distributed, executor, faults, kv_cache, latency, policy, policy_node, remote, soak
+    from . import (async_grounding, distributed, executor, faults, imagination, kv_cache, latency, policy,
+                   policy_node, remote, soak)
 
     parser = argparse.ArgumentParser(prog="vla-bench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -36,6 +38,7 @@ def main(argv=None) -> int:
     board.add_argument("--cpus-per-graph", type=float, default=1.0, help="Ray CPUs each graph holds")
     board.add_argument("--gpus-per-graph", type=float, default=0.0, help="Ray GPUs each graph holds")
     latency.build_argparser(commands.add_parser("latency", help="success against inference delay, per remedy"))
+    imagination.build_argparser(commands.add_parser("imagination", help="perturbed episodes: detection, success"))
     policy.build_argparser(commands.add_parser("policy", help="one checkpoint's latency and imagination"))
     executor.build_argparser(commands.add_parser("executor", help="execution modes and control-loop jitter"))
     faults.build_argparser(commands.add_parser("faults", help="fault injection through the graph"))
@@ -51,6 +54,8 @@ def main(argv=None) -> int:
         return latency.run(args)
     if args.command == "policy":
         return policy.run(args)
+    if args.command == "imagination":
+        return imagination.run(args)
     if args.command == "executor":
         return executor.run(args)
     if args.command == "faults":

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from .metrics import ssim
+
 
 class Subsampler:
     """Keeps at most `max_items` of a stream, evenly spread over it."""
@@ -51,6 +53,15 @@ class EpisodeLog:
         self.real = Subsampler(max_frames, frame_stride)
         self.imagined = Subsampler(max_imagined, 1)
         self.imagined_offsets_s: list[float] | None = None
+        self.frame_change: list[tuple[float, float]] = []     # (s after start, 1 - SSIM to the previous frame)
+        self.previous_view: np.ndarray | None = None
+
+    def add_frame_change(self, stamp_s: float, view: np.ndarray) -> None:
+        """Score a real frame (already in the model's view) against the one before: the detector of the
+        unexpected that imagines nothing, on the monitor's own measure (1 - SSIM)."""
+        previous, self.previous_view = self.previous_view, view
+        if previous is not None and previous.shape == view.shape:
+            self.frame_change.append((stamp_s - self.start_s, 1.0 - ssim(previous, view)))
 
     def add_divergence(self, stamp_s: float, psnr: float, ssim: float, divergence: float, exceeded: bool,
                        action: str) -> None:

@@ -90,7 +90,8 @@ def episode_record(name: str, task: str, seed: int, instruction: str, tracker: E
         progress_score=tracker.progress_score, latencies_ms=list(log.latencies_ms),
         divergence=list(log.divergence), real_frames=log.frames, imagined_frames=list(log.imagined.items),
         frame_times_s=log.frame_times_s, frame_dt_s=frame_dt_s,
-        imagined_offsets_s=log.imagined_offsets_s, instruction=instruction, bag=bag, reason=reason, extra=row)
+        imagined_offsets_s=log.imagined_offsets_s, instruction=instruction, bag=bag, reason=reason, extra=row,
+        frame_change=list(log.frame_change))
 
 
 def run_description(protocol: EvaluationProtocol, lockstep_of_nodes: dict, monitor_rows: list[dict],

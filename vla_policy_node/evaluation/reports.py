@@ -75,6 +75,7 @@ class EpisodeRecord:
     reason: str = ""                                # success | step_limit | timeout | error: ... | recorded
     extra: dict = field(default_factory=dict)       # more per-episode figures, copied into the row
     video: str = ""                                 # its video, when written before the report (frames dropped)
+    frame_change: list[tuple[float, float]] = field(default_factory=list)    # (s, 1 - SSIM to the frame before)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,6 +124,8 @@ def episode_row(ep: EpisodeRecord) -> dict:
                           "n": len(divergence),
                           "series": [[round(float(t), 4), float(v)] for t, v in ep.divergence]},
            "action_error_per_step": ep.action_error_per_step}
+    if ep.frame_change:                   # evaluator.score_frame_change: the detector that imagines nothing
+        row["frame_change"] = {"series": [[round(float(t), 4), round(float(v), 6)] for t, v in ep.frame_change]}
     row.update(ep.extra)
     return row
 

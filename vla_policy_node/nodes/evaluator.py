@@ -105,6 +105,9 @@ class EvaluatorNode(Node):
                                                "[first, last]"),
         Param("perturbation_distance_m", [0.05, 0.15], "perturbation: horizontal displacement, uniform in "
                                                        "[low, high] (m)"),
+        Param("score_frame_change", False, "score every real frame of the monitor camera against the one before "
+                                           "(1 - SSIM in the model's view): the detector that imagines nothing, "
+                                           "beside the imagination divergence in report.json"),
     )
 
     def __init__(self, **kwargs):
@@ -119,6 +122,7 @@ class EvaluatorNode(Node):
         self.video_frame_stride = p.video_frame_stride
         self.max_imagined_chunks = p.max_imagined_chunks
         self.replay_settle_s = p.replay_settle_s
+        self.score_frame_change = p.score_frame_change
         self.index_dir = p.index_dir or None
         try:
             thresholds = StageThresholds(p.approach_radius_m, p.approach_release_m, p.contact_displacement_m)
@@ -214,9 +218,12 @@ class EvaluatorNode(Node):
         log, stamp = self.log, to_sec(msg.header.stamp)
         if log is None or stamp < log.start_s - 1e-9:
             return
+        decode = lambda: images.decode(msg.encoding, msg.height, msg.width, msg.step, msg.data,  # noqa: E731
+                                       where=self.camera.topic)
         try:
-            log.add_real_frame(stamp, lambda: images.decode(msg.encoding, msg.height, msg.width, msg.step, msg.data,
-                                                            where=self.camera.topic))
+            log.add_real_frame(stamp, decode)
+            if self.score_frame_change:
+                log.add_frame_change(stamp, images.to_model_input(decode(), self.camera.input_size, self.camera.crop))
         except images.ImageEncodingError as exc:
             self.get_logger().error(f"{exc} (not kept)", throttle_duration_sec=2.0)
 

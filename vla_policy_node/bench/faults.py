@@ -130,6 +130,10 @@ def _disarm_rearm(ctx: FaultContext) -> None:
     ctx.notes["rearm"] = ctx.observer.call("set_armed", armed=True)
 
 
+def _move_target(ctx: FaultContext) -> None:
+    ctx.notes["perturb"] = ctx.observer.call("perturb", kind="object", offset_m=[0.0, 0.1, 0.0], at_step=0)
+
+
 def _drop_observations(ctx: FaultContext) -> None:
     relay = ctx.observer.relays["observation"]
     ctx.notes["observations_passed_before"] = relay.passed
@@ -208,6 +212,8 @@ CASES = [
               lambda ctx: _republish(ctx, _unseen, pick="first")),
     FaultCase("chunk_delayed", "a chunk published again 1 s later, past its horizon", _delay_past_horizon),
     FaultCase("chunk_old_episode", "a chunk of another episode", lambda ctx: _republish(ctx, _old_episode)),
+    FaultCase("target_moved", "the reach target displaced 10 cm mid-motion (vla/sim/perturb): the plan is "
+              "wrong from the next step; the policy must turn to the new target", _move_target),
     FaultCase("estop_in_motion", "e-stop engaged mid-motion (latched: the episode cannot finish)", _estop,
               expect_success=False, max_steps=200),
     FaultCase("disarm_in_motion", "disarmed mid-motion, armed again 1 s later", _disarm_rearm),
@@ -256,7 +262,7 @@ class Observer(SideNode):
     def __init__(self, domain_id: int, command_topic: str, relays: dict | None = None):
         from sensor_msgs.msg import JointState
         from vla_msgs.msg import ActionChunk, EpisodeResult
-        from vla_msgs.srv import EmergencyStop, SetArmed
+        from vla_msgs.srv import EmergencyStop, Perturb, SetArmed
 
         from ..nodes.common import RELIABLE_QOS, SERVICES, TOPICS
 
@@ -273,7 +279,8 @@ class Observer(SideNode):
         self.node.create_subscription(EpisodeResult, TOPICS["episode_result"], self.results.append, RELIABLE_QOS)
         self.chunk_pub = self.node.create_publisher(ActionChunk, TOPICS["action_chunk"], RELIABLE_QOS)
         self.clients = {"estop": (self.node.create_client(EmergencyStop, SERVICES["estop"]), EmergencyStop),
-                        "set_armed": (self.node.create_client(SetArmed, SERVICES["set_armed"]), SetArmed)}
+                        "set_armed": (self.node.create_client(SetArmed, SERVICES["set_armed"]), SetArmed),
+                        "perturb": (self.node.create_client(Perturb, SERVICES["sim_perturb"]), Perturb)}
         from rcl_interfaces.srv import SetParameters
         self.param_client = self.node.create_client(SetParameters, "/sim_bridge/set_parameters")
         self.relays = {name: Relay(self.node, spec) for name, spec in (relays or {}).items()}

@@ -240,3 +240,33 @@ def test_the_bench_reads_its_description_and_names_what_is_missing(tmp_path):
                       "arms: {perturbed_none: {}}\n")
     with pytest.raises(ValueError, match="needs 'clean'"):
         ImaginationBench.load(broken)
+
+
+def test_the_bench_figures_from_the_arms_reports(tmp_path):
+    from vla_policy_node.bench.imagination import ImaginationBench, figures, write_outputs
+
+    bench = ImaginationBench.load()
+    flat, spike = [0.02] * 200, [0.02] * 80 + [0.3] + [0.02] * 119
+
+    def both(scores, at_s, success, seed):
+        row = made_episode(at_s, scores)
+        row["frame_change"] = {"series": [[t, 0.01] for t, _ in row["divergence"]["series"]]}   # never moves
+        return dict(row, success=success, seed=seed)
+
+    report = lambda eps: {"report": {"episodes": eps}}          # noqa: E731
+    results = {"clean": report([both(flat, None, True, s) for s in range(4)]),
+               "perturbed_none": report([both(spike, 1.0, s % 2 == 0, s) for s in range(4)]),
+               "perturbed_replan": report([both(spike, 1.0, True, s) for s in range(4)])}
+    summary = figures(bench, results, robot_threshold=0.08)
+    by = {(d["detector"], d["operating_point"]): d for d in summary["detection"]}
+    assert by[("divergence", "robot file threshold")]["detected"] == 4
+    assert by[("divergence", "robot file threshold")]["auroc"] == 1.0
+    assert by[("frame_change", "matched false alarms")]["auroc"] == 0.5 and \
+        by[("frame_change", "matched false alarms")]["detected"] == 0
+    assert [s["successes"] for s in summary["success"]] == [4, 2, 4]
+    replan = next(c for c in summary["comparisons"] if c["a"] == "perturbed_replan")
+    assert replan["difference"] == 0.5 and replan["only_a_succeeded"] == 2
+    _, md = write_outputs(bench, summary, tmp_path)
+    line = next(x for x in md.read_text().splitlines() if "robot file threshold" in x)
+    assert [c.strip() for c in line.split("|")[1:6]] == ["imagination divergence", "robot file threshold", "0.0800",
+                                                         "1.00", "4/4"]

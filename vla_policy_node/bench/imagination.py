@@ -63,10 +63,15 @@ class ImaginationBench:
                    set=settings)
 
 
-def run_arm(bench: ImaginationBench, arm: str, runs: Path, force: bool, log=print) -> dict:
-    """The arm's report.json (cached by the digest of its protocol, settings and checkpoint)."""
+def arm_cache(bench: ImaginationBench, arm: str, runs: Path) -> Path:
+    """Where the arm's run is cached: its name and the digest of its protocol, settings and checkpoint."""
+    row = bench.row(arm)
+    return runs / "cache" / f"{row.name}-{row_key(Leaderboard(bench.protocol, []), row, None)}.json"
+
+
+def run_arm(bench: ImaginationBench, arm: str, runs: Path, force: bool, cached: Path, log=print) -> dict:
+    """The arm's report.json, from `cached` unless `force`."""
     board, row = Leaderboard(bench.protocol, []), bench.row(arm)
-    cached = runs / "cache" / f"{row.name}-{row_key(board, row, None)}.json"
     if cached.is_file() and not force:
         log(f"imagination: {row.name}: cached ({cached.name})")
         return json.loads(cached.read_text())
@@ -169,10 +174,9 @@ def run(args) -> int:
     runs = args.out / "imagination"
     results = {}
     for arm in bench.arms:
-        row = bench.row(arm)
-        cached = runs / "cache" / f"{row.name}-{row_key(Leaderboard(bench.protocol, []), row, None)}.json"
-        if args.only is None or arm in args.only or cached.is_file():
-            results[arm] = run_arm(bench, arm, runs, args.force and (args.only is None or arm in args.only))
+        cached, selected = arm_cache(bench, arm, runs), args.only is None or arm in args.only
+        if selected or cached.is_file():
+            results[arm] = run_arm(bench, arm, runs, args.force and selected, cached)
     monitor = load_robot(bench.protocol["robot"]).config.monitor
     summary = figures(bench, results, monitor.threshold if monitor is not None else float("inf"))
     json_path, md_path = write_outputs(bench, summary, args.out)

@@ -132,7 +132,7 @@ bench-latency: setup
 	$(VENV)/bin/vla-bench latency
 
 # The world model under perturbation (config/bench/imagination.yaml): the leaderboard's 30 episodes
-# clean and perturbed (monitor action none / replan / hold), shipped checkpoint, about 1 h on 2 cores.
+# clean and perturbed (monitor action none / replan / hold), shipped checkpoint, 10-13 min an arm on 2 cores.
 bench-imagination: setup
 	$(VENV)/bin/vla-bench imagination
 

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import sys
 import time
@@ -143,6 +144,35 @@ def stop_peer(executor, node, context, proc, log) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+@contextlib.contextmanager
+def free_running_sim_bridge(domain_id: int, max_steps: int, on_env_state):
+    """A sim bridge free-running at 20 x real time in the test's own process (ROS domain `domain_id`),
+    a peer calling `on_env_state` with each StateVector; yields (node, executor)."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from vla_msgs.msg import StateVector
+    from vla_policy_node.nodes.common import RELIABLE_QOS, TOPICS
+    from vla_policy_node.nodes.sim_bridge import SimBridgeNode
+
+    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = SimBridgeNode(context=context, parameter_overrides=[
+        Parameter("lockstep", value=False), Parameter("real_time_factor", value=20.0),
+        Parameter("max_steps", value=max_steps)])
+    peer = rclpy.create_node("peer", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    executor.add_node(peer)
+    peer.create_subscription(StateVector, TOPICS["env_state"], on_env_state, RELIABLE_QOS)
+    try:
+        yield node, executor
+    finally:
+        stop_in_process(node, peer, executor, context)
 
 
 def stop_in_process(node, peer, executor, context) -> None:

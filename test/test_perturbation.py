@@ -4,22 +4,16 @@ a fixed-base object with its goal so the task stays solvable), served by the sim
 step, and asked by the evaluator once per episode through the graph."""
 
 import json
-import os
 import time
 
 import numpy as np
 import pytest
-import rclpy
-from conftest import record_episodes, stop_in_process
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.parameter import Parameter
+from conftest import free_running_sim_bridge, record_episodes
 
-from vla_msgs.msg import StateVector
 from vla_msgs.srv import Perturb, ResetEpisode
-from vla_policy_node.nodes.common import RELIABLE_QOS, TOPICS
-from vla_policy_node.sim.metaworld_sim import MetaWorldSim
 from vla_policy_node.evaluation.perturbation_detection import (detection_figures, perturbed_at, series,
                                                                threshold_for_false_alarms, window_max)
+from vla_policy_node.sim.metaworld_sim import MetaWorldSim
 from vla_policy_node.sim.perturbation import Perturbation, PerturbationSchedule, sample_perturbation
 
 LEADERBOARD_TASKS = ["button-press", "drawer-open", "door-open", "window-open", "plate-slide"]
@@ -116,22 +110,9 @@ def test_the_scripted_expert_still_solves_a_displaced_drawer(sim):
 
 @pytest.fixture
 def bridge():
-    from vla_policy_node.nodes.sim_bridge import SimBridgeNode
-
-    os.environ["ROS_DOMAIN_ID"] = "47"
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = SimBridgeNode(context=context, parameter_overrides=[
-        Parameter("lockstep", value=False), Parameter("real_time_factor", value=20.0), Parameter("max_steps", value=60)])
-    peer = rclpy.create_node("peer", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    executor.add_node(peer)
     states = []
-    peer.create_subscription(StateVector, TOPICS["env_state"], lambda m: states.append((m.step, list(m.values))),
-                             RELIABLE_QOS)
-    yield node, executor, states
-    stop_in_process(node, peer, executor, context)
+    with free_running_sim_bridge(47, 60, lambda m: states.append((m.step, list(m.values)))) as (node, executor):
+        yield node, executor, states
 
 
 def spin_until_step(executor, states, step, timeout_s=60.0):

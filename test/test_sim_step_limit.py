@@ -1,37 +1,19 @@
 """An episode's step limit is kept where steps happen: the simulator stops stepping at the limit the
 reset asked for, so a free-running or async graph cannot run past it while the task runner disarms."""
 
-import os
 import time
 
 import pytest
-import rclpy
-from conftest import stop_in_process
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.parameter import Parameter
+from conftest import free_running_sim_bridge
 
-from vla_msgs.msg import StateVector
 from vla_msgs.srv import ResetEpisode
-from vla_policy_node.nodes.common import RELIABLE_QOS, TOPICS
-from vla_policy_node.nodes.sim_bridge import SimBridgeNode
 
 
 @pytest.fixture
 def free_running_sim():
-    os.environ["ROS_DOMAIN_ID"] = "71"
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = SimBridgeNode(context=context, parameter_overrides=[
-        Parameter("lockstep", value=False), Parameter("real_time_factor", value=20.0),
-        Parameter("max_steps", value=30)])
-    peer = rclpy.create_node("peer", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    executor.add_node(peer)
     steps = []
-    peer.create_subscription(StateVector, TOPICS["env_state"], lambda m: steps.append(m.step), RELIABLE_QOS)
-    yield node, executor, steps
-    stop_in_process(node, peer, executor, context)
+    with free_running_sim_bridge(71, 30, lambda m: steps.append(m.step)) as (node, executor):
+        yield node, executor, steps
 
 
 def run_for(executor, seconds):

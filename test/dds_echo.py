@@ -26,7 +26,7 @@ from vla_msgs import srv as vla_srv
 MESSAGE_TYPES = ["Observation", "ActionChunk", "ImaginedFuture", "ExecutionFeedback", "PolicyStatus",
                  "ExecutorStatus", "EpisodeResult", "ActionCommand", "StateVector", "ImaginationDivergence",
                  "EpisodeAnnouncement"]
-SERVICE_TYPES = ["ResetEpisode", "SetInstruction", "SetArmed", "EmergencyStop"]
+SERVICE_TYPES = ["ResetEpisode", "SetInstruction", "SetArmed", "EmergencyStop", "Perturb"]
 
 # Fixed stamp the ResetEpisode response carries (the test checks it).
 RESET_STAMP_SEC = 1_700_000_123
@@ -64,8 +64,14 @@ def emergency_stop(request, response):
     return response
 
 
+def perturb(request, response):
+    response.success = request.kind == "object"
+    response.message = f"{request.kind}|{','.join(repr(float(v)) for v in request.offset_m)}|{request.at_step}"
+    return response
+
+
 HANDLERS = {"ResetEpisode": reset_episode, "SetInstruction": set_instruction,
-            "SetArmed": set_armed, "EmergencyStop": emergency_stop}
+            "SetArmed": set_armed, "EmergencyStop": emergency_stop, "Perturb": perturb}
 
 
 class Echo(Node):

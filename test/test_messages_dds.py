@@ -36,7 +36,7 @@ REPUBLISH_S = 0.5
 MESSAGE_TYPES = ["Observation", "ActionChunk", "ImaginedFuture", "ExecutionFeedback", "PolicyStatus",
                  "ExecutorStatus", "EpisodeResult", "ActionCommand", "StateVector", "ImaginationDivergence",
                  "EpisodeAnnouncement"]
-SERVICE_TYPES = ["ResetEpisode", "SetInstruction", "SetArmed", "EmergencyStop"]
+SERVICE_TYPES = ["ResetEpisode", "SetInstruction", "SetArmed", "EmergencyStop", "Perturb"]
 RESET_STAMP = (1_700_000_123, 456_789)   # dds_echo.RESET_STAMP_SEC / _NANOSEC
 
 QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
@@ -383,6 +383,13 @@ def test_emergency_stop_service(peer, engage, clear):
     assert r.estop is engage
     assert r.success is clear
     assert r.message == f"reason=operator {engage}/{clear}"
+
+
+def test_perturb_service(peer):
+    r = _call(peer, "Perturb", kind="object", offset_m=[0.1, -0.0625, 1e-9], at_step=4_000_000_000)
+    assert (r.success, r.message) == (True, f"object|0.1,-0.0625,{1e-9!r}|4000000000")   # float64 exact
+    r = _call(peer, "Perturb", kind="hand", offset_m=[0.0, 0.0, 0.0], at_step=0)
+    assert (r.success, r.message) == (False, "hand|0.0,0.0,0.0|0")
 
 
 def test_echo_process_still_running(echo_process):

@@ -46,10 +46,10 @@ from ..evaluation.episode_tracker import EpisodeTracker
 from ..evaluation.replay_scoring import replay_score
 from ..evaluation.reports import EpisodeRecord, write_episode_video
 from ..evaluation.run_record import RunRecord
+from ..sim.perturbation import Perturbation, PerturbationSchedule
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, load_robot_or_exit,
                      run_node, to_sec)
 from .diagnostics import Diagnostics
-from ..sim.perturbation import Perturbation, PerturbationSchedule
 from .episode_recorder import BAG_STORAGE, RECORD_TOPICS, EpisodeRecorder
 from .parameters import ROBOT, Param, declare
 from .task_runner import SERVICE_TIMEOUT_S, TaskHooks, TaskRequest, TaskRunner
@@ -221,9 +221,12 @@ class EvaluatorNode(Node):
         decode = lambda: images.decode(msg.encoding, msg.height, msg.width, msg.step, msg.data,  # noqa: E731
                                        where=self.camera.topic)
         try:
-            log.add_real_frame(stamp, decode)
-            if self.score_frame_change:
-                log.add_frame_change(stamp, images.to_model_input(decode(), self.camera.input_size, self.camera.crop))
+            if self.score_frame_change:           # every frame decoded once, for both
+                frame = decode()
+                log.add_real_frame(stamp, lambda: frame)
+                log.add_frame_change(stamp, images.to_model_input(frame, self.camera.input_size, self.camera.crop))
+            else:                                 # only the frames the video keeps are decoded
+                log.add_real_frame(stamp, decode)
         except images.ImageEncodingError as exc:
             self.get_logger().error(f"{exc} (not kept)", throttle_duration_sec=2.0)
 

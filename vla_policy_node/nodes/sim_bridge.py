@@ -335,9 +335,10 @@ class SimBridgeNode(Node):
         try:
             perturbation = Perturbation(request.kind, tuple(request.offset_m),
                                         int(request.at_step) or self.sim.step_index + 1)
-            if request.kind not in self.perturbation_kinds():
+            kinds = self.sim.perturbation_kinds()
+            if request.kind not in kinds:
                 raise ValueError(f"kind '{request.kind}' not available for the {self.sim_name} task "
-                                 f"'{self.sim.task}' (available: {', '.join(self.perturbation_kinds()) or 'none'})")
+                                 f"'{self.sim.task}' (available: {', '.join(kinds) or 'none'})")
             if perturbation.at_step <= self.sim.step_index:
                 raise ValueError(f"at_step {perturbation.at_step} has passed (the episode is at step "
                                  f"{self.sim.step_index})")
@@ -348,14 +349,6 @@ class SimBridgeNode(Node):
         response.success = True
         response.message = f"{perturbation.kind} perturbation scheduled before step {perturbation.at_step}"
         return response
-
-    def perturbation_kinds(self) -> list[str]:
-        """The kinds the current task can take (sim/perturbation.py)."""
-        from ..sim.metaworld_sim import FIXED_OBJECT_BODY, LOOSE_OBJECT_QPOS
-
-        if self.sim_name != "metaworld":
-            return ["object"]
-        return ["object", "hand"] if self.sim.task in {*FIXED_OBJECT_BODY, *LOOSE_OBJECT_QPOS} else ["hand"]
 
     def apply_perturbation(self, perturbation: Perturbation) -> None:
         self.pending_perturbation = None

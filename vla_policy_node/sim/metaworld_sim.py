@@ -126,6 +126,10 @@ class MetaWorldSim:
         self.success = self.success or bool(info.get("success", 0.0))
         return SimStep(self.env_state, self.success, self.step_index)
 
+    def perturbation_kinds(self) -> list[str]:
+        """What `perturb` can do to the current task: its object when it has a known one, the hand always."""
+        return ["object", "hand"] if self.task in {*FIXED_OBJECT_BODY, *LOOSE_OBJECT_QPOS} else ["hand"]
+
     def perturb(self, kind: str, offset_m) -> np.ndarray:
         """Displace the task object or push the hand by `offset_m` (m, world frame) now; the offset
         really applied (the hand's clipped to MetaWorld's hand workspace, a loose object's turned back
@@ -161,7 +165,7 @@ class MetaWorldSim:
             applied = offset.copy()
         else:
             raise ValueError(f"perturb: kind '{kind}' not available for MetaWorld task '{self.task}' "
-                             f"(object: {', '.join(sorted({*LOOSE_OBJECT_QPOS, *FIXED_OBJECT_BODY}))}; hand: all)")
+                             f"(available: {', '.join(self.perturbation_kinds())})")
         mujoco.mj_forward(u.model, u.data)
         return applied
 

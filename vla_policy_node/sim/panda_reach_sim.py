@@ -210,12 +210,16 @@ class PandaReachSim:
         self.step_index += 1
         self.success = self.success or self.distance() < SUCCESS_RADIUS
 
+    def perturbation_kinds(self) -> list[str]:
+        """What `perturb` can do: move the target."""
+        return ["object"]
+
     def perturb(self, kind: str, offset_m) -> np.ndarray:
         """Displace the target by `offset_m` (m, base frame) now: the reach task's object is the target;
         the offset applied. A pushed hand is not modelled on this position-servoed arm."""
         import mujoco
 
-        if kind != "object":
+        if kind not in self.perturbation_kinds():
             raise ValueError(f"perturb: kind '{kind}' not available for panda_reach (object: the target)")
         offset = np.asarray(offset_m, dtype=np.float64)
         self.target = self.target + offset

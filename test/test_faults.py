@@ -93,6 +93,8 @@ def test_fault_case_meets_targets(suite, name):
         assert figures["hold_reasons"].get("stale state", 0) > 0
     if name == "target_moved":               # the world changed, not the graph: the policy follows it
         assert figures["notes"]["perturb"].startswith("object perturbation scheduled"), figures["notes"]
+        applied = (Path(figures["logs"]) / "sim_bridge.log").read_text()
+        assert "perturbation: object moved [0.0, 0.1, 0.0] m" in applied      # the world really changed
         assert figures["success"] and not figures["restarts"]
     if name in ("chunk_reordered", "chunk_delayed"):     # judged by their stamps
         # the injected chunk is refused; on a loaded machine a chunk that really came late may be too

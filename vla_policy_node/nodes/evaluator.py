@@ -254,15 +254,26 @@ class EvaluatorNode(Node):
             self.recorder.close()
 
     # ---- episodes ------------------------------------------------------------------------
-    def remote_parameter(self, node_name: str, name: str, timeout_s: float = 5.0):
-        """A parameter of another node (bool, int, float or string); None when it does not answer."""
+    def remote_parameter(self, node_name: str, name: str, timeout_s: float | None = None):
+        """A parameter of another node (bool, int, float or string); None when it does not answer.
+
+        Waits as long as a graph service call may (`service_timeout_s`): on a loaded machine a node
+        can take tens of seconds to come up, and a request sent while it starts is asked again."""
+        timeout_s = self.tasks.service_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
         client = AsyncParameterClient(self, node_name)
-        if not client.wait_for_services(timeout_sec=timeout_s):
-            return None
-        done = threading.Event()
-        future = client.get_parameters([name])
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout_s) or future.result() is None or not future.result().values:
+        attempt_s = 5.0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not client.wait_for_services(timeout_sec=remaining):
+                return None
+            done = threading.Event()
+            future = client.get_parameters([name])
+            future.add_done_callback(lambda _: done.set())
+            if done.wait(min(attempt_s, max(deadline - time.monotonic(), 0.0))):
+                break
+            attempt_s *= 2
+        if future.result() is None or not future.result().values:
             return None
         value = future.result().values[0]
         return {ParameterType.PARAMETER_BOOL: value.bool_value, ParameterType.PARAMETER_INTEGER: value.integer_value,
@@ -273,7 +284,7 @@ class EvaluatorNode(Node):
         """Lockstep vs free-running must be the same in the evaluator and the nodes that keep time."""
         seen = {}
         for node_name in self.lockstep_nodes:
-            value = self.remote_parameter(node_name, "lockstep", 15.0)
+            value = self.remote_parameter(node_name, "lockstep")
             seen[node_name] = value
             if value is None:
                 self.get_logger().warning(f"parameter lockstep: node '{node_name}' did not answer; not checked")

@@ -7,7 +7,7 @@ STAMPS := $(VENV)/.stamps
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup demo demo-oracle data data-panda train train-lerobot train-lerobot-act train-lerobot-diffusion test test-slow test-faults test-all bench bench-policies bench-latency bench-imagination bench-vita-ablations vita-ablation-table bench-lingbot bench-qwen-vla bench-qwen-vla-ablations qwen-vla-ablation-table bench-panda-localization bench-soak bench-distributed clean distclean
+.PHONY: setup demo demo-oracle data data-video data-panda train train-lerobot train-lerobot-act train-lerobot-diffusion test test-slow test-faults test-all bench bench-policies bench-latency bench-imagination bench-vita-ablations vita-ablation-table bench-lingbot bench-qwen-vla bench-qwen-vla-ablations qwen-vla-ablation-table bench-panda-localization bench-soak bench-distributed clean distclean
 
 setup: $(STAMPS)/system $(STAMPS)/python $(STAMPS)/interfaces $(STAMPS)/package
 
@@ -44,6 +44,14 @@ demo-oracle: setup
 # Read back with vla_policy_node.data.dataset.load_dataset("artifacts/data", robot).
 data: setup
 	$(VENV)/bin/vla-graph sim_demo --output-dir artifacts/data --set policy.backend:=oracle --set executor.mode:=sync --set executor.merge:=replace --set evaluator.seeds:=[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19] --set evaluator.training_seeds:=allow --set evaluator.max_steps:=300
+
+# Action-free videos for the K-shot protocol (docs/training.md): the same scripted expert on new seeds
+# 20-69, recorded with the camera, proprio, instruction and success only; no command or action topic
+# is in these bags. K demonstrations come from `make data` (vla-train --data-seeds 0-4).
+VIDEO_SEEDS = [20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69]
+data-video: setup
+	$(VENV)/bin/vla-graph sim_demo --output-dir artifacts/data_video --set policy.backend:=oracle --set executor.mode:=sync --set executor.merge:=replace --set evaluator.seeds:=$(VIDEO_SEEDS) --set evaluator.training_seeds:=allow --set evaluator.max_steps:=300 \
+		--set evaluator.record_topics:=[/clock,/joint_states,/vla/sim/ee_pose,/vla/sim/success,/vla/sim/camera/corner/image_raw,/vla/observation]
 
 # Reaching demonstrations on the embedded MuJoCo Panda (ros2_control contract) from the scripted
 # reach_ik expert, seeds 0-19: the camera sees the red target; env_state is recorded but never

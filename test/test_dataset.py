@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import record_episodes
-from rosbags.rosbag2 import Writer
+from rosbags.rosbag2 import Reader, Writer
 
 from vla_policy_node.core.embodiment import load_robot
 from vla_policy_node.data.bags import make_typestore, read_bag
@@ -304,3 +304,63 @@ def test_missing_topics_and_folders_are_named(tmp_path, robot, recorded):
     with pytest.raises(DatasetError) as err:
         load_episode(only_images, robot)
     assert CMD in str(err.value) and "images_only" in str(err.value)
+
+
+# ---- action-free episodes (videos with proprio) ------------------------------------------------
+def test_action_free_episode_never_reads_an_action_or_command_topic(tmp_path, robot, monkeypatch):
+    """An action-free read of a bag that has commands: rows are the camera's frames, the actions are
+    zeros flagged action_free, and rosbags is never asked for a message of the command topic (nor of
+    any other topic outside cameras, proprio, instruction and success)."""
+    bag = tmp_path / "stack-blocks_s12"
+    stamps, images, _ = _write_foreign_bag(bag, make_typestore())
+    asked: list[str] = []
+    messages = Reader.messages
+
+    def spying_messages(self, connections=(), *args, **kwargs):
+        asked.extend(c.topic for c in connections)
+        return messages(self, connections, *args, **kwargs)
+
+    monkeypatch.setattr(Reader, "messages", spying_messages)
+    ep = load_episode(bag, robot, topic_map=FOREIGN_MAP, action_free=True)
+    assert asked and "/arm/cmd" not in asked
+    assert set(asked) <= {"/cam/front", "/arm/joints", "/arm/pose", "/arm/done"}
+    assert ep.action_free and (ep.task, ep.seed, ep.success) == ("stack-blocks", 12, True)
+    np.testing.assert_allclose(ep.stamps, np.array(stamps) * 1e-9)        # one row per frame
+    np.testing.assert_array_equal(ep.actions, np.zeros((4, 4), np.float32))
+    np.testing.assert_allclose(ep.states, [[0.1 * i, 0.6, 0.2, 0.01 * i] for i in range(4)], rtol=1e-6)
+    for i, img in enumerate(images):
+        np.testing.assert_array_equal(ep.frames["corner"][i], load_robot_input(img[:, :, ::-1]))
+    # the labelled read of the same bag does ask for the commands: the spy sees what is read
+    asked.clear()
+    assert not load_episode(bag, robot, topic_map=FOREIGN_MAP).action_free and "/arm/cmd" in asked
+
+
+def test_action_free_bag_without_commands_loads_and_its_samples_never_train_actions(tmp_path, robot):
+    """A bag recorded with no command topic at all (as `make data-video` records) reads as an action-free
+    episode; labelled reading names the missing command topic; in chunk_samples its action mask is 0."""
+    bag = tmp_path / "button-press_s20"
+    _write_foreign_bag(bag, make_typestore())
+    video_only = tmp_path / "video_only" / "button-press_s21"
+    video_only.parent.mkdir()
+    with Reader(bag) as reader:
+        keep = [c for c in reader.connections if c.topic != "/arm/cmd"]
+        rows = [(c.topic, c.msgtype, t, raw) for c, t, raw in reader.messages(connections=keep)]
+    writer = Writer(video_only, version=9)
+    writer.open()
+    conns = {}
+    for topic, msgtype, t, raw in rows:
+        if topic not in conns:
+            conns[topic] = writer.add_connection(topic, msgtype, typestore=make_typestore())
+        writer.write(conns[topic], t, raw)
+    writer.close()
+    with pytest.raises(DatasetError, match="/arm/cmd"):
+        load_episode(video_only, robot, topic_map=FOREIGN_MAP)
+    [video] = load_dataset([video_only], robot, topic_map=FOREIGN_MAP, action_free=True)
+    demo = load_episode(bag, robot, topic_map=FOREIGN_MAP)
+    assert video.action_free and video.seed == 21 and len(video) == 4
+    s = chunk_samples([demo, video], 3, [1])
+    assert s["action_mask"][:4].sum() == 3 + 3 + 2 + 1 and s["action_mask"][4:].sum() == 0
+    np.testing.assert_array_equal(s["future_index"][4:, 0], [5, 6, 7, 7])   # its frames still train video
+    # seeds keep only the K demonstrations asked for
+    assert [e.seed for e in load_dataset([bag, video_only], robot, topic_map=FOREIGN_MAP, action_free=True,
+                                         seeds={21})] == [21]

@@ -77,3 +77,29 @@ def test_no_data_is_a_clear_error(tmp_path):
     (tmp_path / "report.json").write_text(json.dumps({"episodes": [], "summary": {}}))
     with pytest.raises(SystemExit, match="no usable episodes"):
         train_main(["--data", str(tmp_path), "--output", str(tmp_path / "c"), "--steps", "1"])
+
+
+def test_k_shot_options_read_demonstrations_and_action_free_videos(recorded, tmp_path):
+    """--data-seeds keeps the K demonstrations asked for; --videos adds action-free episodes that a
+    video-objective family learns from, that an IDM can label (--label-videos idm), and that a family
+    without a video objective refuses unlabelled; the training record counts both kinds."""
+    args = ["--data", str(recorded), *TINY, "--steps", "10", "--vae-steps", "5"]
+    with pytest.raises(SystemExit, match="with seeds 9"):
+        train_main([*args, "--output", str(tmp_path / "none"), "--data-seeds", "9"])
+    with pytest.raises(SystemExit, match="--data-seeds: 'x' is not a seed"):
+        train_main([*args, "--output", str(tmp_path / "none"), "--data-seeds", "x"])
+    kv = tmp_path / "videovla_kv"
+    assert train_main([*args, "--output", str(kv), "--data-seeds", "2", "--videos", str(recorded),
+                       "--labelled-share", "0.5"]) == 0
+    training = json.loads((kv / "config.json").read_text())["training"]
+    assert training["demonstrations_per_task"] == {"drawer-open": 1}
+    assert training["videos_per_task"] == {"drawer-open": 1} and training["video_actions"] == "none"
+    assert training["labelled_share"] == 0.5
+    idm = tmp_path / "bc_idm"
+    assert train_main([*args, "--family", "bc", "--output", str(idm), "--videos", str(recorded),
+                       "--label-videos", "idm", "--idm-steps", "50"]) == 0
+    training = json.loads((idm / "config.json").read_text())["training"]
+    assert training["videos_per_task"] == {"drawer-open": 1} and training["video_actions"] == "inverse_dynamics"
+    with pytest.raises(SystemExit, match="--family lingbot_va cannot learn from action-free --videos"):
+        train_main(["--family", "lingbot_va", "--data", str(recorded), "--output", str(tmp_path / "l"),
+                    "--videos", str(recorded), "--steps", "1", "--include-failed"])

@@ -27,6 +27,18 @@ def build_argparser(family: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", required=True,
                    help="evaluator output folders (report.json + bags/), rosbag2 folders or LeRobotDatasets "
                         "(lerobot:DIR)")
+    p.add_argument("--data-seeds", default="",
+                   help="keep only these seeds of --data, e.g. 0-4 or 0,1,2 (\"\" = all): the K demonstrations "
+                        "of a K-shot run")
+    p.add_argument("--videos", nargs="+", default=[],
+                   help="action-free sources (evaluator output folders or bag folders): only their cameras, "
+                        "proprio, instruction and success are read, never an action or command topic")
+    p.add_argument("--label-videos", choices=["none", "idm"], default="none",
+                   help="idm: an inverse-dynamics model fitted on --data's episodes labels the --videos' actions "
+                        "and the policy trains on them as demonstrations (the control that uses the videos "
+                        "without imagining); none: families with a video objective learn from them, the rest "
+                        "only take their frames")
+    p.add_argument("--idm-steps", type=int, default=3000, help="optimizer steps of the inverse-dynamics model")
     p.add_argument("--robot", default="metaworld_sawyer")
     p.add_argument("--output", required=True, help="checkpoint directory to write")
     p.add_argument("--include-failed", action="store_true", help="also train on unsuccessful episodes")
@@ -75,17 +87,56 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     robot = load_robot(args.robot)
+    try:
+        seeds = parse_seeds(args.data_seeds)
+    except ValueError as exc:
+        raise SystemExit(f"vla-train: --data-seeds: {exc}") from None
     episodes = []
     for source in args.data:
-        episodes += load_dataset(source, robot, successful_only=not args.include_failed)
+        episodes += load_dataset(source, robot, successful_only=not args.include_failed, seeds=seeds)
     if not episodes:
-        raise SystemExit(f"vla-train: no usable episodes in {args.data}")
+        raise SystemExit(f"vla-train: no usable episodes in {args.data}"
+                         + (f" with seeds {args.data_seeds}" if seeds is not None else ""))
+    videos = []
+    for source in args.videos:
+        videos += load_dataset(source, robot, successful_only=not args.include_failed, action_free=True)
+    if args.videos and not videos:
+        raise SystemExit(f"vla-train: no usable episodes in --videos {args.videos}")
+    if args.label_videos == "idm":
+        if not videos:
+            raise SystemExit("vla-train: --label-videos idm needs --videos")
+        videos = idm_labelled(episodes, videos, args.seed, args.idm_steps)
+    elif videos and not getattr(family_trainer, "learns_from_videos", False):
+        raise SystemExit(f"vla-train: --family {family} cannot learn from action-free --videos (it has no "
+                         "video objective; videovla has); label them with --label-videos idm")
+    episodes += videos
     try:
         family_trainer().run(args, episodes, robot, out)
     except CheckpointError as exc:                   # --vae or --init-from is not what this run can use
         raise SystemExit(f"vla-train: {exc}") from None
     state.print(f"checkpoint written to {out} ({time.time() - started:.0f} s)")
     return 0
+
+
+def parse_seeds(text: str) -> set[int] | None:
+    """'0-4' or '0,1,5-7' -> a set of seeds; '' -> None (every seed)."""
+    if not text.strip():
+        return None
+    seeds: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise ValueError(f"'{part.strip()}' is not a seed or a range like 0-4")
+        seeds.update(range(int(lo), int(hi or lo) + 1))
+    return seeds
+
+
+def idm_labelled(demonstrations: list, videos: list, seed: int, steps: int) -> list:
+    """The action-free `videos` labelled by an inverse-dynamics model fitted on `demonstrations`."""
+    from .models.components.inverse_dynamics import InverseDynamicsConfig, fit_inverse_dynamics, label_episodes
+
+    model = fit_inverse_dynamics(demonstrations, InverseDynamicsConfig(steps=steps, seed=seed))
+    return label_episodes(model, videos)
 
 
 if __name__ == "__main__":

@@ -126,11 +126,14 @@ def _match(keys: np.ndarray, stamps: np.ndarray, tol_ns: int) -> np.ndarray:
     return np.where(np.abs(stamps[pos] - keys) <= tol_ns, pos, -1)
 
 
-def load_episode(bag_dir, embodiment, topic_map: dict | None = None) -> Episode:
+def load_episode(bag_dir, embodiment, topic_map: dict | None = None, action_free: bool = False) -> Episode:
     """One recorded episode as arrays: row k = the k-th commanded state and its command.
 
     topic_map renames topics for bags from other writers: {robot file's topic: bag's topic}
-    (also applies to /vla/sim/success and /vla/observation)."""
+    (also applies to /vla/sim/success and /vla/observation). `action_free`: the episode as a video
+    with proprio: only the cameras, the state topics, the instruction and success are read (no
+    command or action topic, present or not), row k = the k-th frame of the first camera, and
+    `actions` are zeros flagged by `Episode.action_free`."""
     emb = as_embodiment(embodiment)
     cfg = emb.config
     bag = Path(bag_dir)
@@ -140,7 +143,8 @@ def load_episode(bag_dir, embodiment, topic_map: dict | None = None) -> Episode:
     need_joint = any(s.startswith("joint.") for s in cfg.state.sources)
     need_ee = any(s.startswith("ee.") for s in cfg.state.sources)
     required = {t(c.topic): f"camera '{c.name}'" for c in cfg.cameras if c.required}
-    required[t(cfg.output.command_topic)] = "command"
+    if not action_free:
+        required[t(cfg.output.command_topic)] = "command"
     if need_joint:
         required[t(cfg.state.joint_states_topic)] = "joint states"
     if need_ee:
@@ -152,6 +156,11 @@ def load_episode(bag_dir, embodiment, topic_map: dict | None = None) -> Episode:
     # a camera the robot file marks optional is read when the bag has it (an arm without a wrist camera)
     required.update({topic: what for topic, what in optional_cameras.items() if topic in available})
     cameras = [c for c in cfg.cameras if t(c.topic) in required]
+    if action_free and not cameras:
+        raise DatasetError(f"{bag}: an action-free episode needs a camera; bag has "
+                           f"{', '.join(sorted(available)) or 'no topics'}")
+    # the rows' clock: the command answering each state, or without actions the first camera's frames
+    key_topic = t(cameras[0].topic) if action_free else t(cfg.output.command_topic)
     missing = [f"{topic} ({what})" for topic, what in required.items() if topic not in available]
     if missing:
         raise DatasetError(f"{bag}: missing topic(s) {', '.join(missing)}; "
@@ -186,10 +195,10 @@ def load_episode(bag_dir, embodiment, topic_map: dict | None = None) -> Episode:
     except Exception as exc:  # noqa: BLE001  (corrupt data / unknown type: name the bag)
         raise DatasetError(f"{bag}: could not read messages: {exc}") from None
 
-    cmd_table = by_topic[t(cfg.output.command_topic)]
+    cmd_table = by_topic[key_topic]
     cmd_stamps = np.array(sorted(cmd_table), dtype=np.int64)
     tol_ns = int(round(max(EXACT_S, cfg.sync.tolerance_s) * 1e9))
-    streams = [topic for topic in required if topic != t(cfg.output.command_topic)]
+    streams = [topic for topic in required if topic != key_topic]
     matched: dict[str, np.ndarray] = {}
     keep = np.ones(len(cmd_stamps), bool)
     for topic in streams:
@@ -200,16 +209,18 @@ def load_episode(bag_dir, embodiment, topic_map: dict | None = None) -> Episode:
 
     rows = np.flatnonzero(keep)
     names = list(cfg.action.names)
-    actions = np.empty((len(rows), len(names)), np.float32)
+    actions = (np.zeros if action_free else np.empty)((len(rows), len(names)), np.float32)
     states = np.empty((len(rows), len(cfg.state.sources)), np.float32)
     frames = {c.name: np.empty((len(rows), *c.input_size, 3), np.uint8) for c in cameras}
     try:
         for r, i in enumerate(rows):
             stamp = int(cmd_stamps[i])
-            actions[r] = _command_values(cmd_table[stamp], names, f"{bag}: t={stamp * 1e-9:.6f}")
+            if not action_free:
+                actions[r] = _command_values(cmd_table[stamp], names, f"{bag}: t={stamp * 1e-9:.6f}")
             for cam in cameras:
                 topic = t(cam.topic)
-                frames[cam.name][r] = _image(by_topic[topic][int(matched[topic][i])], cam,
+                msg = cmd_table[stamp] if topic == key_topic else by_topic[topic][int(matched[topic][i])]
+                frames[cam.name][r] = _image(msg, cam,
                                              f"{bag}: {topic} t={stamp * 1e-9:.6f}")
             js = by_topic[t(cfg.state.joint_states_topic)][int(matched[t(cfg.state.joint_states_topic)][i])] \
                 if need_joint else None
@@ -241,7 +252,8 @@ def load_episode(bag_dir, embodiment, topic_map: dict | None = None) -> Episode:
                    stamps=cmd_stamps[rows].astype(np.float64) * 1e-9, bag=str(bag),
                    skipped=int(len(cmd_stamps) - len(rows)), extra={"duplicates": duplicates},
                    duration_s=(end_ns - start_ns) * 1e-9,
-                   time_to_success_s=None if success_ns is None else (success_ns - start_ns) * 1e-9)
+                   time_to_success_s=None if success_ns is None else (success_ns - start_ns) * 1e-9,
+                   action_free=action_free)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,19 +272,25 @@ def _resolve_bag(root: Path, entry: dict) -> Path:
                        f"{recorded or '(none recorded)'} not found (looked in {root / 'bags'})")
 
 
-def load_dataset(root, embodiment, successful_only: bool = True, topic_map: dict | None = None) -> list[Episode]:
+def load_dataset(root, embodiment, successful_only: bool = True, topic_map: dict | None = None,
+                 action_free: bool = False, seeds=None) -> list[Episode]:
     """Episodes of an evaluator output folder (report.json + bags/), or of a list of bag folders.
 
     With report.json, the report picks the episodes and gives task, seed and success; with bag
     folders (a list, a single bag, or a folder of bags without a report) success is read from
     each bag. A LeRobotDataset (`lerobot:DIR`, or a folder with meta/info.json) is read with
-    `lerobot_format.load_lerobot`. `successful_only` drops unsuccessful episodes either way."""
+    `lerobot_format.load_lerobot`. `successful_only` drops unsuccessful episodes either way;
+    `seeds` (a collection of ints, None = all) keeps those seeds' episodes only; `action_free`
+    reads every episode as a video with proprio (`load_episode`)."""
     emb = as_embodiment(embodiment)
     if isinstance(root, (str, Path)) and (str(root).startswith(LEROBOT_PREFIX)
                                           or (Path(root) / "meta" / "info.json").is_file()):
         from .lerobot_format import load_lerobot
 
-        return load_lerobot(str(root).removeprefix(LEROBOT_PREFIX), emb, successful_only)
+        if action_free:
+            raise DatasetError(f"{root}: a LeRobotDataset is read with its actions (action-free sources: bags)")
+        return [e for e in load_lerobot(str(root).removeprefix(LEROBOT_PREFIX), emb, successful_only)
+                if seeds is None or e.seed in seeds]
     if isinstance(root, (list, tuple)):
         bags = [Path(b) for b in root]
     else:
@@ -287,7 +305,9 @@ def load_dataset(root, embodiment, successful_only: bool = True, topic_map: dict
             for entry in entries:
                 if successful_only and not entry.get("success"):
                     continue
-                ep = load_episode(_resolve_bag(root, entry), emb, topic_map)
+                if seeds is not None and int(entry.get("seed", -1)) not in seeds:
+                    continue
+                ep = load_episode(_resolve_bag(root, entry), emb, topic_map, action_free)
                 ep.task, ep.seed, ep.success = str(entry["task"]), int(entry["seed"]), bool(entry["success"])
                 ep.instruction = ep.instruction or str(entry.get("instruction", ""))
                 episodes.append(ep)
@@ -300,8 +320,8 @@ def load_dataset(root, embodiment, successful_only: bool = True, topic_map: dict
             raise DatasetError(f"{root}: neither an evaluator output (report.json, bags/) nor a bag folder")
         else:
             raise DatasetError(f"{root}: folder not found")
-    episodes = [load_episode(b, emb, topic_map) for b in bags]
-    return [e for e in episodes if e.success or not successful_only]
+    episodes = [load_episode(b, emb, topic_map, action_free) for b in bags]
+    return [e for e in episodes if (e.success or not successful_only) and (seeds is None or e.seed in seeds)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +329,8 @@ def chunk_samples(episodes: list[Episode], horizon: int, future_frame_offsets=()
     """One sample per (episode, step k): the action chunk actions[k:k+horizon] (the tail padded
     by repeating the episode's last action; action_mask 1 real / 0 padded), the state at k and
     indices into `frames` (camera -> all episodes' frames concatenated) for the frame at k and
-    the frames at k + offset (clipped to the episode)."""
+    the frames at k + offset (clipped to the episode). An action-free episode's samples have
+    action_mask 0 everywhere (their frames and states train, their zero actions never)."""
     if int(horizon) < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     horizon = int(horizon)
@@ -332,7 +353,8 @@ def chunk_samples(episodes: list[Episode], horizon: int, future_frame_offsets=()
         action_dim = state_dim = 0
 
     local = step[:, None] + np.arange(horizon, dtype=np.int64)[None, :]           # (N, horizon)
-    action_mask = (local < ep_len[:, None]).astype(np.float32)
+    labelled = np.array([not e.action_free for e in episodes], dtype=bool)
+    action_mask = ((local < ep_len[:, None]) & labelled[episode][:, None]).astype(np.float32)
     rows = ep_start[:, None] + np.minimum(local, ep_len[:, None] - 1)
     actions = all_actions[rows] if n else np.zeros((0, horizon, action_dim), np.float32)
 

@@ -34,6 +34,7 @@ class Episode:
     extra: dict = field(default_factory=dict)   # counts: duplicates dropped per topic
     duration_s: float = 0.0         # recorded span of the bag (first to last message), s
     time_to_success_s: float | None = None   # bag start to the first true success message, s
+    action_free: bool = False       # a video with proprio: `actions` are zeros, never trained on
 
     def __len__(self) -> int:
         return len(self.actions)

@@ -9,3 +9,4 @@ from .configuration_bc import BCConfig
 class BCTrainer(VideoVLATrainer):
     family = "bc"
     config_class = BCConfig
+    learns_from_videos = False      # no video objective: action-free episodes need --label-videos idm

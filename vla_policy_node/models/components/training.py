@@ -108,11 +108,26 @@ def frame_vae(args, frames: torch.Tensor, latent_channels: int, out: Path, devic
     return vae if state.is_main_process else load_vae(out / "vae").to(device)
 
 
+def is_video(episode) -> bool:
+    """Recorded without its actions: action-free, or labelled afterwards by an inverse-dynamics model."""
+    return episode.action_free or episode.extra.get("actions_from") == "inverse_dynamics"
+
+
 def demonstrations_per_task(episodes) -> dict:
-    """Task name -> number of episodes (the training record's count of demonstrations)."""
+    """Task name -> number of episodes with recorded actions (the training record's count of demonstrations)."""
     counts: dict[str, int] = {}
     for ep in episodes:
-        counts[ep.task] = counts.get(ep.task, 0) + 1
+        if not is_video(ep):
+            counts[ep.task] = counts.get(ep.task, 0) + 1
+    return counts
+
+
+def videos_per_task(episodes) -> dict:
+    """Task name -> number of episodes recorded without actions (videos with proprio) in the training data."""
+    counts: dict[str, int] = {}
+    for ep in episodes:
+        if is_video(ep):
+            counts[ep.task] = counts.get(ep.task, 0) + 1
     return counts
 
 
@@ -138,9 +153,13 @@ def training_arrays(args, episodes: list, data: dict, robot, family: str, text_t
     from .text_encoder import TextEncoder
 
     emb = robot.config
-    actions_rows = np.concatenate([ep.actions for ep in episodes]).astype(np.float64)
+    labelled = [ep for ep in episodes if not ep.action_free]
+    if not labelled:
+        raise ValueError("no action-labelled episode: the action statistics and objective need at least one")
+    actions_rows = np.concatenate([ep.actions for ep in labelled]).astype(np.float64)
     states_rows = np.concatenate([ep.states for ep in episodes]).astype(np.float64)
-    action_stats = compute_stats(data["actions"] if args.per_timestep_stats else actions_rows, args.norm_mode)
+    chunks = data["actions"][data["action_mask"].any(axis=1)]      # chunks of labelled episodes
+    action_stats = compute_stats(chunks if args.per_timestep_stats else actions_rows, args.norm_mode)
     state_stats = compute_stats(states_rows, args.norm_mode)
     text_encoder = TextEncoder(args.text_encoder, text_tokens)
     return TrainingArrays(
@@ -153,7 +172,10 @@ def training_arrays(args, episodes: list, data: dict, robot, family: str, text_t
         meta={"backend": family, "embodiment": emb.name, "action_names": list(emb.action.names),
               "state_names": list(emb.state.names), "action_space": emb.action.space},
         facts={"episodes": len(episodes), "samples": len(data["actions"]), "data": [str(d) for d in args.data],
-               "demonstrations_per_task": demonstrations_per_task(episodes)})
+               "demonstrations_per_task": demonstrations_per_task(episodes),
+               "videos_per_task": videos_per_task(episodes),
+               "video_actions": "inverse_dynamics" if any(is_video(e) and not e.action_free for e in episodes)
+               else ("none" if any(e.action_free for e in episodes) else "")})
 
 
 def encode_all(codec: FrameCodec, frames: torch.Tensor, batch: int = 256) -> torch.Tensor:

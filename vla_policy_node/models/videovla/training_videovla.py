@@ -33,6 +33,8 @@ from .policy_videovla import VideoVLAPipeline
 class VideoVLATrainer:
     family = "videovla"
     config_class = VideoVLAConfig
+    # action-free episodes train the video objective (and the frame VAE), never the action objective
+    learns_from_videos = True
 
     @classmethod
     def add_arguments(cls, p: argparse.ArgumentParser) -> None:
@@ -55,6 +57,9 @@ class VideoVLATrainer:
         p.add_argument("--shift-augment", type=int, default=0,
                        help="random image shift in pixels at --image-size (0 = none); DrQ-style augmentation")
         p.add_argument("--augment-copies", type=int, default=4, help="shifted copies of every frame encoded up front")
+        p.add_argument("--labelled-share", type=float, default=0.0,
+                       help="with action-free --videos: share of every batch drawn from the action-labelled samples "
+                            "(0 = their share of the data), so the action objective sees enough of them")
         p.add_argument("--init-from", default="",
                        help="a finished checkpoint of this family to continue training from (its network weights, "
                             "latent scales and VAE; a fresh optimizer and schedule): a second stage of --steps on "
@@ -116,8 +121,15 @@ class VideoVLATrainer:
         text_table, instruction_id = arrays.text_table, arrays.instruction_id
         noise = TrainingNoise(cfg.objective, cfg.num_train_timesteps)
 
+        labelled = torch.nonzero(arrays.action_mask[:, 0] > 0).flatten()
+        if not 0.0 <= args.labelled_share <= 1.0:
+            raise ValueError(f"--labelled-share {args.labelled_share}: must be in [0, 1]")
+
         def make_batch(gen: torch.Generator, batch_size: int) -> dict:
             idx = torch.randint(0, n, (batch_size,), generator=gen)
+            if args.labelled_share > 0 and len(labelled) < n:
+                k = int(round(args.labelled_share * batch_size))
+                idx[:k] = labelled[torch.randint(0, len(labelled), (k,), generator=gen)]
             aug = torch.randint(0, copies, (batch_size,), generator=gen)
             v1 = latents[aug, frame_index[idx]]
             future = latents[aug[:, None].expand(-1, cfg.num_future), future_index[idx]]
@@ -131,7 +143,8 @@ class VideoVLATrainer:
                                  prefix_max=cfg.train_prefix_max, prefix_probability=cfg.train_prefix_probability,
                                  **batch)
 
-        facts = {**arrays.facts, "video_loss": cfg.video_loss_weight > 0, "shift_augment": args.shift_augment}
+        facts = {**arrays.facts, "video_loss": cfg.video_loss_weight > 0, "shift_augment": args.shift_augment,
+                 "labelled_share": args.labelled_share}
         if source is not None:
             facts |= source.facts()
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT, tiny_videovla_checkpoint
 
 from vla_policy_node.bench.leaderboard import (Leaderboard, Row, _overrides, assemble_row, early_warning_scores,
-                                               row_key, wilson_interval, write_leaderboard)
+                                               leaderboard_tables, row_key, wilson_interval, write_leaderboard)
 
 
 def test_the_shipped_protocol_has_one_reference_row():
@@ -103,6 +103,14 @@ def test_row_assembled_from_the_closed_loop_report_and_offline_summary(tmp_path)
     description["training"] |= {"init_wall_time_s": 1800.0, "init_steps": 9000}
     row = assemble_row(board, Row("videovla", "videovla", "ckpt"), closed, offline, description)
     assert row["training_wall_time_s"] == 5400.0
+    # a K-shot row: demonstrations and action-free videos counted apart, IDM labels said
+    description["training"] |= {"episodes": 275, "demonstrations_per_task": {"drawer-open": 5, "door-open": 20},
+                                 "videos_per_task": {"drawer-open": 50, "door-open": 200}, "video_actions": "none"}
+    row = assemble_row(board, Row("videovla_k", "videovla", "ckpt"), closed, offline, description)
+    assert (row["demonstrations"], row["videos"]) == (25, 250)
+    assert leaderboard_tables(board, [row])["main"][0]["demos"] == "25 + 250 videos"
+    row["video_actions"] = "inverse_dynamics"
+    assert leaderboard_tables(board, [row])["main"][0]["demos"] == "25 + 250 IDM-labelled videos"
 
 
 def test_rows_are_cached_and_a_forced_row_reruns_alone(tmp_path, monkeypatch):

@@ -200,8 +200,11 @@ def assemble_row(board: Leaderboard, row: Row, closed: dict, offline: dict | Non
            "policy_peak_rss_mb": closed["processes"].get("policy", {}).get("peak_rss_mb"),
            "parameters": description.get("parameters"), "checkpoint_mb": description.get("checkpoint_mb"),
            "training_wall_time_s": training_wall_time_s(training),
-           "demonstrations": training.get("episodes"),
+           "demonstrations": (sum(training["demonstrations_per_task"].values())
+                              if training.get("demonstrations_per_task") else training.get("episodes")),
            "demonstrations_per_task": training.get("demonstrations_per_task"),
+           "videos": sum((training.get("videos_per_task") or {}).values()),
+           "video_actions": training.get("video_actions") or None,
            "early_warning_auroc": {"window_s": early.get("window_s"), "max_divergence": early.get("max_divergence"),
                                    "mean_divergence": early.get("mean_divergence"),
                                    "episodes": monitor.get("episodes", 0)},
@@ -278,6 +281,14 @@ def _fmt(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _videos(result: dict) -> str:
+    """" + 250 videos" ("IDM-labelled" when an inverse-dynamics model gave them actions), or ""."""
+    if not result.get("videos"):
+        return ""
+    labelled = " IDM-labelled" if result.get("video_actions") == "inverse_dynamics" else ""
+    return f" + {result['videos']}{labelled} videos"
+
+
 def leaderboard_tables(board: Leaderboard, results: list[dict]) -> dict[str, list[dict]]:
     """Rows of the markdown tables: main figures, per task, imagination."""
     main, per_task, imagination = [], [], []
@@ -292,7 +303,7 @@ def leaderboard_tables(board: Leaderboard, results: list[dict]) -> dict[str, lis
                      "parameters": f"{r['parameters'] / 1e6:.2f} M" if r.get("parameters") else "-",
                      "checkpoint (MB)": _fmt(r.get("checkpoint_mb"), 1),
                      "training (min)": _fmt(training / 60.0, 0) if training else "-",
-                     "demos": _fmt(r.get("demonstrations")),
+                     "demos": _fmt(r.get("demonstrations")) + _videos(r),
                      "action L1 vs expert": _fmt(r.get("offline", {}).get("action_l1"), 3),
                      f"early warning AUROC (first {_fmt(board.protocol['early_window_s'], 1)} s)":
                          _fmt(r["early_warning_auroc"]["max_divergence"])})

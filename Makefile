@@ -7,7 +7,7 @@ STAMPS := $(VENV)/.stamps
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup demo demo-oracle data data-video data-panda train train-lerobot train-lerobot-act train-lerobot-diffusion test test-slow test-faults test-all bench bench-policies bench-latency bench-imagination bench-vita-ablations vita-ablation-table bench-lingbot bench-qwen-vla bench-qwen-vla-ablations qwen-vla-ablation-table bench-panda-localization bench-soak bench-distributed clean distclean
+.PHONY: setup demo demo-oracle data data-video data-panda train train-kshot train-lerobot train-lerobot-act train-lerobot-diffusion test test-slow test-faults test-all bench bench-policies bench-latency bench-imagination bench-vita-ablations vita-ablation-table bench-lingbot bench-qwen-vla bench-qwen-vla-ablations qwen-vla-ablation-table bench-panda-localization bench-soak bench-distributed clean distclean
 
 setup: $(STAMPS)/system $(STAMPS)/python $(STAMPS)/interfaces $(STAMPS)/package
 
@@ -92,6 +92,18 @@ train: setup
 	$(VENV)/bin/vla-train --family qwen_vla --output checkpoints/qwen_vla_sawyer_panda --data artifacts/data \
 		--also panda_ros2_control=artifacts/data_panda --steps 3600 --save-every 500 --proprio --lr 5e-5 \
 		--init-from artifacts/train/qwen_vla_stage2 $(TRAIN_ARGS)
+
+# The K-shot rows (docs/training.md, "Learning from action-free video"): K = 5 demonstrations a task (seeds
+# 0-4 of `make data`), V = 50 action-free videos a task (`make data-video`, seeds 20-69). bc@K and
+# bc@K+IDM at one budget; videovla starts from bc@K as the shipped videovla starts from bc, and learns to
+# imagine on all 55 episodes a task (its action objective on the K, half of every batch).
+KSHOT = --data artifacts/data --data-seeds 0-4 --save-every 500 $(TRAIN_ARGS)
+train-kshot: setup
+	$(VENV)/bin/vla-train --family bc --output checkpoints/bc_k5 $(KSHOT) --steps 4000 --vae-steps 1500
+	$(VENV)/bin/vla-train --family bc --output checkpoints/bc_k5_idm_v50 $(KSHOT) --steps 4000 --vae-steps 1500 \
+		--videos artifacts/data_video --label-videos idm
+	$(VENV)/bin/vla-train --family videovla --output checkpoints/videovla_k5_v50 $(KSHOT) --steps 3000 --lr 1e-4 \
+		$(VIDEOVLA) --init-from checkpoints/bc_k5 --videos artifacts/data_video --labelled-share 0.5
 
 # LeRobot's own ACT and Diffusion Policy, trained by LeRobot's own entry point (vla-lerobot-train) on the
 # same demonstrations as the rows above, exported as a LeRobotDataset with lossless frames (the pixels our

@@ -100,6 +100,7 @@ def test_k_shot_options_read_demonstrations_and_action_free_videos(recorded, tmp
                        "--label-videos", "idm", "--idm-steps", "50"]) == 0
     training = json.loads((idm / "config.json").read_text())["training"]
     assert training["videos_per_task"] == {"drawer-open": 1} and training["video_actions"] == "inverse_dynamics"
+    assert training["inverse_dynamics"]["config"]["steps"] == 50 and training["inverse_dynamics"]["fit_error"]["mae"] > 0
     with pytest.raises(SystemExit, match="--family lingbot_va cannot learn from action-free --videos"):
         train_main(["--family", "lingbot_va", "--data", str(recorded), "--output", str(tmp_path / "l"),
                     "--videos", str(recorded), "--steps", "1", "--include-failed"])

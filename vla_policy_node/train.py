@@ -105,7 +105,9 @@ def main(argv=None) -> int:
     if args.label_videos == "idm":
         if not videos:
             raise SystemExit("vla-train: --label-videos idm needs --videos")
-        videos = idm_labelled(episodes, videos, args.seed, args.idm_steps)
+        videos, args.inverse_dynamics = idm_labelled(episodes, videos, args.seed, args.idm_steps)
+        print(f"inverse dynamics: {len(videos)} videos labelled; mean absolute action error on the demonstrations "
+              f"it was fitted on {args.inverse_dynamics['fit_error']['mae']:.3f}")
     elif videos and not getattr(family_trainer, "learns_from_videos", False):
         raise SystemExit(f"vla-train: --family {family} cannot learn from action-free --videos (it has no "
                          "video objective; videovla has); label them with --label-videos idm")
@@ -131,12 +133,18 @@ def parse_seeds(text: str) -> set[int] | None:
     return seeds
 
 
-def idm_labelled(demonstrations: list, videos: list, seed: int, steps: int) -> list:
-    """The action-free `videos` labelled by an inverse-dynamics model fitted on `demonstrations`."""
-    from .models.components.inverse_dynamics import InverseDynamicsConfig, fit_inverse_dynamics, label_episodes
+def idm_labelled(demonstrations: list, videos: list, seed: int, steps: int) -> tuple[list, dict]:
+    """The action-free `videos` labelled by an inverse-dynamics model fitted on `demonstrations`, and
+    what the training record keeps of it (its settings and its error on the demonstrations)."""
+    import dataclasses
 
-    model = fit_inverse_dynamics(demonstrations, InverseDynamicsConfig(steps=steps, seed=seed))
-    return label_episodes(model, videos)
+    from .models.components.inverse_dynamics import (InverseDynamicsConfig, action_error, fit_inverse_dynamics,
+                                                     label_episodes)
+
+    cfg = InverseDynamicsConfig(steps=steps, seed=seed)
+    model = fit_inverse_dynamics(demonstrations, cfg)
+    return label_episodes(model, videos), {"config": dataclasses.asdict(cfg),
+                                           "fit_error": action_error(model, demonstrations)}
 
 
 if __name__ == "__main__":

@@ -175,7 +175,8 @@ def training_arrays(args, episodes: list, data: dict, robot, family: str, text_t
                "demonstrations_per_task": demonstrations_per_task(episodes),
                "videos_per_task": videos_per_task(episodes),
                "video_actions": "inverse_dynamics" if any(is_video(e) and not e.action_free for e in episodes)
-               else ("none" if any(e.action_free for e in episodes) else "")})
+               else ("none" if any(e.action_free for e in episodes) else ""),
+               **({"inverse_dynamics": args.inverse_dynamics} if getattr(args, "inverse_dynamics", None) else {})})
 
 
 def encode_all(codec: FrameCodec, frames: torch.Tensor, batch: int = 256) -> torch.Tensor:

@@ -294,6 +294,39 @@ def test_sim_bridge_clock_offset_is_live(graph):
     assert sim.sim_time == pytest.approx(before + 5.0)
 
 
+def test_the_evaluator_waits_for_a_node_that_comes_up_late(graph):
+    """The time-protocol check reads a node's `lockstep` even when that node starts seconds after the
+    evaluator asks (two graphs starting at once on two cores), and gives up on a node that never comes."""
+    nodes, _ = graph
+    evaluator = nodes["/evaluator"]
+    late, stop = {}, threading.Event()
+
+    def come_up():
+        time.sleep(3.0)
+        node = rclpy.create_node("late_sim_bridge", context=evaluator.context,
+                                 parameter_overrides=[Parameter("lockstep", value=True)],
+                                 automatically_declare_parameters_from_overrides=True)
+        spinner = SingleThreadedExecutor(context=evaluator.context)
+        spinner.add_node(node)
+        late["node"] = node
+        while not stop.is_set():
+            spinner.spin_once(timeout_sec=0.05)
+        spinner.shutdown()
+
+    thread = threading.Thread(target=come_up, daemon=True)
+    thread.start()
+    try:
+        started = time.monotonic()
+        assert evaluator.remote_parameter("late_sim_bridge", "lockstep") is True     # waits service_timeout_s
+        assert time.monotonic() - started > 2.5
+        assert evaluator.remote_parameter("no_such_node", "lockstep", 1.0) is None
+    finally:
+        stop.set()
+        thread.join(timeout=10.0)
+        if "node" in late:
+            late["node"].destroy_node()
+
+
 def test_executor_describe_output(graph, capsys):
     """The executor's parameters as `ros2 param describe /executor <name>` prints them."""
     _, peer = graph

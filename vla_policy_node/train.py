@@ -36,8 +36,8 @@ def build_argparser(family: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--label-videos", choices=["none", "idm"], default="none",
                    help="idm: an inverse-dynamics model fitted on --data's episodes labels the --videos' actions "
                         "and the policy trains on them as demonstrations (the control that uses the videos "
-                        "without imagining); none: families with a video objective learn from them, the rest "
-                        "only take their frames")
+                        "without imagining); none: a family with a video objective (videovla) learns from them, "
+                        "the others refuse them")
     p.add_argument("--idm-steps", type=int, default=3000, help="optimizer steps of the inverse-dynamics model")
     p.add_argument("--robot", default="metaworld_sawyer")
     p.add_argument("--output", required=True, help="checkpoint directory to write")

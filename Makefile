@@ -7,7 +7,7 @@ STAMPS := $(VENV)/.stamps
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup demo demo-oracle data data-video data-panda train train-kshot train-lerobot train-lerobot-act train-lerobot-diffusion test test-slow test-faults test-all bench bench-policies bench-latency bench-imagination bench-vita-ablations vita-ablation-table bench-lingbot bench-qwen-vla bench-qwen-vla-ablations qwen-vla-ablation-table bench-panda-localization bench-soak bench-distributed clean distclean
+.PHONY: setup demo demo-oracle data data-video data-panda train train-kshot train-lingbot-history train-lerobot train-lerobot-act train-lerobot-diffusion test test-slow test-faults test-all bench bench-policies bench-latency bench-imagination bench-vita-ablations vita-ablation-table bench-lingbot bench-lingbot-history bench-qwen-vla bench-qwen-vla-ablations qwen-vla-ablation-table bench-panda-localization bench-soak bench-distributed clean distclean
 
 setup: $(STAMPS)/system $(STAMPS)/python $(STAMPS)/interfaces $(STAMPS)/package
 
@@ -105,6 +105,17 @@ train-kshot: setup
 	$(VENV)/bin/vla-train --family videovla --output checkpoints/videovla_k5_v50 $(KSHOT) --steps 3000 --lr 1e-4 \
 		$(VIDEOVLA) --init-from checkpoints/bc_k5 --videos artifacts/data_video --labelled-share 0.5
 
+# Does LingBot-VA carry its own mistakes forward through its action history? (docs/results.md). Two second
+# stages from the shipped checkpoint at one budget (2000 steps at lr 1e-4): with action-history dropout and
+# noise, and without (the control for the added steps). `make bench-lingbot-history` compares them on
+# validation seeds.
+LINGBOT_STAGE = --data artifacts/data --init-from checkpoints/lingbot_va_metaworld --steps 2000 --lr 1e-4 \
+	--save-every 500 $(TRAIN_ARGS)
+train-lingbot-history: setup
+	$(VENV)/bin/vla-train --family lingbot_va --output artifacts/train/lingbot_va_history_augmented $(LINGBOT_STAGE) \
+		--action-history-dropout 0.5 --action-history-noise 0.1
+	$(VENV)/bin/vla-train --family lingbot_va --output artifacts/train/lingbot_va_continued $(LINGBOT_STAGE)
+
 # LeRobot's own ACT and Diffusion Policy, trained by LeRobot's own entry point (vla-lerobot-train) on the
 # same demonstrations as the rows above, exported as a LeRobotDataset with lossless frames (the pixels our
 # families train on). Smaller than the papers' to fit this machine (docs/lerobot.md says what changed and
@@ -183,6 +194,11 @@ vita-ablation-table: setup
 bench-lingbot: setup
 	$(VENV)/bin/vla-bench kv-cache
 	$(VENV)/bin/vla-bench async-grounding
+
+# LingBot-VA's action-history rows on validation seeds 200-203 (config/bench/lingbot_va_history.yaml; rows c
+# and d need `make train-lingbot-history`): about 10 minutes a row on 2 cores.
+bench-lingbot-history: setup
+	$(VENV)/bin/vla-bench policies --config config/bench/lingbot_va_history.yaml --out artifacts/bench/lingbot_va_history
 
 # Qwen-VLA: the shipped two-robot checkpoint reaching on the embedded Panda over the ros2_control and
 # isaac contracts (20 held-out seeds each, artifacts/bench/qwen_vla/panda.md), then the paper's ablation

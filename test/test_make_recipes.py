@@ -1,6 +1,6 @@
-"""The Makefile's training recipes are what `make train` / `make train-kshot` run: each vla-train
-line must parse with its family's options, so a renamed or mistyped option fails here, not an hour
-into a training run."""
+"""The Makefile's training recipes are what `make train`, `make train-kshot` and
+`make train-lingbot-history` run: each vla-train line must parse with its family's options, so a
+renamed or mistyped option fails here, not an hour into a training run."""
 
 import shlex
 import subprocess
@@ -21,7 +21,7 @@ def vla_train_lines(*targets: str) -> list[list[str]]:
     return [shlex.split(line.split("/bin/vla-train ", 1)[1]) for line in commands if "/bin/vla-train " in line]
 
 
-@pytest.mark.parametrize("target, runs", [("train", 7), ("train-kshot", 3)])
+@pytest.mark.parametrize("target, runs", [("train", 7), ("train-kshot", 3), ("train-lingbot-history", 2)])
 def test_every_training_recipe_parses_with_its_family_options(target, runs):
     lines = vla_train_lines(target)
     assert len(lines) == runs
@@ -38,3 +38,12 @@ def test_the_k_shot_recipe_trains_on_five_demonstrations_and_the_action_free_vid
     assert bc.videos == [] and bc_idm.label_videos == "idm" and videovla.label_videos == "none"
     assert bc_idm.videos == videovla.videos == ["artifacts/data_video"]
     assert bc.steps == bc_idm.steps and videovla.init_from == bc.output     # the bc rows at one budget
+
+
+def test_the_lingbot_history_recipe_differs_only_in_the_augmentation():
+    augmented, continued = (build_argparser("lingbot_va").parse_args(a) for a in vla_train_lines("train-lingbot-history"))
+    assert augmented.action_history_dropout > 0 and augmented.action_history_noise > 0
+    assert continued.action_history_dropout == continued.action_history_noise == 0
+    same = {k: v for k, v in vars(augmented).items() if not k.startswith("action_history") and k != "output"}
+    assert same == {k: v for k, v in vars(continued).items() if not k.startswith("action_history") and k != "output"}
+    assert augmented.init_from == "checkpoints/lingbot_va_metaworld"

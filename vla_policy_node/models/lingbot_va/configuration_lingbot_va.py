@@ -51,6 +51,8 @@ class LingBotVAConfig(PolicyConfigMixin):
     fdm_prob: float = 0.25                   # samples training the forward-dynamics step (Eq. 13)
     grounded_prob: float = 0.25              # samples predicting from an imagined in-flight outcome
     video_loss_weight: float = 1.0
+    action_history_dropout: float = 0.0      # samples whose history actions are hidden (frames and proprio stay)
+    action_history_noise: float = 0.0        # std of Gaussian noise on history actions (normalized units)
     # inference
     cache_frames: int = 4                    # KV cache window: real frames kept (older ones evicted)
 
@@ -61,6 +63,9 @@ class LingBotVAConfig(PolicyConfigMixin):
         if self.latent_size % self.patch_size:
             raise ValueError(f"{type(self).__name__}: latent_size {self.latent_size} is not a multiple of "
                              f"patch_size {self.patch_size}")
+        if not 0.0 <= self.action_history_dropout <= 1.0 or self.action_history_noise < 0.0:
+            raise ValueError(f"{type(self).__name__}: action_history_dropout {self.action_history_dropout} must be in "
+                             f"[0, 1] and action_history_noise {self.action_history_noise} >= 0")
         if not 0 < self.num_video_steps <= self.num_inference_steps:
             raise ValueError(f"{type(self).__name__}: num_video_steps {self.num_video_steps} must be in "
                              f"1..num_inference_steps ({self.num_inference_steps})")

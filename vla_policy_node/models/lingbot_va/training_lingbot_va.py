@@ -12,6 +12,9 @@ the next one. Three kinds (teacher forcing throughout; the paper's Eq. 11-13):
 - fdm:       k in-flight actions a_t..a_t+k-1 are given; the frame they lead to (t+k) is the target;
 - grounded:  as fdm, with that frame given (noised to a level partial denoising leaves), and the
              chunk predicted from t+k: what FDM-grounded asynchronous inference asks.
+In training the history's actions are the expert's; in closed loop they are the model's own. Action-
+history dropout and noise (`--action-history-dropout`, `--action-history-noise`) keep the model from
+predicting by continuing them (the copycat problem of behaviour cloning with history).
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from accelerate.utils import broadcast_object_list
 
 from ..components.diffusion import make_scheduler
 from ..components.text_encoder import DEFAULT_TEXT_ENCODER
-from ..components.training import (TrainingJob, add_frame_vae_arguments, chunk_length, encode_all, frame_vae,
-                                   run_training, training_arrays, training_samples)
+from ..checkpoint import CheckpointError, resolve_checkpoint
+from ..components.loading import vae_location
+from ..components.training import (TrainingJob, add_frame_vae_arguments, chunk_length, earlier_stages, encode_all,
+                                   frame_vae, run_training, training_arrays, training_samples)
 from ..components.vae import FrameCodec
 from .configuration_lingbot_va import LingBotVAConfig
 from .modeling_lingbot_va import LingBotVATransformer, training_loss
@@ -97,6 +102,39 @@ def sample_indices(cfg: LingBotVAConfig, idx: np.ndarray, step: np.ndarray, leng
     return out
 
 
+def augment_action_history(actions: torch.Tensor, valid: torch.Tensor, dropout: float, noise: float,
+                           gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """History actions (B, W, G, A; normalized) and their validity (B, W, G) after action-history
+    augmentation: each sample's history actions hidden altogether with probability `dropout` (its
+    frames and proprio stay), and Gaussian noise of std `noise` added to the rest."""
+    if dropout > 0:
+        hidden = torch.rand(actions.shape[0], generator=gen) < dropout
+        valid = valid & ~hidden[:, None, None]
+    if noise > 0:
+        actions = actions + noise * torch.randn(actions.shape, generator=gen, dtype=actions.dtype)
+    return actions, valid
+
+
+# configuration keys a second stage (--init-from) must share with its source: the network and its inputs
+INIT_KEYS = ("camera", "image_size", "text_tokens", "text_dim", "state_dim", "use_proprio", "latent_channels",
+             "latent_size", "patch_size", "frames_per_chunk", "actions_per_frame", "horizon", "action_dim",
+             "video_width", "action_width", "num_layers", "num_heads", "num_train_timesteps")
+
+
+def initial_checkpoint(path: str, cfg: LingBotVAConfig) -> LingBotVAPipeline:
+    """The `--init-from` checkpoint, refused (naming the key) unless it is the network this run builds."""
+    try:
+        source = LingBotVAPipeline.from_pretrained(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"--init-from: {exc}") from None
+    for key in INIT_KEYS:
+        theirs, ours = getattr(source.config, key), getattr(cfg, key)
+        if theirs != ours:
+            raise CheckpointError(f"--init-from {path}/config.json: policy.{key} is {theirs!r}, this run builds "
+                                  f"{ours!r} (pass the options the checkpoint was trained with)")
+    return source
+
+
 class LingBotVATrainer:
     family = "lingbot_va"
     config_class = LingBotVAConfig
@@ -116,6 +154,14 @@ class LingBotVATrainer:
         p.add_argument("--grounded-prob", type=float, default=0.25, help="share of samples predicting after "
                                                                           "an imagined in-flight outcome")
         p.add_argument("--cache-frames", type=int, default=4, help="the checkpoint's KV cache window (frames)")
+        p.add_argument("--action-history-dropout", type=float, default=0.0,
+                       help="share of samples whose history actions are hidden (frames and proprio stay), so the "
+                            "model does not predict by continuing them")
+        p.add_argument("--action-history-noise", type=float, default=0.0,
+                       help="std of Gaussian noise on the history actions (normalized units)")
+        p.add_argument("--init-from", default="",
+                       help="a finished lingbot_va checkpoint to continue training from (its network, VAE and latent "
+                            "scales; a fresh optimizer and schedule): a second stage of --steps on the same data")
         p.add_argument("--image-size", type=int, default=64)
         p.add_argument("--patch-size", type=int, default=2)
         p.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER)
@@ -134,7 +180,8 @@ class LingBotVATrainer:
             action_width=args.action_width, num_layers=args.num_layers, num_heads=args.num_heads,
             num_inference_steps=args.num_inference_steps, num_video_steps=args.num_video_steps,
             history_frames=args.history_frames, max_frame_gap=args.max_frame_gap, fdm_prob=args.fdm_prob,
-            grounded_prob=args.grounded_prob, cache_frames=args.cache_frames)
+            grounded_prob=args.grounded_prob, cache_frames=args.cache_frames,
+            action_history_dropout=args.action_history_dropout, action_history_noise=args.action_history_noise)
 
     def run(self, args, episodes: list, robot, out: Path) -> dict:
         started = time.time()
@@ -144,17 +191,22 @@ class LingBotVATrainer:
         cfg = self.make_config(args, robot)
         device = torch.device(args.device)
         state, data, n, frames = training_samples(episodes, cfg)
+        source = initial_checkpoint(args.init_from, cfg) if args.init_from else None
+        if source is not None:
+            args.vae = str(vae_location(resolve_checkpoint(args.init_from), source.meta))  # latents it knows
         vae = frame_vae(args, frames, cfg.latent_channels, out, device, state)
         codec = FrameCodec(vae, cfg.image_size)
         latents = encode_all(codec, frames)
-        codec.scaling_factor = broadcast_object_list([float(1.0 / latents.std())])[0]
+        codec.scaling_factor = (source.codec.scaling_factor if source is not None
+                                else broadcast_object_list([float(1.0 / latents.std())])[0])
         latents = latents * codec.scaling_factor
         lengths = np.array([len(e) for e in episodes if len(e)], dtype=np.int64)
         length = np.repeat(lengths, lengths)
         step = np.asarray(data["step"])
         change = latents[np.minimum(np.arange(n) + cfg.horizon, n - 1)] - latents
         change = change[step + cfg.horizon < length]
-        cfg.delta_scaling_factor = broadcast_object_list([float(1.0 / change.std().clamp(min=1e-6))])[0]
+        cfg.delta_scaling_factor = (source.config.delta_scaling_factor if source is not None else
+                                    broadcast_object_list([float(1.0 / change.std().clamp(min=1e-6))])[0])
 
         arrays = training_arrays(args, episodes, data, robot, self.family, cfg.text_tokens)
         row_actions = arrays.actions[:, 0]            # a chunk's first action is its row's action
@@ -167,12 +219,14 @@ class LingBotVATrainer:
             idx = rng.integers(0, n, batch_size)
             s = {k: torch.as_tensor(v) for k, v in sample_indices(cfg, idx, step, length, rng).items()}
             ref = latents[s["ref_row"]]
+            hist_actions, hist_action_valid = augment_action_history(
+                row_actions[s["ha_rows"]], s["ha_valid"], cfg.action_history_dropout, cfg.action_history_noise, gen)
             return dict(
                 hist_latents=latents[s["hist_rows"]], hist_state=arrays.state[s["hist_rows"]],
                 hist_time=s["hist_time"].float(), hist_valid=s["hist_valid"],
                 hist_state_valid=s["hist_valid"] & cfg.use_proprio,
-                hist_actions=row_actions[s["ha_rows"]], hist_action_time=s["ha_time"].float(),
-                hist_action_valid=s["ha_valid"],
+                hist_actions=hist_actions, hist_action_time=s["ha_time"].float(),
+                hist_action_valid=hist_action_valid,
                 inflight=row_actions[s["inf_rows"]], inflight_time=s["inf_time"].float(), inflight_valid=s["inf_valid"],
                 imagined=(latents[s["img_row"]] - ref) * scale, imagined_time=s["img_time"].float(),
                 imagined_valid=s["img_valid"], imagined_level=torch.rand(batch_size, generator=gen) * 0.6,
@@ -194,6 +248,11 @@ class LingBotVATrainer:
 
         model = LingBotVATransformer(**cfg.transformer_config())
         facts = {**arrays.facts, "history_frames": cfg.history_frames, "fdm_prob": cfg.fdm_prob,
-                 "grounded_prob": cfg.grounded_prob}
+                 "grounded_prob": cfg.grounded_prob, "action_history_dropout": cfg.action_history_dropout,
+                 "action_history_noise": cfg.action_history_noise}
+        if source is not None:
+            model.load_state_dict(source.transformer.state_dict())
+            facts |= earlier_stages(Path(args.init_from), source.meta.get("training", {}))
+            del source
         return run_training(args, TrainingJob(model, make_batch, loss, export, facts), out, self.family,
                             setup_s=time.time() - started)

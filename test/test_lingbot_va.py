@@ -16,6 +16,7 @@ from vla_policy_node.models.lingbot_va import LingBotVAConfig
 from vla_policy_node.models.lingbot_va.modeling_lingbot_va import (KIND_FRAME, KIND_IMAGINED, KVCache,
                                                                    LingBotVATransformer, TokenLayout,
                                                                    encode_actions, encode_frame)
+from vla_policy_node.models.lingbot_va.training_lingbot_va import augment_action_history
 from vla_policy_node.models.registry import make_backend
 
 
@@ -267,6 +268,26 @@ def test_a_training_run_lowers_the_loss_and_the_checkpoint_serves(tmp_path_facto
     policy.reset("open the drawer")
     assert np.all(np.isfinite(policy.predict(observation()).actions))
 
+    # a second stage continues from it (its network, VAE and latent scales), with action-history augmentation
+    stage = tmp_path_factory.mktemp("lingbot_stage2")
+    second = [a for a in args if a not in ("--steps", "300")] + ["--steps", "20", "--init-from", str(ckpt),
+                                                               "--action-history-dropout", "0.5",
+                                                               "--action-history-noise", "0.1"]
+    second[second.index("--output") + 1] = str(stage)
+    assert train_main(second) == 0
+    log2 = json.loads((stage / "training_log.json").read_text())
+    assert log2[0]["loss"] < 0.6 * log[0]["loss"], (log2[0]["loss"], log[0]["loss"])   # not from scratch
+    first_cfg, second_cfg = (json.loads((d / "config.json").read_text()) for d in (ckpt, stage))
+    assert second_cfg["vae"]["scaling_factor"] == first_cfg["vae"]["scaling_factor"]
+    assert second_cfg["policy"]["delta_scaling_factor"] == first_cfg["policy"]["delta_scaling_factor"]
+    assert second_cfg["policy"]["action_history_dropout"] == 0.5
+    assert second_cfg["training"]["init_from"] == str(ckpt) and second_cfg["training"]["init_steps"] == 300
+    # a source that is not the network this run builds is refused, naming the key
+    wrong = [a if a != "32" or i != second.index("--video-width") + 1 else "64" for i, a in enumerate(second)]
+    wrong[wrong.index("--output") + 1] = str(tmp_path_factory.mktemp("lingbot_wrong"))
+    with pytest.raises(SystemExit, match="policy.video_width is 32, this run builds 64"):
+        train_main(wrong)
+
 
 @pytest.mark.slow
 def test_the_shipped_checkpoint_drives_the_simulator_through_the_graph(tmp_path):
@@ -303,3 +324,19 @@ def test_one_pass_over_the_history_equals_the_cache_built_step_by_step():
     for (k, v), (ck, cv) in zip(encoded, cache.layers):
         torch.testing.assert_close(k, ck, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(v, cv, atol=1e-5, rtol=1e-5)
+
+
+def test_action_history_augmentation_hides_whole_histories_and_noises_the_rest():
+    g = torch.Generator().manual_seed(0)
+    actions, valid = torch.rand(4000, 4, 8, 4), torch.ones(4000, 4, 8, dtype=torch.bool)
+    same, same_valid = augment_action_history(actions, valid, 0.0, 0.0, g)
+    assert torch.equal(same, actions) and torch.equal(same_valid, valid)
+    noised, kept = augment_action_history(actions, valid, 0.5, 0.1, g)
+    hidden = ~kept.any(dim=(1, 2))
+    assert torch.equal(kept, ~hidden[:, None, None].expand_as(kept))        # a sample's history: all or nothing
+    assert 0.45 < hidden.float().mean() < 0.55
+    assert abs(float((noised - actions).std()) - 0.1) < 0.005
+    masked = valid.clone()
+    masked[:, 2:] = False                                                     # slots that never held an action
+    _, still = augment_action_history(actions, masked, 0.5, 0.0, g)
+    assert not still[:, 2:].any()

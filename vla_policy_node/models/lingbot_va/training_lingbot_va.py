@@ -135,6 +135,18 @@ def initial_checkpoint(path: str, cfg: LingBotVAConfig) -> LingBotVAPipeline:
     return source
 
 
+def same_statistics(path: str, source: LingBotVAPipeline, arrays) -> None:
+    """Refuse a second stage whose demonstrations normalize differently from its source's: its network
+    would read every action and proprio value on another scale."""
+    for part, theirs, ours in (("action", source.action_stats, arrays.action_stats),
+                               ("state", source.state_stats, arrays.state_stats)):
+        for stat, values in (theirs or {}).items():
+            mine = np.asarray((ours or {}).get(stat, np.nan), dtype=np.float64)
+            if mine.shape != np.shape(values) or not np.allclose(mine, values, rtol=1e-5, atol=1e-6):
+                raise CheckpointError(f"--init-from {path}: {part} statistic '{stat}' differs from this run's "
+                                      "demonstrations (a second stage continues on the same data)")
+
+
 class LingBotVATrainer:
     family = "lingbot_va"
     config_class = LingBotVAConfig
@@ -209,6 +221,8 @@ class LingBotVATrainer:
                                     broadcast_object_list([float(1.0 / change.std().clamp(min=1e-6))])[0])
 
         arrays = training_arrays(args, episodes, data, robot, self.family, cfg.text_tokens)
+        if source is not None:
+            same_statistics(args.init_from, source, arrays)
         row_actions = arrays.actions[:, 0]            # a chunk's first action is its row's action
         instruction_id, text_table = arrays.instruction_id, arrays.text_table
         scale = cfg.delta_scaling_factor

@@ -282,6 +282,8 @@ def test_a_training_run_lowers_the_loss_and_the_checkpoint_serves(tmp_path_facto
     assert second_cfg["policy"]["delta_scaling_factor"] == first_cfg["policy"]["delta_scaling_factor"]
     assert second_cfg["policy"]["action_history_dropout"] == 0.5
     assert second_cfg["training"]["init_from"] == str(ckpt) and second_cfg["training"]["init_steps"] == 300
+    # ... and its normalization: re-recorded demonstrations differ by a few steps, the network's scale must not
+    assert (stage / "normalization.json").read_text() == (ckpt / "normalization.json").read_text()
     # a source that is not the network this run builds is refused, naming the key
     wrong = [a if a != "32" or i != second.index("--video-width") + 1 else "64" for i, a in enumerate(second)]
     wrong[wrong.index("--output") + 1] = str(tmp_path_factory.mktemp("lingbot_wrong"))

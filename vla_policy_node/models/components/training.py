@@ -146,9 +146,12 @@ class TrainingArrays:
     facts: dict                    # the training record's data facts
 
 
-def training_arrays(args, episodes: list, data: dict, robot, family: str, text_tokens: int) -> TrainingArrays:
+def training_arrays(args, episodes: list, data: dict, robot, family: str, text_tokens: int,
+                    statistics: tuple[dict, dict] | None = None) -> TrainingArrays:
     """Statistics (args.norm_mode, per row or per timestep), normalized chunks and proprio, the
-    instruction table (args.text_encoder) and the checkpoint's description of the data."""
+    instruction table (args.text_encoder) and the checkpoint's description of the data.
+    `statistics`: (action, state) statistics to normalize with instead of this data's own: a second
+    stage keeps its source's, so its network reads every value on the scale it learned."""
     from ...core.normalization import Normalizer
     from .text_encoder import TextEncoder
 
@@ -161,6 +164,8 @@ def training_arrays(args, episodes: list, data: dict, robot, family: str, text_t
     chunks = data["actions"][data["action_mask"].any(axis=1)]      # chunks of labelled episodes
     action_stats = compute_stats(chunks if args.per_timestep_stats else actions_rows, args.norm_mode)
     state_stats = compute_stats(states_rows, args.norm_mode)
+    if statistics is not None:
+        action_stats, state_stats = statistics
     text_encoder = TextEncoder(args.text_encoder, text_tokens)
     return TrainingArrays(
         actions=torch.as_tensor(Normalizer(args.norm_mode, action_stats).normalize(data["actions"]), dtype=torch.float32),

@@ -121,8 +121,9 @@ INIT_KEYS = ("camera", "image_size", "text_tokens", "text_dim", "state_dim", "us
              "video_width", "action_width", "num_layers", "num_heads", "num_train_timesteps")
 
 
-def initial_checkpoint(path: str, cfg: LingBotVAConfig) -> LingBotVAPipeline:
-    """The `--init-from` checkpoint, refused (naming the key) unless it is the network this run builds."""
+def initial_checkpoint(path: str, cfg: LingBotVAConfig, norm_mode: str) -> LingBotVAPipeline:
+    """The `--init-from` checkpoint, refused (naming the key) unless it is the network this run builds,
+    normalized the way this run normalizes."""
     try:
         source = LingBotVAPipeline.from_pretrained(path)
     except CheckpointError as exc:
@@ -132,19 +133,10 @@ def initial_checkpoint(path: str, cfg: LingBotVAConfig) -> LingBotVAPipeline:
         if theirs != ours:
             raise CheckpointError(f"--init-from {path}/config.json: policy.{key} is {theirs!r}, this run builds "
                                   f"{ours!r} (pass the options the checkpoint was trained with)")
+    if source.norm_mode != norm_mode:
+        raise CheckpointError(f"--init-from {path}/normalization.json: mode is '{source.norm_mode}', this run "
+                              f"normalizes '{norm_mode}' (pass --norm-mode {source.norm_mode})")
     return source
-
-
-def same_statistics(path: str, source: LingBotVAPipeline, arrays) -> None:
-    """Refuse a second stage whose demonstrations normalize differently from its source's: its network
-    would read every action and proprio value on another scale."""
-    for part, theirs, ours in (("action", source.action_stats, arrays.action_stats),
-                               ("state", source.state_stats, arrays.state_stats)):
-        for stat, values in (theirs or {}).items():
-            mine = np.asarray((ours or {}).get(stat, np.nan), dtype=np.float64)
-            if mine.shape != np.shape(values) or not np.allclose(mine, values, rtol=1e-5, atol=1e-6):
-                raise CheckpointError(f"--init-from {path}: {part} statistic '{stat}' differs from this run's "
-                                      "demonstrations (a second stage continues on the same data)")
 
 
 class LingBotVATrainer:
@@ -172,8 +164,9 @@ class LingBotVATrainer:
         p.add_argument("--action-history-noise", type=float, default=0.0,
                        help="std of Gaussian noise on the history actions (normalized units)")
         p.add_argument("--init-from", default="",
-                       help="a finished lingbot_va checkpoint to continue training from (its network, VAE and latent "
-                            "scales; a fresh optimizer and schedule): a second stage of --steps on the same data")
+                       help="a finished lingbot_va checkpoint to continue training from (its network, VAE, latent "
+                            "scales and normalization statistics; a fresh optimizer and schedule): a second stage "
+                            "of --steps")
         p.add_argument("--image-size", type=int, default=64)
         p.add_argument("--patch-size", type=int, default=2)
         p.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER)
@@ -203,7 +196,7 @@ class LingBotVATrainer:
         cfg = self.make_config(args, robot)
         device = torch.device(args.device)
         state, data, n, frames = training_samples(episodes, cfg)
-        source = initial_checkpoint(args.init_from, cfg) if args.init_from else None
+        source = initial_checkpoint(args.init_from, cfg, args.norm_mode) if args.init_from else None
         if source is not None:
             args.vae = str(vae_location(resolve_checkpoint(args.init_from), source.meta))  # latents it knows
         vae = frame_vae(args, frames, cfg.latent_channels, out, device, state)
@@ -220,9 +213,8 @@ class LingBotVATrainer:
         cfg.delta_scaling_factor = (source.config.delta_scaling_factor if source is not None else
                                     broadcast_object_list([float(1.0 / change.std().clamp(min=1e-6))])[0])
 
-        arrays = training_arrays(args, episodes, data, robot, self.family, cfg.text_tokens)
-        if source is not None:
-            same_statistics(args.init_from, source, arrays)
+        arrays = training_arrays(args, episodes, data, robot, self.family, cfg.text_tokens,
+                                 None if source is None else (source.action_stats, source.state_stats))
         row_actions = arrays.actions[:, 0]            # a chunk's first action is its row's action
         instruction_id, text_table = arrays.instruction_id, arrays.text_table
         scale = cfg.delta_scaling_factor

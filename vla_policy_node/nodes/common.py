@@ -1,8 +1,12 @@
-"""Shared ROS plumbing for the nodes: QoS profiles, time conversion, image messages, robot loading."""
+"""Shared ROS plumbing for the nodes: QoS profiles, time conversion, image messages, robot loading,
+requests asked again until answered."""
 
 from __future__ import annotations
 
 import array
+import threading
+import time
+from typing import Callable
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -50,6 +54,31 @@ SERVICES = {
     "estop": "vla/executor/emergency_stop",
     "replay_start": "vla/replay/start",
 }
+
+
+def ask_until_answered(server_ready: Callable[[float], bool], send: Callable[[], object], timeout_s: float,
+                       first_attempt_s: float = 5.0, unanswered: Callable[[object, float], None] | None = None):
+    """Send a request (`send()` returns its rclpy future) and wait for the answer; a request that goes
+    unanswered is sent again, waiting `first_attempt_s`, then twice as long each time, within `timeout_s`
+    (s) in all. A request can be lost when its server was just restarted, or sent while a node on a
+    loaded machine is still coming up. `server_ready(remaining_s)` waits for the server;
+    `unanswered(future, waited_s)` runs before each new request. Returns (the answered future, requests
+    sent), or (None, requests sent) once the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    attempt_s, sent = first_attempt_s, 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not server_ready(remaining):
+            return None, sent
+        done = threading.Event()
+        future = send()
+        future.add_done_callback(lambda _: done.set())
+        sent += 1
+        if done.wait(min(attempt_s, max(deadline - time.monotonic(), 0.0))):
+            return future, sent
+        if unanswered is not None:
+            unanswered(future, attempt_s)
+        attempt_s *= 2
 
 
 def to_sec(stamp) -> float:

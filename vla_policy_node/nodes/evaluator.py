@@ -47,8 +47,8 @@ from ..evaluation.replay_scoring import replay_score
 from ..evaluation.reports import EpisodeRecord, write_episode_video
 from ..evaluation.run_record import RunRecord
 from ..sim.perturbation import Perturbation, PerturbationSchedule
-from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, load_robot_or_exit,
-                     run_node, to_sec)
+from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, ask_until_answered,
+                     load_robot_or_exit, run_node, to_sec)
 from .diagnostics import Diagnostics
 from .episode_recorder import BAG_STORAGE, RECORD_TOPICS, EpisodeRecorder
 from .parameters import ROBOT, Param, declare
@@ -260,20 +260,10 @@ class EvaluatorNode(Node):
         Waits as long as a graph service call may (`service_timeout_s`): on a loaded machine a node
         can take tens of seconds to come up, and a request sent while it starts is asked again."""
         timeout_s = self.tasks.service_timeout_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + timeout_s
         client = AsyncParameterClient(self, node_name)
-        attempt_s = 5.0
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not client.wait_for_services(timeout_sec=remaining):
-                return None
-            done = threading.Event()
-            future = client.get_parameters([name])
-            future.add_done_callback(lambda _: done.set())
-            if done.wait(min(attempt_s, max(deadline - time.monotonic(), 0.0))):
-                break
-            attempt_s *= 2
-        if future.result() is None or not future.result().values:
+        future, _ = ask_until_answered(lambda remaining: client.wait_for_services(timeout_sec=remaining),
+                                       lambda: client.get_parameters([name]), timeout_s)
+        if future is None or future.result() is None or not future.result().values:
             return None
         value = future.result().values[0]
         return {ParameterType.PARAMETER_BOOL: value.bool_value, ParameterType.PARAMETER_INTEGER: value.integer_value,

@@ -31,7 +31,7 @@ from ..core.progress import StageThresholds, StageTracker
 from ..core.task_progress import TaskLimits, TaskProgress, end_reason
 from ..evaluation.episode_tracker import EpisodeTracker
 from .managed import ManagedNode
-from .common import LATCHED_QOS, RELIABLE_QOS, SERVICES, TOPICS, run_node, to_sec
+from .common import LATCHED_QOS, RELIABLE_QOS, SERVICES, TOPICS, ask_until_answered, run_node, to_sec
 from .diagnostics import Diagnostics
 from .episode_recorder import BAG_STORAGE, RECORD_TOPICS, EpisodeRecorder
 from .parameters import Param
@@ -162,23 +162,17 @@ class TaskRunner:
         client = self.clients[name]
         where = self.node.resolve_service_name(client.srv_name)
         timeout_s = self.service_timeout_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + timeout_s
-        attempt_s, attempts = first_attempt_s, 0
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not client.wait_for_service(timeout_sec=remaining):
-                raise RuntimeError(f"service {where} did not answer within {timeout_s:.0f} s "
-                                   f"({attempts} requests sent)")
-            done = threading.Event()
-            future = client.call_async(request)
-            future.add_done_callback(lambda _: done.set())
-            attempts += 1
-            if done.wait(min(attempt_s, max(deadline - time.monotonic(), 0.0))):
-                break
+
+        def unanswered(future, waited_s: float) -> None:
             client.remove_pending_request(future)
-            self.node.get_logger().warning(f"service {where}: no answer within {attempt_s:.0f} s; "
+            self.node.get_logger().warning(f"service {where}: no answer within {waited_s:.0f} s; "
                                            "asking again (its server may have been restarted)")
-            attempt_s *= 2
+
+        future, attempts = ask_until_answered(lambda remaining: client.wait_for_service(timeout_sec=remaining),
+                                              lambda: client.call_async(request), timeout_s, first_attempt_s,
+                                              unanswered)
+        if future is None:
+            raise RuntimeError(f"service {where} did not answer within {timeout_s:.0f} s ({attempts} requests sent)")
         response = future.result()
         if hasattr(response, "success") and not response.success:
             raise RuntimeError(f"service {where} refused: {response.message}")

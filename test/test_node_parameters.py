@@ -20,9 +20,10 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import JointState
+from vla_msgs.msg import ExecutorStatus
 
 from vla_policy_node.models.registry import backend_class
-from vla_policy_node.nodes.common import RELIABLE_QOS, to_stamp
+from vla_policy_node.nodes.common import LATCHED_QOS, RELIABLE_QOS, to_stamp
 from vla_policy_node.nodes.managed import ManagedNode
 from vla_policy_node.nodes.parameters import USE_SIM_TIME, Param, ParameterDeclaredTwice, declare, describe
 
@@ -325,6 +326,34 @@ def test_the_evaluator_waits_for_a_node_that_comes_up_late(graph):
         thread.join(timeout=10.0)
         if "node" in late:
             late["node"].destroy_node()
+
+
+def test_the_evaluator_refuses_to_share_its_domain_with_another_graph(graph):
+    """Two graphs in one ROS domain take each other's resets and commands: the evaluator refuses to
+    start, naming the topic, both executors and the domain, rather than report wrong numbers."""
+    nodes, _ = graph
+    evaluator = nodes["/evaluator"]
+    topic = evaluator.resolve_topic_name("vla/executor_status")
+    if len(evaluator.get_publishers_info_by_topic(topic)) > 1:
+        pytest.fail(f"{topic}: more than this graph's executor before the test")
+    evaluator.check_one_graph()                                  # this graph alone: accepted
+    others = []
+    try:
+        for namespace in ("/other", "/"):        # a graph under its own namespace is no conflict; one beside it is
+            node = rclpy.create_node("executor", namespace=namespace, context=evaluator.context)
+            node.create_publisher(ExecutorStatus, "vla/executor_status", LATCHED_QOS)
+            others.append(node)
+            if namespace == "/other":
+                wait_until(lambda: evaluator.get_publishers_info_by_topic("/other/vla/executor_status"), 10.0,
+                           "the namespaced executor")
+                evaluator.check_one_graph()
+        wait_until(lambda: len(evaluator.get_publishers_info_by_topic(topic)) >= 2, 10.0, f"a second publisher of {topic}")
+        with pytest.raises(ValueError, match=rf"topic {topic}: \d executors publish it \(.*/executor.*\): another graph "
+                                             rf"runs in ROS domain {DOMAIN_ID};"):
+            evaluator.check_one_graph()
+    finally:
+        for node in others:
+            node.destroy_node()
 
 
 def test_executor_describe_output(graph, capsys):

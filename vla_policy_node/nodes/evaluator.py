@@ -284,6 +284,18 @@ class EvaluatorNode(Node):
                                  f"lockstep={value}; set them together, e.g. --set {node_name}.lockstep:={flag}")
         return seen
 
+    def check_one_graph(self) -> None:
+        """Refuse to evaluate when another graph shares this ROS domain and namespace: its simulator
+        would take this graph's resets and commands, and both reports would be wrong. Told by the
+        executors publishing the status topic (one a graph), as discovery sees them at start."""
+        topic = self.resolve_topic_name(TOPICS["executor_status"])
+        executors = self.get_publishers_info_by_topic(topic)
+        if len(executors) > 1:
+            names = ", ".join(sorted(f"{i.node_namespace.rstrip('/')}/{i.node_name}" for i in executors))
+            raise ValueError(f"topic {topic}: {len(executors)} executors publish it ({names}): another graph runs in "
+                             f"ROS domain {self.context.get_domain_id()}; give each graph its own "
+                             "ROS_DOMAIN_ID (or --namespace)")
+
     def begin_log(self, episode_id: str, start: float) -> None:
         """Start keeping episode `episode_id`'s divergence, frames and latencies (from `start`, s)."""
         self.log = EpisodeLog(start, self.max_video_frames, self.video_frame_stride, self.max_imagined_chunks)
@@ -425,6 +437,7 @@ class EvaluatorNode(Node):
                 if message:
                     self.get_logger().warning(message)
             lockstep_seen = self.check_time_protocol()
+            self.check_one_graph()
         except ValueError as exc:
             self.get_logger().error(f"evaluation refused: {exc}")
             self.exit_code = 2

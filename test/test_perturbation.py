@@ -172,7 +172,8 @@ def test_the_evaluator_perturbs_each_episode_through_the_graph(tmp_path):
 
     # the detector that imagines nothing sees the drawer jump: its largest change is the perturbation's
     points = series(episode, "frame_change")
-    assert len(points) > 100 and all(0.0 <= v <= 2.0 for _, v in points)
+    # one point a real frame the evaluator received (best effort: a loaded machine drops a few)
+    assert len(points) > episode["steps"] / 2 and all(0.0 <= v <= 2.0 for _, v in points)
     at = perturbed_at(episode)
     assert window_max(points, at, at + 0.05) > 2 * window_max(points, at - 0.5, at)
 

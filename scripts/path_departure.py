@@ -22,11 +22,8 @@ EE_TOPIC = "/vla/sim/ee_pose"
 
 def hand_path(bag: Path) -> np.ndarray:
     """(T, 3) hand positions (m, world frame) in the order recorded."""
-    rows = []
-    for topic, _, _, msg in read_bag(bag):
-        if topic == EE_TOPIC:
-            p = msg.pose.position if hasattr(msg, "pose") else None
-            rows.append([p.x, p.y, p.z] if p is not None else list(msg.values)[:3])
+    rows = [[m.pose.position.x, m.pose.position.y, m.pose.position.z]
+            for topic, _, _, m in read_bag(bag) if topic == EE_TOPIC]          # geometry_msgs/PoseStamped
     if not rows:
         raise SystemExit(f"{bag}: no {EE_TOPIC} messages (record that topic)")
     return np.asarray(rows, dtype=np.float64)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..checkpoint import CheckpointError
 from .vae import FrameCodec, build_small_vae, load_vae, resize_frames
 
 
@@ -162,10 +163,9 @@ def training_arrays(args, episodes: list, data: dict, robot, family: str, text_t
     actions_rows = np.concatenate([ep.actions for ep in labelled]).astype(np.float64)
     states_rows = np.concatenate([ep.states for ep in episodes]).astype(np.float64)
     chunks = data["actions"][data["action_mask"].any(axis=1)]      # chunks of labelled episodes
-    action_stats = compute_stats(chunks if args.per_timestep_stats else actions_rows, args.norm_mode)
-    state_stats = compute_stats(states_rows, args.norm_mode)
-    if statistics is not None:
-        action_stats, state_stats = statistics
+    action_stats, state_stats = statistics or (
+        compute_stats(chunks if args.per_timestep_stats else actions_rows, args.norm_mode),
+        compute_stats(states_rows, args.norm_mode))
     text_encoder = TextEncoder(args.text_encoder, text_tokens)
     return TrainingArrays(
         actions=torch.as_tensor(Normalizer(args.norm_mode, action_stats).normalize(data["actions"]), dtype=torch.float32),
@@ -220,6 +220,16 @@ def earlier_stages(path: Path, training: dict) -> dict:
     stages before it when it was a second stage itself."""
     return {"init_from": str(path), "init_steps": int(training.get("steps", 0)) + int(training.get("init_steps", 0)),
             "init_wall_time_s": float(training.get("wall_time_s", 0.0)) + float(training.get("init_wall_time_s", 0.0))}
+
+
+def refuse_other_network(path, theirs: dict, ours: dict,
+                         hint: str = "pass the options the checkpoint was trained with") -> None:
+    """A second stage's source (`--init-from` `path`) must be the network this run builds: the first
+    key of `ours` (then of `theirs`) whose values differ is named in a CheckpointError."""
+    for key in list(ours) + [k for k in theirs if k not in ours]:
+        if theirs.get(key) != ours.get(key):
+            raise CheckpointError(f"--init-from {path}/config.json: policy.{key} is {theirs.get(key)!r}, this run "
+                                  f"builds {ours.get(key)!r} ({hint})")
 
 
 def chunk_length(args, robot) -> int:

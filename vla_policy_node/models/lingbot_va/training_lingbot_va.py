@@ -32,7 +32,8 @@ from ..components.text_encoder import DEFAULT_TEXT_ENCODER
 from ..checkpoint import CheckpointError, resolve_checkpoint
 from ..components.loading import vae_location
 from ..components.training import (TrainingJob, add_frame_vae_arguments, chunk_length, earlier_stages, encode_all,
-                                   frame_vae, run_training, training_arrays, training_samples)
+                                   frame_vae, refuse_other_network, run_training, training_arrays,
+                                   training_samples)
 from ..components.vae import FrameCodec
 from .configuration_lingbot_va import LingBotVAConfig
 from .modeling_lingbot_va import LingBotVATransformer, training_loss
@@ -128,11 +129,8 @@ def initial_checkpoint(path: str, cfg: LingBotVAConfig, norm_mode: str) -> LingB
         source = LingBotVAPipeline.from_pretrained(path)
     except CheckpointError as exc:
         raise CheckpointError(f"--init-from: {exc}") from None
-    for key in INIT_KEYS:
-        theirs, ours = getattr(source.config, key), getattr(cfg, key)
-        if theirs != ours:
-            raise CheckpointError(f"--init-from {path}/config.json: policy.{key} is {theirs!r}, this run builds "
-                                  f"{ours!r} (pass the options the checkpoint was trained with)")
+    refuse_other_network(path, {k: getattr(source.config, k) for k in INIT_KEYS},
+                         {k: getattr(cfg, k) for k in INIT_KEYS})
     if source.norm_mode != norm_mode:
         raise CheckpointError(f"--init-from {path}/normalization.json: mode is '{source.norm_mode}', this run "
                               f"normalizes '{norm_mode}' (pass --norm-mode {source.norm_mode})")

@@ -24,7 +24,7 @@ from ..components.diffusion import TrainingNoise, make_scheduler
 from ..components.text_encoder import DEFAULT_TEXT_ENCODER, resolve_text_encoder
 from ..checkpoint import CheckpointError
 from ..components.training import (TrainingJob, chunk_length, compute_stats, demonstrations_per_task, earlier_stages,
-                                   run_training, shift_frames)
+                                   refuse_other_network, run_training, shift_frames)
 from ..components.vae import resize_frames
 from .configuration_qwen_vla import QwenVLAConfig
 from .modeling_qwen_vla import PromptTokenizer, QwenVLAActionExpert, build_backbone, masked_flow_loss, views_to_patches
@@ -227,12 +227,8 @@ def initial_checkpoint(path: str, cfg: QwenVLAConfig, data: list) -> QwenVLAPipe
         source = QwenVLAPipeline.from_pretrained(path)
     except CheckpointError as exc:
         raise CheckpointError(f"--init-from: {exc}") from None
-    theirs, ours = source.config.to_dict(), cfg.to_dict()
-    for key in sorted(set(theirs) | set(ours)):
-        if theirs.get(key) != ours.get(key):
-            raise CheckpointError(f"--init-from {path}/config.json: policy.{key} is {theirs.get(key)!r}, this run "
-                                  f"builds {ours.get(key)!r} (pass the options and data the checkpoint was trained "
-                                  "with)")
+    refuse_other_network(path, source.config.to_dict(), cfg.to_dict(),
+                         "pass the options and data the checkpoint was trained with")
     for d in data:
         for part in ("action", "state"):
             for stat, values in d.stats[part].items():

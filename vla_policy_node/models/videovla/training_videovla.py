@@ -23,7 +23,8 @@ from ..components.diffusion import TrainingNoise, make_scheduler
 from ..components.loading import read_checkpoint_config, vae_location
 from ..components.text_encoder import DEFAULT_TEXT_ENCODER
 from ..components.training import (TrainingJob, add_frame_vae_arguments, augmented_latents, chunk_length,
-                                   earlier_stages, frame_vae, run_training, training_arrays, training_samples)
+                                   earlier_stages, frame_vae, refuse_other_network, run_training, training_arrays,
+                                   training_samples)
 from ..components.vae import FrameCodec
 from .configuration_videovla import FUTURE_TARGETS, IMAGINED_DECODINGS, VideoVLAConfig
 from .modeling_videovla import VideoVLATransformer, training_loss
@@ -192,11 +193,8 @@ class InitialCheckpoint:
                                              "future_target": cfg.future_target}
         if not theirs.num_future:
             wanted = {k: v for k, v in wanted.items() if k not in FUTURE_ONLY_KEYS}
-        for key, value in wanted.items():
-            their_value = theirs.transformer_config().get(key, getattr(theirs, key))
-            if their_value != value:
-                raise CheckpointError(f"--init-from {path}/config.json: policy.{key} is {their_value!r}, this run "
-                                      f"builds {value!r} (pass the options the checkpoint was trained with)")
+        their_network = theirs.transformer_config()
+        refuse_other_network(path, {k: their_network.get(k, getattr(theirs, k)) for k in wanted}, wanted)
         return cls(path, theirs, meta.get("training", {}), vae_location(path, meta),
                    float(meta["vae"]["scaling_factor"]))
 

@@ -174,8 +174,11 @@ def test_the_evaluator_perturbs_each_episode_through_the_graph(tmp_path):
     points = series(episode, "frame_change")
     # one point a real frame the evaluator received (best effort: a loaded machine drops a few)
     assert len(points) > episode["steps"] / 2 and all(0.0 <= v <= 2.0 for _, v in points)
+    # against the typical change of the half-second before: a frame the machine dropped makes its successor
+    # score the motion of several steps, so the largest change before can be as high as the jump itself
     at = perturbed_at(episode)
-    assert window_max(points, at, at + 0.05) > 2 * window_max(points, at - 0.5, at)
+    typical_before = float(np.median([v for t, v in points if at - 0.5 <= t < at]))
+    assert window_max(points, at, at + 0.1) > 3 * typical_before
 
 
 # ---- detection figures, on hand-made series ----------------------------------------------------------

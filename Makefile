@@ -7,7 +7,7 @@ STAMPS := $(VENV)/.stamps
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup demo demo-oracle data data-video data-panda data-panda-reach train train-kshot train-lingbot-history train-lerobot train-lerobot-act train-lerobot-diffusion test test-slow test-faults test-all bench bench-policies bench-latency bench-imagination bench-vita-ablations vita-ablation-table bench-lingbot bench-lingbot-history bench-qwen-vla bench-qwen-vla-ablations qwen-vla-ablation-table bench-panda-localization bench-soak bench-distributed clean distclean
+.PHONY: setup demo demo-oracle data data-video data-panda data-panda-reach train train-kshot train-lingbot-history train-lerobot train-lerobot-act train-lerobot-diffusion test test-slow test-faults test-all bench bench-policies bench-latency bench-imagination bench-vita-ablations vita-ablation-table bench-lingbot bench-lingbot-history bench-qwen-vla bench-qwen-vla-ablations qwen-vla-ablation-table train-qwen-vla-panda-reach bench-qwen-vla-panda-reach bench-panda-localization bench-soak bench-distributed clean distclean
 
 setup: $(STAMPS)/system $(STAMPS)/python $(STAMPS)/interfaces $(STAMPS)/package
 
@@ -227,6 +227,32 @@ bench-qwen-vla: setup
 	done
 	$(PY) scripts/panda_reach_table.py artifacts/bench/qwen_vla qwen_vla_ros2_control=artifacts/bench/qwen_vla/panda_ros2_control \
 		qwen_vla_isaac=artifacts/bench/qwen_vla/panda_isaac:panda_isaac
+
+# A stage on the Panda's demonstrations on 200 targets (`make data-panda-reach`) from the shipped checkpoint,
+# the Sawyer's beside them (embodiment-balanced): the Sawyer keeps the checkpoint's statistics, the Panda's come
+# from the new demonstrations (they reach joint positions the twenty targets never did). 8000 steps of 32.
+# `make bench-qwen-vla-panda-reach` sets it against the shipped checkpoint on validation seeds (docs/results.md).
+QWEN_PANDA_REACH = artifacts/train/qwen_vla_panda_reach
+VALIDATION_REACH = [300,301,302,303,304,305,306,307,308,309,310,311,312,313,314,315,316,317,318,319]
+train-qwen-vla-panda-reach: setup artifacts/data/report.json artifacts/data_panda_reach/report.json
+	$(VENV)/bin/vla-train --family qwen_vla --output $(QWEN_PANDA_REACH) --data artifacts/data \
+		--also panda_ros2_control=artifacts/data_panda_reach --steps 8000 --save-every 500 --proprio --lr 1e-4 \
+		--init-from $(QWEN_VLA) --renormalize panda_ros2_control $(TRAIN_ARGS)
+$(QWEN_PANDA_REACH)/config.json:
+	$(MAKE) train-qwen-vla-panda-reach
+artifacts/data_panda_reach/report.json:
+	$(MAKE) data-panda-reach
+artifacts/data/report.json:
+	$(MAKE) data
+bench-qwen-vla-panda-reach: setup $(QWEN_PANDA_REACH)/config.json
+	for arm in shipped:$(QWEN_VLA) panda_reach:$(QWEN_PANDA_REACH); do \
+		$(VENV)/bin/vla-graph arm_ros2_control --set policy.backend:=qwen_vla --set policy.checkpoint:=$${arm#*:} \
+			--set evaluator.seeds:=$(VALIDATION_REACH) --output-dir artifacts/bench/qwen_vla_panda_reach/panda_$${arm%%:*} \
+			|| exit 1; \
+	done
+	$(PY) scripts/panda_reach_table.py artifacts/bench/qwen_vla_panda_reach \
+		shipped=artifacts/bench/qwen_vla_panda_reach/panda_shipped panda_reach=artifacts/bench/qwen_vla_panda_reach/panda_panda_reach
+	$(VENV)/bin/vla-bench policies --config config/bench/qwen_vla_panda_reach.yaml --out artifacts/bench/qwen_vla_panda_reach/sawyer
 
 bench-qwen-vla-ablations: setup
 	$(VENV)/bin/vla-train --family qwen_vla --output artifacts/ablations/joint_shared --data artifacts/data \

@@ -1,5 +1,7 @@
 """Panda reach results of evaluator runs as one table: success with its Wilson interval, steps to
-success, and every command the arm received checked against the robot file's URDF joint limits.
+success, the flange's distance to the target (at the start, closest, at the end: medians over episodes,
+from /vla/sim/ee_pose and the target in /vla/sim/env_state), and every command the arm received checked
+against the robot file's URDF joint limits.
 
     python scripts/panda_reach_table.py OUT_DIR LABEL=RUN_DIR[:ROBOT] ...
 RUN_DIR: an evaluator output folder (report.json + bags/) of an arm_* graph; ROBOT the robot file
@@ -18,7 +20,21 @@ from tabulate import tabulate
 
 from vla_policy_node.bench.leaderboard import wilson_interval
 from vla_policy_node.core.embodiment import load_robot
+from vla_policy_node.data.bags import read_bag
 from vla_policy_node.evaluation.command_limits import commands_outside_limits
+
+
+def flange_distances(bag: Path) -> tuple[float, float, float] | None:
+    """(start, closest, end) distance in m from the flange to the target over one episode's bag; None when
+    the bag holds no hand pose or no target."""
+    target, distances = None, []
+    for topic, _, _, msg in read_bag(bag, topics=["/vla/sim/env_state", "/vla/sim/ee_pose"]):
+        if topic == "/vla/sim/env_state":
+            target = np.asarray(msg.values[:3], dtype=np.float64)
+        elif target is not None:
+            p = msg.pose.position
+            distances.append(float(np.linalg.norm(np.array([p.x, p.y, p.z]) - target)))
+    return (distances[0], min(distances), distances[-1]) if distances else None
 
 
 def summarize(label: str, run: Path, robot_name: str) -> dict:
@@ -28,15 +44,27 @@ def summarize(label: str, run: Path, robot_name: str) -> dict:
     successes = sum(bool(e["success"]) for e in episodes)
     lo, hi = wilson_interval(successes, len(episodes))
     commands = outside = 0
+    distances = []
     for e in episodes:
-        c, o = commands_outside_limits(run / "bags" / Path(e.get("bag") or f"{e['task']}_s{e['seed']}").name, robot)
+        bag = run / "bags" / Path(e.get("bag") or f"{e['task']}_s{e['seed']}").name
+        c, o = commands_outside_limits(bag, robot)
         commands, outside = commands + c, outside + o
+        distances.append(flange_distances(bag))
+    measured = np.array([d for d in distances if d is not None]).reshape(-1, 3)
+    median_cm = [float(v) for v in np.median(measured, axis=0) * 100] if len(measured) else None
     steps = [e["steps"] for e in episodes if e["success"] and "steps" in e]
     return {"arm": label, "robot": robot_name, "contract": robot.config.output.contract,
             "backend": report.get("policy", {}).get("backend"), "episodes": len(episodes), "successes": successes,
             "success_rate": successes / max(1, len(episodes)), "wilson_95": [lo, hi],
             "seeds": [e["seed"] for e in episodes], "mean_steps_to_success": float(np.mean(steps)) if steps else None,
-            "commands": commands, "commands_outside_urdf_limits": outside}
+            "commands": commands, "commands_outside_urdf_limits": outside,
+            "flange_to_target_median_cm": None if median_cm is None else dict(zip(("start", "closest", "end"), median_cm)),
+            "ending_within_5_cm": int(np.sum(measured[:, 2] < 0.05)) if len(measured) else None}
+
+
+def distance_cell(row: dict) -> str:
+    d = row["flange_to_target_median_cm"]
+    return "-" if d is None else f"{d['start']:.0f} / {d['closest']:.1f} / {d['end']:.1f}"
 
 
 def main(argv: list[str]) -> int:
@@ -57,6 +85,7 @@ def main(argv: list[str]) -> int:
               "success": f"{r['successes']}/{r['episodes']} = {r['success_rate']:.2f}",
               "95% CI (Wilson)": f"[{r['wilson_95'][0]:.2f}, {r['wilson_95'][1]:.2f}]",
               "steps to success (mean)": "-" if r["mean_steps_to_success"] is None else f"{r['mean_steps_to_success']:.0f}",
+              "flange to target, median cm (start / closest / end)": distance_cell(r),
               "commands outside URDF limits": f"{r['commands_outside_urdf_limits']} of {r['commands']}"} for r in rows]
     md = tabulate(table, headers="keys", tablefmt="github")
     (out / "panda.md").write_text(md + "\n")

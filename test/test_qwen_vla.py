@@ -204,6 +204,26 @@ def test_a_training_run_over_both_robots_lowers_the_loss_and_serves_both(tmp_pat
     with pytest.raises(SystemExit, match="policy.embodiments"):
         train_main([*sawyer_only, "--output", str(tmp_path_factory.mktemp("d")), "--init-from", str(ckpt)])
 
+    # a stage on other Panda demonstrations normalizes with the source's statistics, or with its own
+    # for the robots it renormalizes (and only those)
+    other_panda = tmp_path_factory.mktemp("panda_demos_other")
+    record_panda_episodes(other_panda, 92, "[7]", 60)
+    on_other = [a.replace(str(panda), str(other_panda)) for a in stage2]
+    kept, renormalized = tmp_path_factory.mktemp("kept"), tmp_path_factory.mktemp("renormalized")
+    assert train_main([*on_other, "--output", str(kept), "--init-from", str(ckpt)]) == 0
+    assert (kept / "normalization.json").read_bytes() == (ckpt / "normalization.json").read_bytes()
+    assert train_main([*on_other, "--output", str(renormalized), "--init-from", str(ckpt),
+                       "--renormalize", "panda_ros2_control"]) == 0
+    source, own = (json.loads((d / "normalization.json").read_text())["embodiments"] for d in (ckpt, renormalized))
+    assert own["metaworld_sawyer"] == source["metaworld_sawyer"]
+    assert own["panda_ros2_control"]["state"]["q99"] != source["panda_ros2_control"]["state"]["q99"]
+    assert json.loads((renormalized / "config.json").read_text())["training"]["renormalized"] == ["panda_ros2_control"]
+    with pytest.raises(SystemExit, match="--renormalize panda_ros2_control: only with --init-from"):
+        train_main([*on_other, "--output", str(tmp_path_factory.mktemp("e")), "--renormalize", "panda_ros2_control"])
+    with pytest.raises(SystemExit, match=r"--renormalize ur5: no robot \['ur5'\]"):
+        train_main([*on_other, "--output", str(tmp_path_factory.mktemp("f")), "--init-from", str(ckpt),
+                    "--renormalize", "ur5"])
+
 
 SHIPPED = ROOT / "checkpoints" / "qwen_vla_sawyer_panda"
 

@@ -34,14 +34,16 @@ from .policy_qwen_vla import NORM_MODE, QwenVLAPipeline, embodiment_entry, to_un
 class EmbodimentData:
     """One robot's demonstrations as unified tensors: Y (N, H, K), M (N, H, K), views, prompts."""
 
-    def __init__(self, robot, episodes: list, cfg: QwenVLAConfig):
+    def __init__(self, robot, episodes: list, cfg: QwenVLAConfig, stats: dict | None = None):
+        """`stats`: {"action", "state"} statistics to normalize with instead of these demonstrations' own
+        (a second stage keeps its source's, so its network reads every value on the scale it learned)."""
         from ...data.dataset import chunk_samples
 
         self.name, self.entry = robot.name, cfg.embodiments[robot.name]
         data = chunk_samples(episodes, self.entry["horizon"])
         rows = np.concatenate([ep.actions for ep in episodes]).astype(np.float64)
         states = np.concatenate([ep.states for ep in episodes]).astype(np.float64)
-        self.stats = {"action": compute_stats(rows, NORM_MODE), "state": compute_stats(states, NORM_MODE)}
+        self.stats = stats or {"action": compute_stats(rows, NORM_MODE), "state": compute_stats(states, NORM_MODE)}
         actions_n = Normalizer(NORM_MODE, self.stats["action"]).normalize(data["actions"])
         y, m = to_unified(actions_n.astype(np.float32), self.entry["channels"], cfg.unified_dim, cfg.horizon)
         m *= np.pad(data["action_mask"], ((0, 0), (0, cfg.horizon - self.entry["horizon"])))[..., None]
@@ -110,7 +112,11 @@ class QwenVLATrainer:
         p.add_argument("--init-from", default="",
                        help="a finished qwen_vla checkpoint to continue training from (its backbone and action "
                             "expert weights; a fresh optimizer and schedule): a second stage of --steps on the same "
-                            "robots and data. The record keeps its steps and wall time (init_steps, init_wall_time_s)")
+                            "robots. It normalizes with the source's statistics (its network learned on that "
+                            "scale); the record keeps its steps and wall time (init_steps, init_wall_time_s)")
+        p.add_argument("--renormalize", action="append", default=[], metavar="ROBOT",
+                       help="with --init-from: this robot's statistics are computed from this run's demonstrations "
+                            "instead (a stage that brings the robot demonstrations covering more of its space)")
 
     def run(self, args, episodes: list, robot, out: Path) -> dict:
         from transformers import AutoTokenizer, Qwen2VLModel
@@ -157,7 +163,14 @@ class QwenVLATrainer:
                                   cfg.tokens_per_view, cfg.max_text_tokens)
         cfg.vocab_size, cfg.image_token_id = len(prompts), prompts.image_token_id
         cfg.vision_start_token_id, cfg.vision_end_token_id = prompts.vision_start_id, prompts.vision_end_id
-        data = [EmbodimentData(r, eps, cfg) for r, eps in datasets]
+        initial = initial_checkpoint(args.init_from, cfg) if args.init_from else None
+        unknown = sorted(set(args.renormalize) - set(cfg.embodiments))
+        if unknown or (args.renormalize and initial is None):
+            raise SystemExit(f"vla-train: --renormalize {' '.join(args.renormalize)}: "
+                             + (f"no robot {unknown} in this run (robots: {sorted(cfg.embodiments)})" if unknown
+                                else "only with --init-from (a first stage always computes its statistics)"))
+        data = [EmbodimentData(r, eps, cfg, None if initial is None or r.name in args.renormalize
+                               else initial.statistics[r.name]) for r, eps in datasets]
         for d in data:
             print(f"{d.name}: {d.facts['episodes']} episodes, {len(d)} samples, channels {d.entry['channels']}")
 
@@ -168,8 +181,7 @@ class QwenVLATrainer:
         cfg.vocab_size = backbone.get_input_embeddings().num_embeddings
         expert = QwenVLAActionExpert(**cfg.action_expert_config())
         facts = {}
-        if args.init_from:
-            initial = initial_checkpoint(args.init_from, cfg, data)
+        if initial is not None:
             backbone.load_state_dict(initial.backbone.state_dict())
             expert.load_state_dict(initial.action_expert.state_dict())
             facts = earlier_stages(Path(args.init_from), initial.meta.get("training", {}))
@@ -216,24 +228,18 @@ class QwenVLATrainer:
                   "data": [str(x) for x in args.data] + list(args.also), "embodiments": [d.facts for d in data],
                   "demonstrations_per_task": {f"{d.name}/{t}": n for d in data
                                               for t, n in d.facts["demonstrations_per_task"].items()}}
+        if args.renormalize:
+            facts["renormalized"] = sorted(args.renormalize)
         return run_training(args, TrainingJob(model, make_batch, lambda m, b: m(**b), export, facts), out,
                             self.family, setup_s=time.time() - started)
 
 
-def initial_checkpoint(path: str, cfg: QwenVLAConfig, data: list) -> QwenVLAPipeline:
-    """The `--init-from` checkpoint, refused (naming the key) unless it is the network this run builds and
-    was normalized with the statistics of this run's demonstrations."""
+def initial_checkpoint(path: str, cfg: QwenVLAConfig) -> QwenVLAPipeline:
+    """The `--init-from` checkpoint, refused (naming the key) unless it is the network this run builds."""
     try:
         source = QwenVLAPipeline.from_pretrained(path)
     except CheckpointError as exc:
         raise CheckpointError(f"--init-from: {exc}") from None
     refuse_other_network(path, source.config.to_dict(), cfg.to_dict(),
                          "pass the options and data the checkpoint was trained with")
-    for d in data:
-        for part in ("action", "state"):
-            for stat, values in d.stats[part].items():
-                known = np.asarray(source.statistics[d.name][part][stat], dtype=np.float64)
-                if known.shape != np.shape(values) or not np.allclose(known, values, rtol=1e-5, atol=1e-6):
-                    raise CheckpointError(f"--init-from {path}: {d.name} {part} statistic '{stat}' differs from "
-                                          "this run's demonstrations (a second stage continues on the same data)")
     return source

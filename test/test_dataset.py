@@ -95,6 +95,50 @@ def test_episode_rows_pair_each_command_with_the_state_it_answered(recorded, epi
 
 
 @pytest.mark.slow      # reads an episode recorded through the full graph
+def test_the_graph_records_each_message_compressed(recorded):
+    """The evaluator's default bag_compression: every message zstd-compressed (rosbag2 message mode),
+    and read_bag (above) hands back the messages as they crossed DDS."""
+    _, bag, raw, _ = recorded
+    with Reader(bag) as reader:
+        assert (reader.compression_mode, reader.compression_format) == ("message", "zstd")
+    frame = raw[CAM][0][1]
+    assert len(frame.data) == frame.height * frame.step > 0
+
+
+def test_a_compressed_bag_reads_back_the_same_messages_in_less_space(tmp_path):
+    from vla_policy_node.data.bags import BagWriter
+    from vla_policy_node.nodes.episode_recorder import EpisodeRecorder
+
+    typestore = make_typestore()
+    image = typestore.types["sensor_msgs/msg/Image"]
+    header = typestore.types["std_msgs/msg/Header"]
+    stamp = typestore.types["builtin_interfaces/msg/Time"]
+    scene = np.zeros((240, 320, 3), np.uint8)
+    scene[:, :, 1] = 90                                  # a table, and a red dot moving over it
+    messages = []
+    for i in range(20):
+        frame = scene.copy()
+        frame[100:110, 10 * i:10 * i + 10] = (230, 20, 20)
+        msg = image(header=header(stamp=stamp(sec=0, nanosec=i * 12_500_000), frame_id="scene"), height=240,
+                    width=320, encoding="rgb8", is_bigendian=0, step=960, data=frame.reshape(-1))
+        messages.append(typestore.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+    sizes, read = {}, {}
+    for compression in ("none", "zstd"):
+        writer = BagWriter(tmp_path / compression, typestore, "sqlite3", compression)
+        for i, cdr in enumerate(messages):
+            writer.write(CAM, "sensor_msgs/msg/Image", i * 12_500_000, cdr)
+        writer.close()
+        sizes[compression] = sum(f.stat().st_size for f in (tmp_path / compression).rglob("*") if f.is_file())
+        read[compression] = [bytes(m.data) for _, _, _, m in read_bag(tmp_path / compression)]
+    assert read["zstd"] == read["none"] and len(read["zstd"]) == 20
+    assert sizes["zstd"] < sizes["none"] / 5, sizes
+    with pytest.raises(ValueError, match="bag compression 'lz4' unknown"):
+        BagWriter(tmp_path / "other", typestore, "sqlite3", "lz4")
+    with pytest.raises(ValueError, match="parameter bag_compression: 'lz4' unknown; use none or zstd"):
+        EpisodeRecorder(None, tmp_path, [], "sqlite3", "lz4")
+
+
+@pytest.mark.slow      # reads an episode recorded through the full graph
 def test_load_dataset_follows_the_report_and_its_success_filter(recorded, robot):
     out, bag, raw, entry = recorded
     everything = load_dataset(out, robot, successful_only=False)

@@ -16,7 +16,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
 
-from ..data.bags import BagWriter, make_typestore
+from ..data.bags import BAG_COMPRESSIONS, BagWriter, make_typestore
 from .common import message_class, to_sec
 from .parameters import Param
 
@@ -24,6 +24,9 @@ from .parameters import Param
 RECORD_TOPICS = Param("record_topics", [""], "topics recorded into each episode's bag (relative names: in the "
                                              "node's namespace; \"\" entries are ignored: [\"\"] records none)")
 BAG_STORAGE = Param("bag_storage", "sqlite3", "rosbag2 storage of the bags", constraints="sqlite3 | mcap")
+BAG_COMPRESSION = Param("bag_compression", "zstd", "zstd: each message compressed (rosbag2 message mode: raw camera "
+                                                   "frames take about 7 times less disk, read back transparently); "
+                                                   "none: as they crossed DDS", constraints="zstd | none")
 
 # A recorder takes the reliability its publishers offer (as rosbag2 does): reliable topics are
 # recorded without loss, best-effort ones (camera streams) without back-pressure on the robot.
@@ -32,10 +35,14 @@ RECORD_RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, re
 
 
 class EpisodeRecorder:
-    """Records `topics` of `node`'s graph into <folder>/<episode id>/ (rosbag2, `storage`)."""
+    """Records `topics` of `node`'s graph into <folder>/<episode id>/ (rosbag2, `storage`, `compression`)."""
 
-    def __init__(self, node, folder: Path, topics: list[str], storage: str = "sqlite3"):
-        self.node, self.folder, self.storage = node, Path(folder), storage
+    def __init__(self, node, folder: Path, topics: list[str], storage: str = "sqlite3", compression: str = "zstd"):
+        for name, value, known in (("bag_storage", storage, ("sqlite3", "mcap")),
+                                   ("bag_compression", compression, BAG_COMPRESSIONS)):
+            if value not in known:
+                raise ValueError(f"parameter {name}: '{value}' unknown; use {' or '.join(known)}")
+        self.node, self.folder, self.storage, self.compression = node, Path(folder), storage, compression
         self.wanted = [node.resolve_topic_name(t) for t in topics if t]    # relative ones: in the namespace
         self.typestore = make_typestore()
         self.lock = threading.Lock()
@@ -83,7 +90,7 @@ class EpisodeRecorder:
             shutil.rmtree(bag_path)
         bag_path.parent.mkdir(parents=True, exist_ok=True)
         with self.lock:
-            self.writer = BagWriter(bag_path, self.typestore, self.storage)
+            self.writer = BagWriter(bag_path, self.typestore, self.storage, self.compression)
             self.recorded_clock = float("-inf")
         return str(bag_path)
 

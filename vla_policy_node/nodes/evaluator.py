@@ -50,7 +50,7 @@ from ..sim.perturbation import Perturbation, PerturbationSchedule
 from .common import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SERVICES, TOPICS, ask_until_answered,
                      load_robot_or_exit, run_node, to_sec)
 from .diagnostics import Diagnostics
-from .episode_recorder import BAG_STORAGE, RECORD_TOPICS, EpisodeRecorder
+from .episode_recorder import BAG_COMPRESSION, BAG_STORAGE, RECORD_TOPICS, EpisodeRecorder
 from .parameters import ROBOT, Param, declare
 from .task_runner import SERVICE_TIMEOUT_S, TaskHooks, TaskRequest, TaskRunner
 
@@ -83,6 +83,7 @@ class EvaluatorNode(Node):
         Param("record", True, "record every episode to <output_dir>/bags/<task>_s<seed>/ (rosbag2)"),
         RECORD_TOPICS,
         BAG_STORAGE,
+        BAG_COMPRESSION,
         Param("stage_progress", True, "score stage progress (MetaWorld's 39-D env_state, core/progress.py); "
                                       "false: 1 for success, else 0"),
         Param("approach_radius_m", 0.12, "stage progress: the hand is near the object within this distance (m)",
@@ -150,8 +151,12 @@ class EvaluatorNode(Node):
         self.replay_state: EpisodeResult | None = None
         self.replay_changed = threading.Event()
         self.executor_dry_run: bool | None = None
-        self.recorder = EpisodeRecorder(self, self.output_dir / "bags", list(p.record_topics), p.bag_storage) \
-            if self.record else None
+        try:
+            self.recorder = EpisodeRecorder(self, self.output_dir / "bags", list(p.record_topics), p.bag_storage,
+                                            p.bag_compression) if self.record else None
+        except ValueError as exc:
+            self.get_logger().fatal(str(exc))
+            raise SystemExit(2) from None
         self.exit_code = 0
         self.finished = False         # set when the report is written (or the run refused): main() returns
 

@@ -33,7 +33,7 @@ from ..evaluation.episode_tracker import EpisodeTracker
 from .managed import ManagedNode
 from .common import LATCHED_QOS, RELIABLE_QOS, SERVICES, TOPICS, ask_until_answered, run_node, to_sec
 from .diagnostics import Diagnostics
-from .episode_recorder import BAG_STORAGE, RECORD_TOPICS, EpisodeRecorder
+from .episode_recorder import BAG_COMPRESSION, BAG_STORAGE, RECORD_TOPICS, EpisodeRecorder
 from .parameters import Param
 
 ACTION_NAME = "vla/run_task"          # relative: under the graph's namespace
@@ -288,6 +288,7 @@ class TaskRunnerNode(ManagedNode):
                                 "\"\" = no recording"),
         RECORD_TOPICS,
         BAG_STORAGE,
+        BAG_COMPRESSION,
     )
 
     def __init__(self, **kwargs):
@@ -299,8 +300,12 @@ class TaskRunnerNode(ManagedNode):
         self.runner = TaskRunner(self, p.env_state_topic or None, p.default_timeout_s,
                                  service_timeout_s=p.service_timeout_s)
         self.feedback_period_s = p.feedback_period_s
-        self.recorder = EpisodeRecorder(self, Path(p.record_dir), list(p.record_topics), p.bag_storage) \
-            if p.record_dir else None
+        try:
+            self.recorder = EpisodeRecorder(self, Path(p.record_dir), list(p.record_topics), p.bag_storage,
+                                            p.bag_compression) if p.record_dir else None
+        except ValueError as exc:              # configure fails, naming the parameter
+            self.get_logger().fatal(str(exc))
+            raise SystemExit(2) from None
         self.recorder_ready = False
         self.lock = threading.Lock()             # one task drives the graph at a time
         self.latest_goal = None                  # id of the newest accepted goal; older ones are preempted

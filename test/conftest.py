@@ -277,9 +277,9 @@ TINY_QWEN = dict(image_size=56, hidden_size=32, num_layers=1, num_heads=2, num_k
                  num_inference_steps=3, horizon=24)   # unified rows: the Sawyer uses 24 of them, the Panda 16
 
 
-def tiny_qwen_checkpoint(path: Path, robots=QWEN_ROBOTS, **overrides) -> Path:
+def tiny_qwen_checkpoint(path: Path, robots=QWEN_ROBOTS, relative=(), **overrides) -> Path:
     """A random-weight Qwen-VLA checkpoint for `robots` (two by default; weights perturbed so every
-    block acts) with the robot files' statistics."""
+    block acts) with the robot files' statistics; the robots in `relative` learned relative actions."""
     import torch
     from transformers import AutoTokenizer
 
@@ -292,7 +292,8 @@ def tiny_qwen_checkpoint(path: Path, robots=QWEN_ROBOTS, **overrides) -> Path:
 
     loaded = [load_robot(r) for r in robots]
     horizon = {**TINY_QWEN, **overrides}.get("horizon", QwenVLAConfig.horizon)
-    cfg = QwenVLAConfig(**{**TINY_QWEN, **overrides}, embodiments={r.name: embodiment_entry(r, horizon) for r in loaded})
+    cfg = QwenVLAConfig(**{**TINY_QWEN, **overrides}, embodiments={r.name: embodiment_entry(r, horizon, r.name in relative)
+                                                                  for r in loaded})
     prompts = PromptTokenizer(AutoTokenizer.from_pretrained(resolve_text_encoder(DEFAULT_TEXT_ENCODER)),
                               cfg.tokens_per_view, cfg.max_text_tokens)
     cfg.vocab_size, cfg.image_token_id = len(prompts), prompts.image_token_id

@@ -122,6 +122,26 @@ def test_a_robot_file_the_checkpoint_has_no_channels_or_statistics_for_is_refuse
         make_backend("qwen_vla", load_robot("panda_ros2_control"), checkpoint=str(broken))
 
 
+def test_relative_actions_are_the_motion_from_the_state_the_chunk_starts_at(checkpoint, tmp_path):
+    """The same network and statistics, the Panda's actions learned relative to its joint positions: its
+    joint targets are the absolute checkpoint's plus the state; the Sawyer's (ee_delta) are unchanged."""
+    relative = tiny_qwen_checkpoint(tmp_path / "relative", relative=("panda_ros2_control",))
+    for name, shifted in (("panda_ros2_control", True), ("metaworld_sawyer", False)):
+        robot = load_robot(name)
+        absolute_policy = make_backend("qwen_vla", robot, checkpoint=str(checkpoint))
+        relative_policy = make_backend("qwen_vla", robot, checkpoint=str(relative))
+        obs = observation(robot, seed=3)
+        for policy in (absolute_policy, relative_policy):
+            policy.reset("reach the red target", seed=1)
+        a, r = absolute_policy.predict(obs), relative_policy.predict(obs)
+        assert np.allclose(r.actions_normalized, a.actions_normalized)
+        expected = a.actions + obs.state[None, :] if shifted else a.actions
+        assert np.allclose(r.actions, expected, atol=1e-6), name
+        assert relative_policy.supports_prefix is (not shifted)
+    with pytest.raises(CheckpointError, match="relative actions need action.space joint_position"):
+        tiny_qwen_checkpoint(tmp_path / "bad", relative=("metaworld_sawyer",))
+
+
 def test_checkpoint_round_trip_serves_the_same_chunks_and_keeps_a_prefix(checkpoint, tmp_path):
     robot = load_robot("panda_ros2_control")
     first = make_backend("qwen_vla", robot, checkpoint=str(checkpoint))

@@ -36,18 +36,23 @@ from .modeling_qwen_vla import PromptTokenizer, QwenVLAActionExpert, sample_acti
 NORM_MODE = "quantile"          # 2 (a - q01) / (q99 - q01) - 1, clipped: the paper's, per dataset and dimension
 
 
-def embodiment_entry(robot, max_horizon: int | None = None) -> dict:
+def embodiment_entry(robot, max_horizon: int | None = None, relative_actions: bool = False) -> dict:
     """What a checkpoint records of a robot file it was trained on (and matches robot files against);
-    the robot's chunk is its action.horizon, at most `max_horizon` (the unified tensor's rows)."""
+    the robot's chunk is its action.horizon, at most `max_horizon` (the unified tensor's rows).
+    `relative_actions`: the model's actions are joint targets minus the joint positions the chunk
+    starts from (openpi's delta actions): the motion, not the pose, fills the normalized range."""
     emb = robot.config
     if emb.action.unified is None:
         raise CheckpointError(f"{robot.path}: key action.unified missing: qwen_vla places actions into the "
                               f"unified tensor by its channel ids")
+    if relative_actions and (emb.action.space != "joint_position" or list(emb.action.names) != list(emb.state.names)):
+        raise CheckpointError(f"{robot.path}: relative actions need action.space joint_position (it is "
+                              f"{emb.action.space}) and state.names equal to action.names")
     return {"action_space": emb.action.space, "action_names": list(emb.action.names),
             "state_names": list(emb.state.names), "channels": list(emb.action.unified.channels),
             "unified_dim": int(emb.action.unified.dim),
             "horizon": int(min(emb.action.horizon, max_horizon or emb.action.horizon)),
-            "cameras": [c.name for c in emb.cameras if c.required]}
+            "cameras": [c.name for c in emb.cameras if c.required], "relative_actions": bool(relative_actions)}
 
 
 def match_embodiment(checkpoint: str, config: QwenVLAConfig, robot) -> str:
@@ -204,7 +209,8 @@ class QwenVLAPipeline:
                  num_inference_steps: int = 0, generator=None, prefix: np.ndarray | None = None) -> dict:
         """Chunks for B observations of one embodiment: views (B, V, H, W, 3) uint8 RGB in the
         embodiment's camera order, prompts rendered from its robot file, states (B, state_dim) physical
-        units (read only with use_proprio), prefix (B, k, dim) model space or None. Returns
+        units (read with use_proprio, and for relative actions, which are added to them), prefix (B, k, dim)
+        model space or None (not kept for relative actions: they are relative to another state). Returns
         actions_normalized / actions (B, horizon, dim), unified (B, H, K) and the times (ms)."""
         t0 = time.perf_counter()
         cfg, emb = self.config, self.config.embodiments[embodiment]
@@ -216,8 +222,9 @@ class QwenVLAPipeline:
             state_n = self.normalizer(embodiment, "state").normalize(np.asarray(states, dtype=np.float64))
             proprio = torch.zeros(b, cfg.unified_dim, dtype=self.dtype, device=self.device)
             proprio[:, : state_n.shape[1]] = torch.as_tensor(state_n, dtype=self.dtype, device=self.device)
+        relative = bool(emb.get("relative_actions", False))
         prefix_t = prefix_mask = None
-        if prefix is not None and len(prefix[0]):
+        if prefix is not None and len(prefix[0]) and not relative:
             y, m = to_unified(np.asarray(prefix, dtype=np.float32), emb["channels"], cfg.unified_dim, cfg.horizon)
             prefix_t = torch.as_tensor(y, dtype=self.dtype, device=self.device)
             prefix_mask = torch.as_tensor(m, device=self.device)
@@ -230,7 +237,10 @@ class QwenVLAPipeline:
         t2 = time.perf_counter()
         unified = unified.float().cpu().numpy()
         actions_n = from_unified(unified, emb["channels"], emb["horizon"]).clip(-1.0, 1.0)
-        return {"actions_normalized": actions_n, "actions": self.normalizer(embodiment, "action").unnormalize(actions_n),
+        actions = self.normalizer(embodiment, "action").unnormalize(actions_n)
+        if relative:                                   # joint targets = the chunk's start + the motion
+            actions = actions + np.asarray(states, dtype=np.float64)[:, None, :]
+        return {"actions_normalized": actions_n, "actions": actions,
                 "unified": unified, "timings_ms": {"preprocess_ms": (t1 - t0) * 1e3, "inference_ms": (t2 - t1) * 1e3,
                                                    "postprocess_ms": (time.perf_counter() - t2) * 1e3}}
 
@@ -246,7 +256,10 @@ class QwenVLAPolicy(LearnedPolicy):
     def __init__(self, embodiment, checkpoint: str = "", device: str = "cpu", dtype: str = "float32",
                  num_inference_steps: int = 0):
         super().__init__(embodiment, checkpoint, device, dtype)
-        self.cameras = list(self.pipeline.config.embodiments[self.embodiment_name]["cameras"])
+        entry = self.pipeline.config.embodiments[self.embodiment_name]
+        self.cameras = list(entry["cameras"])
+        # a real-time-chunking prefix is the previous chunk's motion from another start: not kept
+        self.supports_prefix = not entry.get("relative_actions", False)
         self.num_inference_steps = int(num_inference_steps) or self.pipeline.config.num_inference_steps
 
     def load_pipeline(self, checkpoint: str, device: str, dtype: str) -> QwenVLAPipeline:

@@ -43,6 +43,9 @@ class EmbodimentData:
         data = chunk_samples(episodes, self.entry["horizon"])
         rows = np.concatenate([ep.actions for ep in episodes]).astype(np.float64)
         states = np.concatenate([ep.states for ep in episodes]).astype(np.float64)
+        if self.entry.get("relative_actions"):          # each chunk's targets less the state it starts from
+            data["actions"] = data["actions"] - data["state"][:, None, :]
+            rows = data["actions"][data["action_mask"] > 0].astype(np.float64)
         self.stats = stats or {"action": compute_stats(rows, NORM_MODE), "state": compute_stats(states, NORM_MODE)}
         actions_n = Normalizer(NORM_MODE, self.stats["action"]).normalize(data["actions"])
         y, m = to_unified(actions_n.astype(np.float32), self.entry["channels"], cfg.unified_dim, cfg.horizon)
@@ -114,6 +117,9 @@ class QwenVLATrainer:
                             "expert weights; a fresh optimizer and schedule): a second stage of --steps on the same "
                             "robots. It normalizes with the source's statistics (its network learned on that "
                             "scale); the record keeps its steps and wall time (init_steps, init_wall_time_s)")
+        p.add_argument("--relative-actions", action="append", default=[], metavar="ROBOT",
+                       help="this robot's actions are learned as joint targets minus the joint positions each chunk "
+                            "starts from (joint_position robots whose state.names are their action.names)")
         p.add_argument("--renormalize", action="append", default=[], metavar="ROBOT",
                        help="with --init-from: this robot's statistics are computed from this run's demonstrations "
                             "instead (a stage that brings the robot demonstrations covering more of its space)")
@@ -144,7 +150,8 @@ class QwenVLATrainer:
                             num_inference_steps=args.num_inference_steps, use_proprio=args.proprio,
                             action_projection="per_embodiment" if args.per_embodiment_heads else "shared",
                             embodiments={r.name: embodiment_entry(
-                                r, min(args.horizon, chunk_length(args, r) if r is robot else r.config.action.horizon))
+                                r, min(args.horizon, chunk_length(args, r) if r is robot else r.config.action.horizon),
+                                relative_actions=r.name in args.relative_actions)
                                 for r, _ in datasets})
         pretrained = None
         if args.backbone:             # a local Qwen2-VL checkpoint: its sizes, patching and tokenizer win
@@ -163,7 +170,11 @@ class QwenVLATrainer:
                                   cfg.tokens_per_view, cfg.max_text_tokens)
         cfg.vocab_size, cfg.image_token_id = len(prompts), prompts.image_token_id
         cfg.vision_start_token_id, cfg.vision_end_token_id = prompts.vision_start_id, prompts.vision_end_id
-        initial = initial_checkpoint(args.init_from, cfg) if args.init_from else None
+        unknown = sorted(set(args.relative_actions) - set(cfg.embodiments))
+        if unknown:
+            raise SystemExit(f"vla-train: --relative-actions {' '.join(args.relative_actions)}: no robot {unknown} in "
+                             f"this run (robots: {sorted(cfg.embodiments)})")
+        initial = initial_checkpoint(args.init_from, cfg, args.renormalize) if args.init_from else None
         unknown = sorted(set(args.renormalize) - set(cfg.embodiments))
         if unknown or (args.renormalize and initial is None):
             raise SystemExit(f"vla-train: --renormalize {' '.join(args.renormalize)}: "
@@ -230,16 +241,30 @@ class QwenVLATrainer:
                                               for t, n in d.facts["demonstrations_per_task"].items()}}
         if args.renormalize:
             facts["renormalized"] = sorted(args.renormalize)
+        if args.relative_actions:
+            facts["relative_actions"] = sorted(args.relative_actions)
         return run_training(args, TrainingJob(model, make_batch, lambda m, b: m(**b), export, facts), out,
                             self.family, setup_s=time.time() - started)
 
 
-def initial_checkpoint(path: str, cfg: QwenVLAConfig) -> QwenVLAPipeline:
-    """The `--init-from` checkpoint, refused (naming the key) unless it is the network this run builds."""
+def initial_checkpoint(path: str, cfg: QwenVLAConfig, renormalize: list[str]) -> QwenVLAPipeline:
+    """The `--init-from` checkpoint, refused (naming the key) unless it is the network this run builds.
+    A robot whose actions change between absolute and relative is the same network on other targets:
+    allowed when its statistics are computed anew (`renormalize`)."""
     try:
         source = QwenVLAPipeline.from_pretrained(path)
     except CheckpointError as exc:
         raise CheckpointError(f"--init-from: {exc}") from None
-    refuse_other_network(path, source.config.to_dict(), cfg.to_dict(),
-                         "pass the options and data the checkpoint was trained with")
+    theirs, ours = source.config.to_dict(), cfg.to_dict()
+    for name, entry in ours["embodiments"].items():
+        before = theirs["embodiments"].get(name, {}).get("relative_actions", False)
+        if entry["relative_actions"] != before and name not in renormalize:
+            raise SystemExit(f"vla-train: --init-from {path}: {name}'s actions were "
+                             f"{'relative' if before else 'absolute'}, this run's are "
+                             f"{'relative' if entry['relative_actions'] else 'absolute'}: add --renormalize {name}")
+
+    def network(config: dict) -> dict:
+        return {**config, "embodiments": {n: {k: v for k, v in e.items() if k != "relative_actions"}
+                                          for n, e in config["embodiments"].items()}}
+    refuse_other_network(path, network(theirs), network(ours), "pass the options and data the checkpoint was trained with")
     return source

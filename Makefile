@@ -251,14 +251,17 @@ artifacts/data_panda_reach/report.json:
 	$(MAKE) data-panda-reach
 artifacts/data/report.json:
 	$(MAKE) data
-bench-qwen-vla-panda-reach: setup $(QWEN_PANDA_REACH)/config.json
-	for arm in shipped:$(QWEN_VLA) panda_reach:$(QWEN_PANDA_REACH); do \
+$(QWEN_PANDA_RELATIVE)/config.json:
+	$(MAKE) train-qwen-vla-panda-relative
+bench-qwen-vla-panda-reach: setup $(QWEN_PANDA_REACH)/config.json $(QWEN_PANDA_RELATIVE)/config.json
+	for arm in shipped:$(QWEN_VLA) panda_reach:$(QWEN_PANDA_REACH) panda_relative:$(QWEN_PANDA_RELATIVE); do \
 		$(VENV)/bin/vla-graph arm_ros2_control --set policy.backend:=qwen_vla --set policy.checkpoint:=$${arm#*:} \
 			--set evaluator.seeds:=$(VALIDATION_REACH) --output-dir artifacts/bench/qwen_vla_panda_reach/panda_$${arm%%:*} \
 			|| exit 1; \
 	done
 	$(PY) scripts/panda_reach_table.py artifacts/bench/qwen_vla_panda_reach \
-		shipped=artifacts/bench/qwen_vla_panda_reach/panda_shipped panda_reach=artifacts/bench/qwen_vla_panda_reach/panda_panda_reach
+		shipped=artifacts/bench/qwen_vla_panda_reach/panda_shipped panda_reach=artifacts/bench/qwen_vla_panda_reach/panda_panda_reach \
+		panda_relative=artifacts/bench/qwen_vla_panda_reach/panda_panda_relative
 	$(VENV)/bin/vla-bench policies --config config/bench/qwen_vla_panda_reach.yaml --out artifacts/bench/qwen_vla_panda_reach/sawyer
 
 bench-qwen-vla-ablations: setup

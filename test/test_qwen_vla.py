@@ -244,6 +244,26 @@ def test_a_training_run_over_both_robots_lowers_the_loss_and_serves_both(tmp_pat
         train_main([*on_other, "--output", str(tmp_path_factory.mktemp("f")), "--init-from", str(ckpt),
                     "--renormalize", "ur5"])
 
+    # the Panda's actions learned relative to its joint positions: statistics of the motion, computed anew
+    with pytest.raises(SystemExit, match="panda_ros2_control's actions were absolute, this run's are relative: "
+                                         "add --renormalize panda_ros2_control"):
+        train_main([*on_other, "--output", str(tmp_path_factory.mktemp("g")), "--init-from", str(ckpt),
+                    "--relative-actions", "panda_ros2_control"])
+    relative = tmp_path_factory.mktemp("relative")
+    assert train_main([*on_other, "--output", str(relative), "--init-from", str(ckpt), "--renormalize",
+                       "panda_ros2_control", "--relative-actions", "panda_ros2_control"]) == 0
+    entries = json.loads((relative / "config.json").read_text())["policy"]["embodiments"]
+    assert entries["panda_ros2_control"]["relative_actions"] and not entries["metaworld_sawyer"]["relative_actions"]
+    motion = json.loads((relative / "normalization.json").read_text())["embodiments"]["panda_ros2_control"]["action"]
+    poses = own["panda_ros2_control"]["action"]                  # the same demonstrations, absolute
+    assert motion != poses
+    # served: each joint target is the state plus a motion within the statistics' range
+    policy = make_backend("auto", load_robot("panda_ros2_control"), checkpoint=str(relative))
+    policy.reset("reach the red target", seed=0)
+    obs = observation(load_robot("panda_ros2_control"))
+    moved = policy.predict(obs).actions - obs.state
+    assert np.all(moved >= np.array(motion["q01"]) - 1e-6) and np.all(moved <= np.array(motion["q99"]) + 1e-6)
+
 
 SHIPPED = ROOT / "checkpoints" / "qwen_vla_sawyer_panda"
 

@@ -1,5 +1,5 @@
-"""The Makefile's training recipes are what `make train`, `make train-kshot` and
-`make train-lingbot-history` run: each vla-train line must parse with its family's options, so a
+"""The Makefile's training recipes are what `make train`, `make train-kshot`, `make train-lingbot-history`
+and the Qwen-VLA Panda stages run: each vla-train line must parse with its family's options, so a
 renamed or mistyped option fails here, not an hour into a training run."""
 
 import shlex
@@ -21,7 +21,8 @@ def vla_train_lines(*targets: str) -> list[list[str]]:
     return [shlex.split(line.split("/bin/vla-train ", 1)[1]) for line in commands if "/bin/vla-train " in line]
 
 
-@pytest.mark.parametrize("target, runs", [("train", 7), ("train-kshot", 3), ("train-lingbot-history", 2)])
+@pytest.mark.parametrize("target, runs", [("train", 7), ("train-kshot", 3), ("train-lingbot-history", 2),
+                                          ("train-qwen-vla-panda-reach", 1), ("train-qwen-vla-panda-relative", 1)])
 def test_every_training_recipe_parses_with_its_family_options(target, runs):
     lines = vla_train_lines(target)
     assert len(lines) == runs
@@ -47,3 +48,12 @@ def test_the_lingbot_history_recipe_differs_only_in_the_augmentation():
     same = {k: v for k, v in vars(augmented).items() if not k.startswith("action_history") and k != "output"}
     assert same == {k: v for k, v in vars(continued).items() if not k.startswith("action_history") and k != "output"}
     assert augmented.init_from == "checkpoints/lingbot_va_metaworld"
+
+
+def test_the_panda_reach_stages_continue_the_shipped_qwen_vla_on_200_targets():
+    poses, motion = (build_argparser("qwen_vla").parse_args(vla_train_lines(t)[0])
+                     for t in ("train-qwen-vla-panda-reach", "train-qwen-vla-panda-relative"))
+    for args in (poses, motion):
+        assert args.init_from == "checkpoints/qwen_vla_sawyer_panda" and args.proprio
+        assert args.also == ["panda_ros2_control=artifacts/data_panda_reach"] and args.renormalize == ["panda_ros2_control"]
+    assert poses.relative_actions == [] and motion.relative_actions == ["panda_ros2_control"]

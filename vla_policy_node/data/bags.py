@@ -106,6 +106,7 @@ def to_ros_message(value, cls):
     return msg
 
 
+BAG_STORAGES = ("sqlite3", "mcap")
 BAG_COMPRESSIONS = ("none", "zstd")
 
 
@@ -116,8 +117,8 @@ class BagWriter:
     transparently by rosbags and `ros2 bag`; a raw camera episode shrinks about 7 times)."""
 
     def __init__(self, path: str | Path, typestore, storage: str = "sqlite3", compression: str = "none"):
-        if storage not in ("sqlite3", "mcap"):
-            raise ValueError(f"bag storage '{storage}' unknown; use sqlite3 or mcap")
+        if storage not in BAG_STORAGES:
+            raise ValueError(f"bag storage '{storage}' unknown; use {' or '.join(BAG_STORAGES)}")
         if compression not in BAG_COMPRESSIONS:
             raise ValueError(f"bag compression '{compression}' unknown; use {' or '.join(BAG_COMPRESSIONS)}")
         self.path = Path(path)

@@ -16,7 +16,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
 
-from ..data.bags import BAG_COMPRESSIONS, BagWriter, make_typestore
+from ..data.bags import BAG_COMPRESSIONS, BAG_STORAGES, BagWriter, make_typestore
 from .common import message_class, to_sec
 from .parameters import Param
 
@@ -38,7 +38,7 @@ class EpisodeRecorder:
     """Records `topics` of `node`'s graph into <folder>/<episode id>/ (rosbag2, `storage`, `compression`)."""
 
     def __init__(self, node, folder: Path, topics: list[str], storage: str = "sqlite3", compression: str = "zstd"):
-        for name, value, known in (("bag_storage", storage, ("sqlite3", "mcap")),
+        for name, value, known in (("bag_storage", storage, BAG_STORAGES),
                                    ("bag_compression", compression, BAG_COMPRESSIONS)):
             if value not in known:
                 raise ValueError(f"parameter {name}: '{value}' unknown; use {' or '.join(known)}")

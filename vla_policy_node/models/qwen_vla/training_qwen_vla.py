@@ -41,12 +41,15 @@ class EmbodimentData:
 
         self.name, self.entry = robot.name, cfg.embodiments[robot.name]
         data = chunk_samples(episodes, self.entry["horizon"])
-        rows = np.concatenate([ep.actions for ep in episodes]).astype(np.float64)
-        states = np.concatenate([ep.states for ep in episodes]).astype(np.float64)
-        if self.entry.get("relative_actions"):          # each chunk's targets less the state it starts from
+        relative = self.entry.get("relative_actions", False)
+        if relative:                                    # each chunk's targets less the state it starts from
             data["actions"] = data["actions"] - data["state"][:, None, :]
-            rows = data["actions"][data["action_mask"] > 0].astype(np.float64)
-        self.stats = stats or {"action": compute_stats(rows, NORM_MODE), "state": compute_stats(states, NORM_MODE)}
+        if stats is None:
+            rows = data["actions"][data["action_mask"] > 0] if relative else np.concatenate([ep.actions for ep in episodes])
+            states = np.concatenate([ep.states for ep in episodes])
+            stats = {"action": compute_stats(rows.astype(np.float64), NORM_MODE),
+                     "state": compute_stats(states.astype(np.float64), NORM_MODE)}
+        self.stats = stats
         actions_n = Normalizer(NORM_MODE, self.stats["action"]).normalize(data["actions"])
         y, m = to_unified(actions_n.astype(np.float32), self.entry["channels"], cfg.unified_dim, cfg.horizon)
         m *= np.pad(data["action_mask"], ((0, 0), (0, cfg.horizon - self.entry["horizon"])))[..., None]
@@ -170,16 +173,15 @@ class QwenVLATrainer:
                                   cfg.tokens_per_view, cfg.max_text_tokens)
         cfg.vocab_size, cfg.image_token_id = len(prompts), prompts.image_token_id
         cfg.vision_start_token_id, cfg.vision_end_token_id = prompts.vision_start_id, prompts.vision_end_id
-        unknown = sorted(set(args.relative_actions) - set(cfg.embodiments))
-        if unknown:
-            raise SystemExit(f"vla-train: --relative-actions {' '.join(args.relative_actions)}: no robot {unknown} in "
-                             f"this run (robots: {sorted(cfg.embodiments)})")
+        for option, names in (("--relative-actions", args.relative_actions), ("--renormalize", args.renormalize)):
+            unknown = sorted(set(names) - set(cfg.embodiments))
+            if unknown:
+                raise SystemExit(f"vla-train: {option} {' '.join(names)}: no robot {unknown} in this run "
+                                 f"(robots: {sorted(cfg.embodiments)})")
+        if args.renormalize and not args.init_from:
+            raise SystemExit(f"vla-train: --renormalize {' '.join(args.renormalize)}: only with --init-from "
+                             "(a first stage always computes its statistics)")
         initial = initial_checkpoint(args.init_from, cfg, args.renormalize) if args.init_from else None
-        unknown = sorted(set(args.renormalize) - set(cfg.embodiments))
-        if unknown or (args.renormalize and initial is None):
-            raise SystemExit(f"vla-train: --renormalize {' '.join(args.renormalize)}: "
-                             + (f"no robot {unknown} in this run (robots: {sorted(cfg.embodiments)})" if unknown
-                                else "only with --init-from (a first stage always computes its statistics)"))
         data = [EmbodimentData(r, eps, cfg, None if initial is None or r.name in args.renormalize
                                else initial.statistics[r.name]) for r, eps in datasets]
         for d in data:
